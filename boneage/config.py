@@ -1,0 +1,199 @@
+"""Typed view of ``params.yaml``: one loader, one model per stage section.
+
+Every stage reads only its own section, so DVC can rerun exactly the stages whose
+knobs changed. Unknown keys and bad values are rejected with the dotted key name,
+because a typo in ``params.yaml`` that is silently ignored trains the wrong model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ParamsError(ValueError):
+    """``params.yaml`` is missing, malformed, or holds an unknown key or a bad value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticParams(_Section):
+    """Synthetic hand radiographs made by :mod:`boneage.phantom`."""
+
+    count: int = Field(1600, ge=1, description="number of films to generate")
+    height: int = Field(320, ge=32, le=4096, description="film height in px (width is 4/5 of it)")
+    seed: int = 0
+    max_age_months: float = Field(228.0, gt=0, le=240)
+
+
+class FetchParams(_Section):
+    source: str = Field(
+        "synthetic",
+        description="'synthetic', a local folder, a .zip/.tar.gz archive, or an http(s) URL of one",
+    )
+    synthetic: SyntheticParams = SyntheticParams()
+    on_error: Literal["skip", "fail"] = Field(
+        "fail", description="a bad label row: 'fail' stops the stage, 'skip' reports and drops it"
+    )
+
+
+class PreprocessParams(_Section):
+    size: int = Field(128, ge=16, le=2048, description="side of the square model input, px")
+    resize: Literal["squash", "pad"] = "squash"
+    contrast: Literal["none", "percentile", "clahe"] = "percentile"
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    clahe_clip: float = Field(2.0, gt=0)
+    clahe_tiles: int = Field(8, ge=1, le=64)
+    crop: Literal["none", "hand"] = "none"
+    workers: int = Field(0, ge=0, description="0 means every core")
+    on_error: Literal["skip", "fail"] = "skip"
+
+    @model_validator(mode="after")
+    def _check_percentiles(self) -> "PreprocessParams":
+        low, high = self.percentiles
+        if not 0 <= low < high <= 100:
+            raise ValueError(
+                f"percentiles must satisfy 0 <= low < high <= 100, got [{low}, {high}]"
+            )
+        return self
+
+
+class SplitParams(_Section):
+    seed: int = 42
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+    age_band_months: float = Field(24.0, gt=0, description="width of the age strata")
+    folds: int = Field(0, ge=0, description="0 = no k-fold; k >= 2 writes folds.csv")
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> "SplitParams":
+        if self.val + self.test >= 1:
+            raise ValueError(f"val + test must be < 1, got {self.val} + {self.test}")
+        if self.folds == 1:
+            raise ValueError("folds must be 0 (off) or at least 2")
+        return self
+
+
+class AugmentParams(_Section):
+    rotation_degrees: float = Field(10.0, ge=0, le=180)
+    shift: float = Field(0.05, ge=0, lt=1, description="fraction of the side")
+    zoom: float = Field(0.1, ge=0, lt=1, description="+- fraction")
+    brightness: float = Field(0.1, ge=0, le=1)
+    contrast: float = Field(0.1, ge=0, le=1)
+    horizontal_flip: bool = False
+    mixup_alpha: float = Field(0.0, ge=0, description="0 disables MixUp")
+
+
+class TrainParams(_Section):
+    seed: int = 42
+    architecture: Literal[
+        "compact", "efficientnetb0", "mobilenetv3small", "mobilenetv3large", "resnet50"
+    ] = "compact"
+    width: int = Field(32, ge=4, le=512, description="filters of the compact CNN's first block")
+    weights: str = Field("none", description="'none', 'imagenet' or a path to a weights file")
+    use_sex: bool = True
+    standardise_target: bool = True
+    loss: Literal["mae", "huber", "mse"] = "huber"
+    huber_delta_months: float = Field(12.0, gt=0)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    lr_schedule: Literal["constant", "cosine", "plateau"] = "cosine"
+    warmup_epochs: int = Field(1, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    early_stopping_patience: int = Field(8, ge=0, description="0 disables early stopping")
+    fold: int = Field(-1, ge=-1, description="-1 uses train/val; k trains on all folds but k")
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    augment: AugmentParams = AugmentParams()
+
+
+class EvaluateParams(_Section):
+    age_bands_months: list[float] = Field(
+        default_factory=lambda: [0, 24, 60, 120, 156, 192, 240],
+        description="edges of the age bands MAE is reported for",
+    )
+
+    @model_validator(mode="after")
+    def _check_bands(self) -> "EvaluateParams":
+        edges = self.age_bands_months
+        if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError(f"age_bands_months must be >= 2 increasing edges, got {edges}")
+        return self
+
+
+class ExportParams(_Section):
+    formats: list[Literal["keras", "savedmodel", "tflite"]] = Field(
+        default_factory=lambda: ["keras", "savedmodel", "tflite"]
+    )
+
+
+class Params(_Section):
+    fetch: FetchParams = FetchParams()
+    preprocess: PreprocessParams = PreprocessParams()
+    split: SplitParams = SplitParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    export: ExportParams = ExportParams()
+
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    name: field.annotation for name, field in Params.model_fields.items()  # type: ignore[misc]
+}
+
+
+def _format_error(error: ValidationError, path: Path, prefix: str) -> str:
+    lines = [f"{path}: invalid params"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
+        got = item.get("input")
+        shown = "" if item["type"] == "missing" else f" (got {got!r})"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key; check its spelling against params.yaml")
+        else:
+            lines.append(f"  {key}: {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _read_yaml(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of stage sections")
+    return data
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Load and validate the whole file."""
+    path = Path(path)
+    data = _read_yaml(path)
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        raise ParamsError(_format_error(exc, path, "")) from None
+
+
+def load_section(section: str, path: str | Path = "params.yaml"):
+    """Load and validate one stage's section; the others are not looked at."""
+    if section not in SECTIONS:
+        raise ParamsError(f"unknown params section {section!r}; expected one of {sorted(SECTIONS)}")
+    path = Path(path)
+    data = _read_yaml(path).get(section) or {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: {section} must be a mapping")
+    try:
+        return SECTIONS[section].model_validate(data)
+    except ValidationError as exc:
+        raise ParamsError(_format_error(exc, path, section)) from None
