@@ -1,0 +1,198 @@
+"""Test-set metrics in months, beside the predict-the-training-median baseline, and plots.
+
+Bone-age readers think in months and in age bands (infancy, childhood, puberty), so
+the metrics are broken down by sex and age band, and the share of films within 6 and
+12 months is reported: the spread two radiologists show is about that size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from boneage.report import format_months  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def band_label(low: float, high: float) -> str:
+    return f"{low:g}-{high:g}"
+
+
+def regression_metrics(true: np.ndarray, predicted: np.ndarray) -> dict:
+    error = predicted - true
+    total = float(((true - true.mean()) ** 2).sum())
+    return {
+        "mae_months": float(np.abs(error).mean()),
+        "rmse_months": float(np.sqrt((error ** 2).mean())),
+        "r2": float(1 - (error ** 2).sum() / total) if total > 0 else float("nan"),
+        "bias_months": float(error.mean()),
+        "within_6_months": float((np.abs(error) <= 6).mean()),
+        "within_12_months": float((np.abs(error) <= 12).mean()),
+    }
+
+
+def evaluate_predictions(frame: pd.DataFrame, train_median: float, age_bands: list[float]) -> dict:
+    """Metrics of ``frame`` (columns boneage, predicted, male) plus the median baseline."""
+    true = frame["boneage"].to_numpy(float)
+    predicted = frame["predicted"].to_numpy(float)
+    metrics = {"n_test": int(len(frame)), **regression_metrics(true, predicted)}
+    errors = np.abs(predicted - true)
+    metrics["mae_by_sex"] = {
+        name: float(errors[frame["male"].to_numpy() == flag].mean())
+        for name, flag in (("female", 0), ("male", 1))
+        if (frame["male"].to_numpy() == flag).any()
+    }
+    by_band = {}
+    for low, high in zip(age_bands, age_bands[1:]):
+        inside = (true >= low) & (true < high)
+        if inside.any():
+            by_band[band_label(low, high)] = {"mae_months": float(errors[inside].mean()),
+                                              "n": int(inside.sum())}
+    metrics["mae_by_age_band"] = by_band
+    baseline = regression_metrics(true, np.full_like(true, train_median))
+    metrics["baseline_median"] = {"prediction_months": float(train_median),
+                                  "mae_months": baseline["mae_months"],
+                                  "rmse_months": baseline["rmse_months"]}
+    metrics["mae_vs_baseline"] = (metrics["mae_months"] / baseline["mae_months"]
+                                  if baseline["mae_months"] > 0 else float("nan"))
+    return metrics
+
+
+def write_plot_data(frame: pd.DataFrame, plots_dir: Path) -> None:
+    """Per-film predictions for ``dvc plots``: scatter, Bland-Altman and error by age."""
+    data = pd.DataFrame({
+        "id": frame["id"],
+        "sex": np.where(frame["male"].to_numpy() == 1, "M", "F"),
+        "boneage": frame["boneage"].round(2),
+        "predicted": frame["predicted"].round(2),
+        "mean_of_both": ((frame["boneage"] + frame["predicted"]) / 2).round(2),
+        "difference": (frame["predicted"] - frame["boneage"]).round(2),
+        "abs_error": (frame["predicted"] - frame["boneage"]).abs().round(2),
+    })
+    data.to_csv(plots_dir / "predictions.csv", index=False)
+
+
+def plot_all(frame: pd.DataFrame, metrics: dict, history: dict | None, plots_dir: Path) -> list[Path]:
+    """PNG plots a person looks at: predicted vs true, Bland-Altman, error by age, curves."""
+    true = frame["boneage"].to_numpy(float)
+    predicted = frame["predicted"].to_numpy(float)
+    male = frame["male"].to_numpy() == 1
+    written = []
+    caption = (f"MAE {metrics['mae_months']:.1f} mo ({format_months(metrics['mae_months'])}), "
+               f"median baseline {metrics['baseline_median']['mae_months']:.1f} mo, "
+               f"n={metrics['n_test']}")
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    ax.scatter(true[~male], predicted[~male], s=8, alpha=0.6, label="female", color="tab:red")
+    ax.scatter(true[male], predicted[male], s=8, alpha=0.6, label="male", color="tab:blue")
+    top = max(true.max(), predicted.max(), 1) * 1.05
+    ax.plot([0, top], [0, top], color="black", lw=1, label="identity")
+    ax.set(xlim=(0, top), ylim=(0, top), xlabel="reference bone age (months)",
+           ylabel="predicted bone age (months)", title="Predicted vs reference")
+    ax.legend(loc="upper left")
+    fig.text(0.5, 0.01, caption, ha="center", fontsize=8)
+    written.append(_save(fig, plots_dir / "predicted_vs_true.png"))
+
+    mean_both, diff = (true + predicted) / 2, predicted - true
+    bias, spread = diff.mean(), 1.96 * diff.std()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.scatter(mean_both, diff, s=8, alpha=0.6, color="tab:purple")
+    for value, style, text in ((bias, "-", "bias"), (bias + spread, "--", "+1.96 SD"),
+                               (bias - spread, "--", "-1.96 SD")):
+        ax.axhline(value, color="black", ls=style, lw=1)
+        ax.text(mean_both.max(), value, f" {text} {value:+.1f}", va="center", fontsize=8)
+    ax.set(xlabel="mean of reference and prediction (months)",
+           ylabel="prediction - reference (months)", title="Bland-Altman")
+    written.append(_save(fig, plots_dir / "bland_altman.png"))
+
+    bands = metrics["mae_by_age_band"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    names = list(bands)
+    ax.bar(names, [bands[n]["mae_months"] for n in names], color="tab:green")
+    ax.axhline(metrics["mae_months"], color="black", lw=1, label="overall MAE")
+    ax.set(xlabel="reference bone age band (months)", ylabel="MAE (months)", title="Error by age")
+    for i, n in enumerate(names):
+        ax.text(i, bands[n]["mae_months"], f"n={bands[n]['n']}", ha="center", va="bottom", fontsize=7)
+    ax.legend()
+    written.append(_save(fig, plots_dir / "error_by_age.png"))
+
+    if history:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        axes[0].plot(epochs, history["loss"], label="train")
+        axes[0].plot(epochs, history["val_loss"], label="validation")
+        axes[0].set(xlabel="epoch", ylabel="loss", title="Loss")
+        axes[1].plot(epochs, history["mae"], label="train")
+        axes[1].plot(epochs, history["val_mae"], label="validation")
+        axes[1].axhline(metrics["baseline_median"]["mae_months"], color="grey", ls="--",
+                        label="median baseline (test)")
+        axes[1].set(xlabel="epoch", ylabel="MAE (months)", title="MAE")
+        for ax in axes:
+            ax.legend()
+        written.append(_save(fig, plots_dir / "training_curves.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_metrics(metrics: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
+
+
+def predict_store(model, store, ids: list[str], batch_size: int = 64) -> pd.DataFrame:
+    """Predictions for films already in the packed store (no re-decoding)."""
+    from boneage.models import IMAGE_INPUT, SEX_INPUT
+
+    rows = store.select(ids)
+    images = np.asarray(store.images[rows["row"].to_numpy()], dtype=np.float32)[..., None]
+    sex = rows["male"].to_numpy(np.float32)[:, None]
+    predicted = model.predict({IMAGE_INPUT: images, SEX_INPUT: sex}, batch_size=batch_size,
+                              verbose=0)
+    out = rows[["id", "boneage", "male"]].copy()
+    out["predicted"] = np.asarray(predicted, dtype=float).reshape(-1)
+    return out
+
+
+def run_evaluation(model_dir: str | Path, store_dir: str | Path, split_dir: str | Path,
+                   age_bands: list[float], metrics_path: str | Path,
+                   plots_dir: str | Path) -> dict:
+    """The evaluate stage: test-split predictions, metrics JSON, plot data and PNGs."""
+    import keras
+
+    from boneage.splits import read_ids
+    from boneage.store import open_store
+    from boneage.models import MODEL_FILE, SUMMARY_FILE
+
+    model_dir, plots_dir = Path(model_dir), Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(store_dir)
+    model = keras.saving.load_model(model_dir / MODEL_FILE)
+    test_ids = read_ids(Path(split_dir) / "test.txt")
+    train_ids = read_ids(Path(split_dir) / "train.txt")
+    train_median = float(store.select(train_ids)["boneage"].median())
+    frame = predict_store(model, store, test_ids)
+    metrics = evaluate_predictions(frame, train_median, age_bands)
+    summary_path = model_dir / SUMMARY_FILE
+    history = json.loads(summary_path.read_text())["history"] if summary_path.is_file() else None
+    write_metrics(metrics, Path(metrics_path))
+    write_plot_data(frame, plots_dir)
+    plot_all(frame, metrics, history, plots_dir)
+    log.info("test MAE %.2f months (%s) on %d films; median baseline %.2f months",
+             metrics["mae_months"], format_months(metrics["mae_months"]), metrics["n_test"],
+             metrics["baseline_median"]["mae_months"])
+    return metrics

@@ -1,0 +1,178 @@
+"""Ship a trained model: ``.keras``, a TF SavedModel with a serving signature, TFLite,
+and a model card that records how films must be prepared for it.
+
+The card's ``imaging`` block is what :mod:`boneage.predictor` feeds to
+:func:`boneage.imaging.prepare`, so a deployed model always sees films prepared as in
+training.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import platform
+import shutil
+from pathlib import Path
+
+import keras
+
+from boneage import __version__
+from boneage.models import IMAGE_INPUT, OUTPUT, SEX_INPUT
+from boneage.report import format_months
+
+log = logging.getLogger(__name__)
+
+KERAS_FILE = "model.keras"
+SAVEDMODEL_DIR = "saved_model"
+TFLITE_FILE = "model.tflite"
+CARD_JSON = "model_card.json"
+CARD_MD = "MODEL_CARD.md"
+SIGNATURE = "serving_default"
+
+
+def export_savedmodel(model: keras.Model, path: Path, input_size: int) -> None:
+    """SavedModel whose ``serving_default`` takes ``image`` (N,S,S,1 float 0..255), ``sex`` (N,1)."""
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(image, sex):
+        return {OUTPUT: model({IMAGE_INPUT: image, SEX_INPUT: sex}, training=False)}
+
+    archive.add_endpoint(
+        name=SIGNATURE,
+        fn=serve,
+        input_signature=[
+            tf.TensorSpec([None, input_size, input_size, 1], tf.float32, name=IMAGE_INPUT),
+            tf.TensorSpec([None, 1], tf.float32, name=SEX_INPUT),
+        ],
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def export_tflite(savedmodel_dir: Path, path: Path) -> None:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_dir),
+                                                         signature_keys=[SIGNATURE])
+    path.write_bytes(converter.convert())
+
+
+def model_card(*, training: dict, store_info: dict, metrics: dict, formats: list[str]) -> dict:
+    """Everything a user needs to trust and reproduce the model, as one JSON document."""
+    return {
+        "name": "boneage",
+        "boneage_version": __version__,
+        "created_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "task": "bone age (months) from a left-hand radiograph and sex",
+        "inputs": {
+            IMAGE_INPUT: "grey film prepared by boneage.imaging.prepare with the 'imaging' "
+                         "settings below: float32 0..255, shape (N, size, size, 1)",
+            SEX_INPUT: "float32 (N, 1): 1 = male, 0 = female",
+        },
+        "output": {OUTPUT: "bone age in months, shape (N, 1)"},
+        "imaging": store_info["imaging"],
+        "data": {
+            "source": store_info.get("source"),
+            "fingerprint": store_info.get("source_fingerprint"),
+            "n_films": store_info.get("n_films"),
+            "n_train": training.get("n_train"),
+            "n_val": training.get("n_val"),
+        },
+        "training": {
+            "params": training.get("params"),
+            "best_epoch": training.get("best_epoch"),
+            "epochs_run": training.get("epochs_run"),
+            "train_seconds": training.get("train_seconds"),
+            "cpu_count": training.get("cpu_count"),
+            "keras_version": keras.__version__,
+            "python": platform.python_version(),
+        },
+        "metrics": metrics,
+        "formats": formats,
+        "intended_use": "research and decision support; a radiologist reviews every reading",
+        "limitations": [
+            "trained on the data set named above; films from other hospitals, scanners or "
+            "preprocessing may give larger errors",
+            "not validated for clinical use",
+        ],
+    }
+
+
+def card_markdown(card: dict) -> str:
+    metrics = card["metrics"]
+    imaging = card["imaging"]
+    lines = [
+        "# Model card: boneage",
+        "",
+        f"Created {card['created_utc']} with boneage {card['boneage_version']} "
+        f"(Keras {card['training']['keras_version']}).",
+        "",
+        "## What it does",
+        f"{card['task']}. Intended use: {card['intended_use']}.",
+        "",
+        "## Test metrics",
+        f"- MAE: {metrics['mae_months']:.2f} months ({format_months(metrics['mae_months'])}); "
+        f"median baseline {metrics['baseline_median']['mae_months']:.2f} months",
+        f"- RMSE: {metrics['rmse_months']:.2f} months; R²: {metrics['r2']:.3f}",
+        f"- within 12 months: {100 * metrics['within_12_months']:.1f}% of {metrics['n_test']} films",
+        "- MAE by sex: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics["mae_by_sex"].items()),
+        "- MAE by age band (months): " + ", ".join(
+            f"{k}: {v['mae_months']:.1f} (n={v['n']})" for k, v in metrics["mae_by_age_band"].items()),
+        "",
+        "## Preprocessing the model expects",
+        "Every film must go through `boneage.imaging.prepare` with these settings "
+        "(`boneage predict` does this from this card):",
+        "",
+        *[f"- `{k}`: {v}" for k, v in imaging.items()],
+        "",
+        "## Data",
+        *[f"- {k}: {v}" for k, v in card["data"].items()],
+        "",
+        "## Training",
+        f"- best epoch {card['training']['best_epoch']} of {card['training']['epochs_run']}, "
+        f"{card['training']['train_seconds']} s on {card['training']['cpu_count']} CPU cores",
+        "- params: `" + json.dumps(card["training"]["params"], sort_keys=True) + "`",
+        "",
+        "## Files",
+        *[f"- {name}" for name in card["formats"]],
+        "",
+        "## Limitations",
+        *[f"- {item}" for item in card["limitations"]],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_export(model_dir: str | Path, store_info_path: str | Path, metrics_path: str | Path,
+               out_dir: str | Path, formats: list[str]) -> dict:
+    """The export stage: every requested format plus the model card in ``out_dir``."""
+    from boneage.models import MODEL_FILE, SUMMARY_FILE
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    model = keras.saving.load_model(model_dir / MODEL_FILE)
+    training = json.loads((model_dir / SUMMARY_FILE).read_text())
+    store_info = json.loads(Path(store_info_path).read_text())
+    metrics = json.loads(Path(metrics_path).read_text())
+    size = int(store_info["imaging"]["size"])
+    written = []
+    # The keras file always ships: it is what predict loads by default and Grad-CAM needs.
+    model.save(out_dir / KERAS_FILE)
+    written.append(KERAS_FILE)
+    if "savedmodel" in formats or "tflite" in formats:
+        export_savedmodel(model, out_dir / SAVEDMODEL_DIR, size)
+        written.append(SAVEDMODEL_DIR)
+    if "tflite" in formats:
+        export_tflite(out_dir / SAVEDMODEL_DIR, out_dir / TFLITE_FILE)
+        written.append(TFLITE_FILE)
+    training.pop("history", None)
+    card = model_card(training=training, store_info=store_info, metrics=metrics, formats=written)
+    (out_dir / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n")
+    (out_dir / CARD_MD).write_text(card_markdown(card))
+    log.info("exported %s to %s", ", ".join(written), out_dir)
+    return card

@@ -1,0 +1,215 @@
+"""The one imaging path: decode, crop, normalise and resize a film.
+
+The preprocess stage, ``boneage predict`` and the web app all call :func:`prepare`
+with the :class:`ImagingSettings` that the export records in the model card, so a film
+is turned into model input exactly the same way in training and in use. Training/serving
+skew (a different crop, contrast or aspect at inference) is the classic failure of this
+field; keeping one function makes it impossible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import cv2
+import numpy as np
+
+from boneage.errors import ImageError
+
+MAX_PIXELS = 100_000_000  # a 10,000 x 10,000 film; bigger is not a hand radiograph
+MAX_SIDE = 16_384
+
+
+@dataclass(frozen=True)
+class ImagingSettings:
+    """How a film becomes model input; saved in the model card and read back by predict."""
+
+    size: int = 128
+    resize: str = "squash"  # "squash" to a square, or "pad" keeping the aspect ratio
+    contrast: str = "percentile"  # "none" | "percentile" | "clahe"
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    clahe_clip: float = 2.0
+    clahe_tiles: int = 8
+    crop: str = "none"  # "none" | "hand": crop to the hand, blank markers and plate borders
+
+    def __post_init__(self) -> None:
+        if self.resize not in ("squash", "pad"):
+            raise ValueError(f"resize must be 'squash' or 'pad', got {self.resize!r}")
+        if self.contrast not in ("none", "percentile", "clahe"):
+            raise ValueError(f"contrast must be none|percentile|clahe, got {self.contrast!r}")
+        if self.crop not in ("none", "hand"):
+            raise ValueError(f"crop must be 'none' or 'hand', got {self.crop!r}")
+        if self.size < 8:
+            raise ValueError(f"size must be at least 8 px, got {self.size}")
+        object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
+
+    @classmethod
+    def from_params(cls, params: Any) -> "ImagingSettings":
+        """Build from :class:`boneage.config.PreprocessParams` (or any object with the fields)."""
+        return cls(**{f.name: getattr(params, f.name) for f in fields(cls)})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ImagingSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown imaging settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["percentiles"] = list(self.percentiles)
+        return data
+
+
+def decode(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode PNG/JPEG bytes (8- or 16-bit, grey or colour) to float32 grey in [0, 1]."""
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    header = _read_header_size(data)
+    if header is not None:
+        width, height = header
+        if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+            raise ImageError(
+                f"{name}: image is {width}x{height} px; films larger than "
+                f"{MAX_SIDE} px a side or {MAX_PIXELS:,} px are refused"
+            )
+    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+    if image is None or image.size == 0:
+        raise ImageError(f"{name}: not a readable PNG or JPEG image (corrupt or truncated?)")
+    return to_grey_float(image, name)
+
+
+def to_grey_float(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Convert a decoded array (uint8/uint16/float, 1-4 channels) to float32 grey in [0, 1]."""
+    if image.ndim == 3:
+        if image.shape[2] == 1:
+            image = image[:, :, 0]
+        elif image.shape[2] in (3, 4):
+            image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY)
+        else:
+            raise ImageError(f"{name}: unsupported channel count {image.shape[2]}")
+    elif image.ndim != 2:
+        raise ImageError(f"{name}: unsupported image shape {image.shape}")
+    if image.shape[0] < 8 or image.shape[1] < 8:
+        raise ImageError(f"{name}: image is only {image.shape[1]}x{image.shape[0]} px")
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0
+    image = image.astype(np.float32)
+    if not np.isfinite(image).all():
+        raise ImageError(f"{name}: image holds NaN or infinite values")
+    low, high = float(image.min()), float(image.max())
+    return (image - low) / (high - low) if high > low else np.zeros_like(image)
+
+
+def _read_header_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG header, so a decompression bomb is refused before decoding."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return None
+
+
+def hand_mask(image: np.ndarray) -> np.ndarray:
+    """Boolean mask of the hand: the largest bright connected region after Otsu thresholding.
+
+    Markers (the 'L' letter), plate borders and collimator edges are separate or thin
+    regions; an opening cuts thin bridges so they do not join the hand.
+    """
+    height, width = image.shape
+    scale = 256.0 / max(height, width)
+    small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                       interpolation=cv2.INTER_AREA) if scale < 1 else image
+    small8 = np.clip(small * 255.0, 0, 255).astype(np.uint8)
+    small8 = cv2.GaussianBlur(small8, (5, 5), 0)
+    _, binary = cv2.threshold(small8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
+    # A plate border touching all four sides can be the largest region: skip hollow frames.
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if count <= 1:
+        return np.ones_like(image, dtype=bool)
+    areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
+    touches_all = (
+        (stats[1:, cv2.CC_STAT_LEFT] == 0)
+        & (stats[1:, cv2.CC_STAT_TOP] == 0)
+        & (stats[1:, cv2.CC_STAT_LEFT] + stats[1:, cv2.CC_STAT_WIDTH] == binary.shape[1])
+        & (stats[1:, cv2.CC_STAT_TOP] + stats[1:, cv2.CC_STAT_HEIGHT] == binary.shape[0])
+    )
+    fill = areas / (stats[1:, cv2.CC_STAT_WIDTH] * stats[1:, cv2.CC_STAT_HEIGHT])
+    areas[touches_all & (fill < 0.35)] = 0  # a hollow frame, not a hand
+    best = 1 + int(np.argmax(areas))
+    mask = (labels == best).astype(np.uint8)
+    mask = cv2.dilate(mask, kernel, iterations=2)
+    # Fill holes (dark gaps between bones inside the hand silhouette).
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros_like(mask)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    if filled.shape != image.shape:
+        filled = cv2.resize(filled, (width, height), interpolation=cv2.INTER_NEAREST)
+    return filled.astype(bool)
+
+
+def crop_to_hand(image: np.ndarray, margin: float = 0.03) -> np.ndarray:
+    """Blank everything outside the hand and crop to its bounding box (plus a margin)."""
+    mask = hand_mask(image)
+    if mask.sum() < 0.02 * mask.size:  # nothing hand-like found: leave the film alone
+        return image
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    pad_r, pad_c = round(margin * image.shape[0]), round(margin * image.shape[1])
+    top, bottom = max(0, rows[0] - pad_r), min(image.shape[0], rows[-1] + 1 + pad_r)
+    left, right = max(0, cols[0] - pad_c), min(image.shape[1], cols[-1] + 1 + pad_c)
+    background = float(np.percentile(image[~mask], 5)) if (~mask).any() else 0.0
+    out = np.where(mask, image, background).astype(np.float32)
+    return out[top:bottom, left:right]
+
+
+def normalise_contrast(image: np.ndarray, settings: ImagingSettings) -> np.ndarray:
+    """Stretch contrast so dark, low-contrast films look like the rest; returns [0, 1]."""
+    if settings.contrast == "none":
+        return np.clip(image, 0.0, 1.0)
+    low, high = np.percentile(image, settings.percentiles)
+    if high <= low:
+        high = low + 1e-6
+    stretched = np.clip((image - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    if settings.contrast == "percentile":
+        return stretched
+    clahe = cv2.createCLAHE(clipLimit=settings.clahe_clip,
+                            tileGridSize=(settings.clahe_tiles, settings.clahe_tiles))
+    as16 = np.round(stretched * 65535.0).astype(np.uint16)
+    return clahe.apply(as16).astype(np.float32) / 65535.0
+
+
+def resize(image: np.ndarray, settings: ImagingSettings) -> np.ndarray:
+    """Resize to ``size x size``: squash, or keep the aspect ratio and pad with black."""
+    size = settings.size
+    height, width = image.shape
+    if settings.resize == "squash":
+        interp = cv2.INTER_AREA if (height > size or width > size) else cv2.INTER_LINEAR
+        return cv2.resize(image, (size, size), interpolation=interp)
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    scaled = cv2.resize(image, (new_w, new_h), interpolation=interp)
+    out = np.zeros((size, size), dtype=image.dtype)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out[top:top + new_h, left:left + new_w] = scaled
+    return out
+
+
+def prepare_array(image: np.ndarray, settings: ImagingSettings, name: str = "image") -> np.ndarray:
+    """Grey float [0, 1] film -> uint8 ``size x size`` model input."""
+    if settings.crop == "hand":
+        image = crop_to_hand(image)
+    image = normalise_contrast(image, settings)
+    image = resize(image, settings)
+    return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def prepare(data: bytes, settings: ImagingSettings, name: str = "image") -> np.ndarray:
+    """Encoded film bytes -> uint8 ``size x size`` model input (the single imaging path)."""
+    return prepare_array(decode(data, name), settings, name)

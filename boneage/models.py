@@ -1,0 +1,145 @@
+"""Keras 3 functional bone-age models: film (+ sex) in, bone age in months out.
+
+Backend-agnostic (``keras.ops`` only) so the same model trains under TensorFlow on CPU
+or JAX on an accelerator. The target standardisation lives inside the model as a fixed
+output layer, so every saved model speaks months and no caller can forget to undo it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers, ops
+
+IMAGE_INPUT = "image"
+SEX_INPUT = "sex"
+OUTPUT = "boneage_months"
+MODEL_FILE = "model.keras"  # the train stage's model, in models/trained
+SUMMARY_FILE = "training.json"  # its history, timing and params
+
+APPLICATIONS = {
+    "efficientnetb0": ("EfficientNetB0", "raw255"),
+    "mobilenetv3small": ("MobileNetV3Small", "raw255"),
+    "mobilenetv3large": ("MobileNetV3Large", "raw255"),
+    "resnet50": ("ResNet50", "caffe"),
+}
+
+
+@keras.saving.register_keras_serializable(package="boneage")
+class Destandardise(layers.Layer):
+    """``y = z * std + mean``: the network learns a standardised target, the model outputs months."""
+
+    def __init__(self, mean: float = 0.0, std: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = float(mean)
+        self.std = float(std)
+
+    def call(self, inputs):
+        return inputs * self.std + self.mean
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "std": self.std}
+
+
+@keras.saving.register_keras_serializable(package="boneage")
+class GreyToBackboneInput(layers.Layer):
+    """Grey film in 0..255 -> 3 channels in the value range an ImageNet backbone expects."""
+
+    CAFFE_MEAN = (103.939, 116.779, 123.68)
+
+    def __init__(self, mode: str = "raw255", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("raw255", "caffe"):
+            raise ValueError(f"mode must be 'raw255' or 'caffe', got {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):
+        rgb = ops.concatenate([inputs, inputs, inputs], axis=-1)
+        if self.mode == "caffe":
+            rgb = rgb - ops.convert_to_tensor(self.CAFFE_MEAN, dtype=rgb.dtype)
+        return rgb
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def _conv_block(x, filters: int, name: str):
+    for i in (1, 2):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
+        x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+    return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+
+
+def compact_backbone(image, width: int):
+    """A VGG-style CNN from scratch: small enough to train on 2 CPU cores."""
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(image)
+    side = image.shape[1]
+    filters = [width, width * 2, width * 4, width * 8, width * 8]
+    for i, f in enumerate(filters):
+        if side < 8:
+            break
+        x = _conv_block(x, f, name=f"block{i + 1}")
+        side //= 2
+    x = layers.Conv2D(filters[min(i, len(filters) - 1)], 3, padding="same", activation="relu",
+                      name="last_conv")(x)
+    return layers.GlobalAveragePooling2D(name="gap")(x)
+
+
+def application_backbone(image, architecture: str, weights: str):
+    """A ``keras.applications`` backbone; ``weights`` is 'none', 'imagenet' or a file path."""
+    class_name, mode = APPLICATIONS[architecture]
+    constructor = getattr(keras.applications, class_name)
+    x = GreyToBackboneInput(mode, name="to_rgb")(image)
+    kwargs = {"include_top": False, "pooling": "avg", "input_shape": tuple(x.shape[1:])}
+    if architecture.startswith("mobilenetv3"):
+        kwargs["include_preprocessing"] = True
+    backbone = constructor(weights="imagenet" if weights == "imagenet" else None, **kwargs)
+    if weights not in ("none", "imagenet"):
+        load_backbone_weights(backbone, weights)
+    return backbone(x)
+
+
+def load_backbone_weights(backbone: keras.Model, path: str | Path) -> None:
+    """Load a local weights file (``.weights.h5`` or legacy ``.h5``) into a backbone."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"train.weights: {path} is not a file; use 'none', 'imagenet' "
+                         "or the path of a weights file for this backbone")
+    try:
+        if path.name.endswith(".weights.h5"):
+            backbone.load_weights(path)
+        else:
+            backbone.load_weights(path, skip_mismatch=False)
+    except Exception as exc:  # Keras raises several types for shape/name mismatches
+        raise ValueError(f"train.weights: {path} does not fit the {backbone.name} backbone "
+                         f"without its top: {exc}") from exc
+
+
+def build_model(*, architecture: str, input_size: int, width: int = 32, weights: str = "none",
+                use_sex: bool = True, dropout: float = 0.2, target_mean: float = 0.0,
+                target_std: float = 1.0) -> keras.Model:
+    """The bone-age model: inputs ``image`` (size x size x 1, 0..255) and ``sex`` (1 = male)."""
+    if weights != "none" and architecture == "compact":
+        raise ValueError("train.weights applies to keras.applications backbones only; "
+                         "the compact CNN trains from scratch (set weights: none)")
+    if architecture != "compact" and architecture not in APPLICATIONS:
+        raise ValueError(f"unknown architecture {architecture!r}; expected compact or one of "
+                         f"{sorted(APPLICATIONS)}")
+    image = keras.Input((input_size, input_size, 1), name=IMAGE_INPUT)
+    sex = keras.Input((1,), name=SEX_INPUT)
+    if architecture == "compact":
+        features = compact_backbone(image, width)
+    else:
+        features = application_backbone(image, architecture, weights)
+    if use_sex:
+        sex_features = layers.Dense(16, activation="relu", name="sex_embedding")(sex)
+        features = layers.Concatenate(name="fuse_sex")([features, sex_features])
+    x = layers.Dense(256, activation="relu", name="head_dense")(features)
+    if dropout:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    z = layers.Dense(1, name="standardised_age", dtype="float32")(x)
+    months = Destandardise(target_mean, target_std, name=OUTPUT, dtype="float32")(z)
+    # The sex input stays in the signature even when unused, so every model is called alike.
+    return keras.Model({IMAGE_INPUT: image, SEX_INPUT: sex}, months, name=f"boneage_{architecture}")

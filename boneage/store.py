@@ -1,0 +1,189 @@
+"""Packed film store: every prepared film in one ``.npy`` array the trainer memory-maps.
+
+Thousands of small PNGs make DVC slow to hash and the trainer slow to read; one
+uint8 array (N x size x size) plus a small index is fast for both. Films are
+prepared in parallel and streamed into the memory-mapped array in order, so peak
+memory does not grow with the number of films.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from boneage.errors import DataError, ImageError
+from boneage.imaging import ImagingSettings, prepare
+
+log = logging.getLogger(__name__)
+
+IMAGES_FILE = "films.npy"
+INDEX_FILE = "index.csv"
+SETTINGS_FILE = "store.json"
+LABEL_COLUMNS = ("id", "boneage", "male")
+
+
+@dataclass
+class FilmStore:
+    """A prepared data set: ``images[row]`` is the film of ``index`` row with that ``row``."""
+
+    images: np.ndarray  # uint8 (N, size, size), memory-mapped
+    index: pd.DataFrame  # id, boneage, male, row  (only films that were prepared)
+    settings: ImagingSettings
+    info: dict
+
+    def select(self, ids) -> pd.DataFrame:
+        """Index rows for ``ids`` in that order; unknown ids are an error naming them."""
+        by_id = self.index.set_index("id")
+        missing = [i for i in ids if i not in by_id.index]
+        if missing:
+            raise DataError(
+                f"{len(missing)} ids are not in the film store (first: {missing[:5]}); "
+                "was the split made from another data set? Run `dvc repro` to rebuild."
+            )
+        return by_id.loc[list(ids)].reset_index()
+
+
+def open_store(directory: str | Path) -> FilmStore:
+    directory = Path(directory)
+    for name in (IMAGES_FILE, INDEX_FILE, SETTINGS_FILE):
+        if not (directory / name).is_file():
+            raise DataError(f"{directory / name}: missing; run the preprocess stage first")
+    info = json.loads((directory / SETTINGS_FILE).read_text())
+    index = pd.read_csv(directory / INDEX_FILE, dtype={"id": str})
+    images = np.load(directory / IMAGES_FILE, mmap_mode="r")
+    return FilmStore(images, index, ImagingSettings.from_dict(info["imaging"]), info)
+
+
+# Worker state: each process opens the archive once.
+_ARCHIVE: zipfile.ZipFile | None = None
+_SETTINGS: ImagingSettings | None = None
+
+
+def _init_worker(archive_path: str, settings: dict) -> None:
+    global _ARCHIVE, _SETTINGS
+    _ARCHIVE = zipfile.ZipFile(archive_path)
+    _SETTINGS = ImagingSettings.from_dict(settings)
+
+
+def _prepare_member(member: str) -> tuple[np.ndarray | None, str | None]:
+    try:
+        data = _ARCHIVE.read(member)
+        return prepare(data, _SETTINGS, name=member), None
+    except ImageError as exc:
+        return None, str(exc)
+    except (zipfile.BadZipFile, OSError, ValueError, cv2.error) as exc:
+        return None, f"{member}: {type(exc).__name__}: {exc}"
+
+
+def _members_by_id(archive: zipfile.ZipFile) -> dict[str, str]:
+    members = {}
+    for name in archive.namelist():
+        if name.endswith("/"):
+            continue
+        stem = Path(name).stem
+        if stem in members:
+            raise DataError(f"{archive.filename}: two images for id {stem!r}: {members[stem]}, {name}")
+        members[stem] = name
+    return members
+
+
+def build_store(
+    raw_dir: str | Path,
+    out_dir: str | Path,
+    settings: ImagingSettings,
+    *,
+    workers: int = 0,
+    on_error: str = "skip",
+    provenance: dict | None = None,
+) -> dict:
+    """Prepare every labelled film of a fetched data set into a packed store.
+
+    ``raw_dir`` holds ``films.zip`` and ``labels.csv`` as the fetch stage writes them.
+    Unreadable films are reported by id; with ``on_error='fail'`` the stage fails after
+    listing all of them, with ``'skip'`` they are left out of the index.
+    Returns the summary also written to ``store.json``.
+    """
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    if on_error not in ("skip", "fail"):
+        raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+    labels_path, archive_path = raw_dir / "labels.csv", raw_dir / "films.zip"
+    for path in (labels_path, archive_path):
+        if not path.is_file():
+            raise DataError(f"{path}: missing; run the fetch stage first")
+    labels = pd.read_csv(labels_path, dtype={"id": str})
+    missing_columns = [c for c in LABEL_COLUMNS if c not in labels.columns]
+    if missing_columns:
+        raise DataError(f"{labels_path}: missing column(s) {missing_columns}")
+    with zipfile.ZipFile(archive_path) as archive:
+        members = _members_by_id(archive)
+    absent = [i for i in labels["id"] if i not in members]
+    if absent:
+        raise DataError(f"{labels_path}: {len(absent)} labelled ids have no image in "
+                        f"{archive_path} (first: {absent[:5]})")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    count, size = len(labels), settings.size
+    images = np.lib.format.open_memmap(out_dir / IMAGES_FILE, mode="w+", dtype=np.uint8,
+                                       shape=(count, size, size))
+    workers = workers or os.cpu_count() or 1
+    ordered = [members[i] for i in labels["id"]]
+    failures: list[dict] = []
+    ok = np.zeros(count, dtype=bool)
+    log.info("preparing %d films from %s with %d worker(s): %s", count, archive_path, workers,
+             settings.to_dict())
+    chunk = max(1, min(64, count // (workers * 8) or 1))
+    if workers == 1:
+        _init_worker(str(archive_path), settings.to_dict())
+        results = map(_prepare_member, ordered)
+        pool = None
+    else:
+        context = multiprocessing.get_context("spawn" if os.name == "nt" else "fork")
+        pool = context.Pool(workers, initializer=_init_worker,
+                            initargs=(str(archive_path), settings.to_dict()))
+        results = pool.imap(_prepare_member, ordered, chunksize=chunk)
+    try:
+        for row, (film, error) in enumerate(tqdm(results, total=count, desc="preprocess",
+                                                 unit="film", mininterval=1.0)):
+            if film is None:
+                failures.append({"id": labels["id"].iat[row], "error": error})
+                log.warning("skipping film %s: %s", labels["id"].iat[row], error)
+                continue
+            images[row] = film
+            ok[row] = True
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    images.flush()
+    del images
+
+    if failures and on_error == "fail":
+        shown = "\n  ".join(f"{f['id']}: {f['error']}" for f in failures[:10])
+        raise DataError(f"{len(failures)} of {count} films could not be read "
+                        f"(preprocess.on_error=fail):\n  {shown}")
+    if not ok.any():
+        raise DataError(f"none of the {count} films in {archive_path} could be read")
+    index = labels.loc[ok, list(LABEL_COLUMNS)].copy()
+    index["row"] = np.flatnonzero(ok)
+    index.to_csv(out_dir / INDEX_FILE, index=False)
+    summary = {
+        **(provenance or {}),
+        "imaging": settings.to_dict(),
+        "n_labels": int(count),
+        "n_films": int(ok.sum()),
+        "n_failed": len(failures),
+        "failures": failures,
+    }
+    (out_dir / SETTINGS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("store written to %s: %d films, %d skipped", out_dir, ok.sum(), len(failures))
+    return summary

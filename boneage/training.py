@@ -1,0 +1,227 @@
+"""Train a bone-age model from the packed store with ``tf.data`` and ``model.fit``.
+
+The input pipeline gathers batches from the in-memory store and augments them with
+Keras preprocessing layers in parallel map calls, prefetching ahead of the model, so
+the CPU spends its time in the model rather than decoding files. Seeds and op
+determinism make the same params give the same model on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from boneage.config import AugmentParams, TrainParams
+from boneage.models import IMAGE_INPUT, MODEL_FILE, SEX_INPUT, SUMMARY_FILE, build_model
+from boneage.splits import training_ids
+from boneage.store import FilmStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy, TF and Keras seeds plus deterministic TF kernels."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def augmenter(params: AugmentParams, seed: int) -> keras.Sequential | None:
+    """Random pose and exposure changes a film may show; ``None`` when all are off."""
+    steps = []
+    if params.horizontal_flip:
+        steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if params.rotation_degrees:
+        steps.append(keras.layers.RandomRotation(params.rotation_degrees / 360.0, fill_mode="constant",
+                                                 seed=seed + 1))
+    if params.shift:
+        steps.append(keras.layers.RandomTranslation(params.shift, params.shift,
+                                                    fill_mode="constant", seed=seed + 2))
+    if params.zoom:
+        steps.append(keras.layers.RandomZoom(params.zoom, fill_mode="constant", seed=seed + 3))
+    if params.brightness:
+        steps.append(keras.layers.RandomBrightness(params.brightness, value_range=(0, 255),
+                                                   seed=seed + 4))
+    if params.contrast:
+        steps.append(keras.layers.RandomContrast(params.contrast, value_range=(0, 255),
+                                                 seed=seed + 5))
+    return keras.Sequential(steps, name="augment") if steps else None
+
+
+def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, batch_size: int,
+                 training: bool, seed: int, augment: AugmentParams | None = None) -> tf.data.Dataset:
+    """Batches of ({image, sex}, months): shuffled and augmented when ``training``."""
+    images_t = tf.constant(images[..., None])  # uint8 (N, S, S, 1)
+    targets = tf.constant(boneage.astype(np.float32)[:, None])
+    sexes = tf.constant(male.astype(np.float32)[:, None])
+    dataset = tf.data.Dataset.range(len(images))
+    if training:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=False)
+    layer = augmenter(augment, seed) if (training and augment is not None) else None
+    mixup = augment.mixup_alpha if (training and augment is not None) else 0.0
+
+    def gather(rows):
+        image = tf.cast(tf.gather(images_t, rows), tf.float32)
+        if layer is not None:
+            image = tf.clip_by_value(layer(image, training=True), 0.0, 255.0)
+        inputs = {IMAGE_INPUT: image, SEX_INPUT: tf.gather(sexes, rows)}
+        return inputs, tf.gather(targets, rows)
+
+    dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if mixup > 0:
+        dataset = dataset.map(_mixup_fn(mixup, seed), num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _mixup_fn(alpha: float, seed: int):
+    """MixUp within a batch: convex mixes of films, sexes and ages with Beta(alpha, alpha) weights."""
+    generator = tf.random.Generator.from_seed(seed)
+
+    def mix(inputs, target):
+        batch = tf.shape(target)[0]
+        gamma_a = generator.gamma([batch], alpha)
+        gamma_b = generator.gamma([batch], alpha)
+        lam = gamma_a / (gamma_a + gamma_b)
+        order = tf.random.experimental.stateless_shuffle(tf.range(batch),
+                                                         seed=generator.make_seeds(1)[:, 0])
+        lam_img = tf.reshape(lam, [-1, 1, 1, 1])
+        lam_vec = tf.reshape(lam, [-1, 1])
+        image = inputs[IMAGE_INPUT]
+        mixed = {
+            IMAGE_INPUT: lam_img * image + (1 - lam_img) * tf.gather(image, order),
+            SEX_INPUT: lam_vec * inputs[SEX_INPUT] + (1 - lam_vec) * tf.gather(inputs[SEX_INPUT], order),
+        }
+        return mixed, lam_vec * target + (1 - lam_vec) * tf.gather(target, order)
+
+    return mix
+
+
+def make_loss(params: TrainParams):
+    if params.loss == "mae":
+        return keras.losses.MeanAbsoluteError()
+    if params.loss == "mse":
+        return keras.losses.MeanSquaredError()
+    return keras.losses.Huber(delta=params.huber_delta_months)
+
+
+def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    total = max(1, params.epochs * steps_per_epoch)
+    warmup = min(params.warmup_epochs * steps_per_epoch, total - 1)
+    if params.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=params.lr / 10 if warmup else params.lr,
+            decay_steps=total - warmup, alpha=0.01,
+            warmup_target=params.lr if warmup else None, warmup_steps=warmup)
+    else:
+        learning_rate = params.lr
+    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=params.weight_decay)
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    history: dict
+    best_epoch: int
+    train_seconds: float
+    n_train: int
+    n_val: int
+
+
+def _arrays(store: FilmStore, ids: list[str]):
+    rows = store.select(ids)
+    images = np.asarray(store.images[rows["row"].to_numpy()])
+    return images, rows["boneage"].to_numpy(float), rows["male"].to_numpy(float)
+
+
+def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: TrainParams, *,
+          out_dir: str | Path, callbacks: list | None = None, verbose: int = 2) -> TrainResult:
+    """Fit a model on ``train_ids``, keep the weights of the best validation MAE."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(params.seed)
+    train_images, train_age, train_male = _arrays(store, train_ids)
+    val_images, val_age, val_male = _arrays(store, val_ids)
+    mean, std = (float(train_age.mean()), float(train_age.std() or 1.0)) \
+        if params.standardise_target else (0.0, 1.0)
+    log.info("training on %d films, validating on %d; target mean %.1f sd %.1f months",
+             len(train_ids), len(val_ids), mean, std)
+    model = build_model(architecture=params.architecture, input_size=store.settings.size,
+                        width=params.width, weights=params.weights, use_sex=params.use_sex,
+                        dropout=params.dropout, target_mean=mean, target_std=std)
+    train_data = make_dataset(train_images, train_age, train_male, batch_size=params.batch_size,
+                              training=True, seed=params.seed, augment=params.augment)
+    val_data = make_dataset(val_images, val_age, val_male, batch_size=params.batch_size,
+                            training=False, seed=params.seed)
+    steps = math.ceil(len(train_ids) / params.batch_size)
+    model.compile(optimizer=make_optimizer(params, steps), loss=make_loss(params),
+                  metrics=[keras.metrics.MeanAbsoluteError(name="mae")], jit_compile=False)
+
+    best_path = out_dir / "best.weights.h5"
+    all_callbacks = [keras.callbacks.ModelCheckpoint(best_path, monitor="val_mae", mode="min",
+                                                     save_best_only=True, save_weights_only=True)]
+    if params.lr_schedule == "plateau":
+        all_callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_mae", factor=0.5, patience=max(1, params.early_stopping_patience // 3),
+            min_lr=params.lr / 100))
+    if params.early_stopping_patience:
+        all_callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_mae", mode="min", patience=params.early_stopping_patience))
+    all_callbacks.extend(callbacks or [])
+
+    started = time.perf_counter()
+    fit = model.fit(train_data, validation_data=val_data, epochs=params.epochs,
+                    callbacks=all_callbacks, verbose=verbose, shuffle=False)
+    seconds = time.perf_counter() - started
+    model.load_weights(best_path)
+    best_path.unlink()
+    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    best_epoch = int(np.argmin(history["val_mae"])) + 1
+    log.info("best validation MAE %.2f months at epoch %d of %d (%.0f s)",
+             min(history["val_mae"]), best_epoch, len(history["val_mae"]), seconds)
+    return TrainResult(model, history, best_epoch, seconds, len(train_ids), len(val_ids))
+
+
+def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainParams,
+                 out_dir: str | Path, live_dir: str | Path | None = None) -> TrainResult:
+    """The train stage: data from the store and split, curves to dvclive, model to ``out_dir``."""
+    store = open_store(store_dir)
+    train_ids, val_ids = training_ids(split_dir, params.fold)
+    callbacks = []
+    live = None
+    if live_dir is not None:
+        from dvclive import Live
+        from dvclive.keras import DVCLiveCallback
+
+        live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
+        callbacks.append(DVCLiveCallback(live=live))
+    result = train(store, train_ids, val_ids, params, out_dir=out_dir, callbacks=callbacks)
+    out_dir = Path(out_dir)
+    result.model.save(out_dir / MODEL_FILE)
+    summary = {
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history["loss"]),
+        "best_val_mae_months": min(result.history["val_mae"]),
+        "train_seconds": round(result.train_seconds, 1),
+        "n_train": result.n_train,
+        "n_val": result.n_val,
+        "cpu_count": os.cpu_count(),
+        "history": result.history,
+        "imaging": store.settings.to_dict(),
+        "params": params.model_dump(mode="json"),
+    }
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    if live is not None:
+        live.summary["best_val_mae"] = summary["best_val_mae_months"]
+        live.summary["best_epoch"] = result.best_epoch
+        live.end()
+    return result

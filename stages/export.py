@@ -1,0 +1,26 @@
+"""export: .keras, SavedModel, TFLite and a model card in models/boneage."""
+
+import argparse
+from pathlib import Path
+
+from boneage.config import load_section
+from boneage.runner import run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--model", type=Path, default=Path("models/trained"))
+    parser.add_argument("--store-info", type=Path, default=Path("data/prepared/store.json"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
+    parser.add_argument("--out", type=Path, default=Path("models/boneage"))
+    args = parser.parse_args()
+
+    from boneage.export import run_export
+
+    params = load_section("export", args.params)
+    run_export(args.model, args.store_info, args.metrics, args.out, list(params.formats))
+
+
+if __name__ == "__main__":
+    run(main)

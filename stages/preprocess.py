@@ -1,0 +1,29 @@
+"""preprocess: decode, normalise and resize every film into one packed store."""
+
+import argparse
+import json
+from pathlib import Path
+
+from boneage.config import load_section
+from boneage.runner import run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--raw", type=Path, default=Path("data/raw"))
+    parser.add_argument("--out", type=Path, default=Path("data/prepared"))
+    args = parser.parse_args()
+
+    from boneage.imaging import ImagingSettings
+    from boneage.store import build_store
+
+    params = load_section("preprocess", args.params)
+    report = json.loads((args.raw / "fetch-report.json").read_text())
+    build_store(args.raw, args.out, ImagingSettings.from_params(params), workers=params.workers,
+                on_error=params.on_error,
+                provenance={"source": report["source"], "source_fingerprint": report["fingerprint"]})
+
+
+if __name__ == "__main__":
+    run(main)
