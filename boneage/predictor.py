@@ -87,7 +87,7 @@ class Predictor:
 
             with warnings.catch_warnings():  # tf.lite's deprecation notice is not for our users
                 warnings.simplefilter("ignore")
-                    interpreter = tf.lite.Interpreter(model_path=str(target))
+                interpreter = tf.lite.Interpreter(model_path=str(target))
             runner = interpreter.get_signature_runner(SIGNATURE)
             self._interpreter = interpreter
 
