@@ -7,6 +7,7 @@ output layer, so every saved model speaks months and no caller can forget to und
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import keras
@@ -67,7 +68,7 @@ class GreyToBackboneInput(layers.Layer):
 def _conv_block(x, filters: int, name: str):
     for i in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
-        x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
     return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
@@ -108,10 +109,11 @@ def load_backbone_weights(backbone: keras.Model, path: str | Path) -> None:
         raise ValueError(f"train.weights: {path} is not a file; use 'none', 'imagenet' "
                          "or the path of a weights file for this backbone")
     try:
-        if path.name.endswith(".weights.h5"):
+        # Keras only warns when part of a file does not match; a half-loaded backbone is
+        # a silently wrong model, so every warning here is an error.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
             backbone.load_weights(path)
-        else:
-            backbone.load_weights(path, skip_mismatch=False)
     except Exception as exc:  # Keras raises several types for shape/name mismatches
         raise ValueError(f"train.weights: {path} does not fit the {backbone.name} backbone "
                          f"without its top: {exc}") from exc

@@ -40,6 +40,8 @@ __all__ = [
     "EPIPHYSES",
     "structure_states",
     "hand_growth",
+    "bone_map",
+    "wrist_box",
     "render_film",
     "generate",
 ]
@@ -188,27 +190,27 @@ def hand_growth(boneage_months: float, male: bool) -> float:
 # ray: (base x, base y, metacarpal angle deg (+ = towards the thumb), finger abduction deg,
 #       bone lengths (mc, pp, mp, dp; mp 0 for the thumb), width factor)
 _RAYS = {
-    1: (27.0, 30.0, 40.0, 8.0, (44.0, 31.0, 0.0, 23.0), 1.12),
-    2: (12.0, 41.0, 7.0, 7.0, (67.0, 40.0, 23.0, 17.0), 1.0),
-    3: (2.0, 42.0, 0.0, 0.0, (64.0, 45.0, 28.0, 19.0), 1.02),
-    4: (-8.0, 40.0, -6.0, -7.0, (57.0, 42.0, 27.0, 18.0), 0.95),
-    5: (-17.0, 36.0, -13.0, -14.0, (51.0, 33.0, 19.0, 16.0), 0.85),
+    1: (25.0, 26.0, 36.0, 6.0, (44.0, 31.0, 0.0, 23.0), 1.12),
+    2: (12.5, 40.0, 10.0, 5.0, (67.0, 40.0, 23.0, 17.0), 1.0),
+    3: (2.0, 41.0, 0.0, 0.0, (64.0, 45.0, 28.0, 19.0), 1.02),
+    4: (-8.5, 39.0, -9.0, -5.0, (57.0, 42.0, 27.0, 18.0), 0.95),
+    5: (-18.0, 35.0, -19.0, -9.0, (51.0, 33.0, 19.0, 16.0), 0.85),
 }
 # bone kind -> (proximal end width, waist, distal end width, profile power,
 #               distal cap as a fraction of the distal width)
 _BONE_W = {
-    "mc": (10.0, 7.5, 10.0, 3.0, 0.12),
-    "mc1": (11.5, 8.5, 11.0, 3.0, 0.35),
-    "pp": (11.0, 7.2, 9.2, 3.0, 0.3),
-    "mp": (9.2, 6.3, 7.8, 3.0, 0.3),
-    "dp": (8.3, 3.6, 5.2, 3.0, 0.45),
+    "mc": (11.5, 8.6, 11.5, 3.0, 0.12),
+    "mc1": (13.0, 9.8, 12.6, 3.0, 0.35),
+    "pp": (12.6, 8.3, 10.6, 3.0, 0.3),
+    "mp": (10.6, 7.2, 9.0, 3.0, 0.3),
+    "dp": (9.5, 4.1, 6.0, 3.0, 0.45),
 }
 # carpal: (cx, cy, rx, ry, rotation deg, squareness of the adult form, density)
 _CARPAL_GEOM = {
     "scaphoid": (15.5, 10.5, 11.5, 6.3, 55.0, 2.6, 0.95),
     "lunate": (2.0, 9.0, 7.8, 7.2, 0.0, 3.0, 0.95),
     "triquetrum": (-11.0, 14.0, 6.8, 5.6, -30.0, 3.0, 0.9),
-    "pisiform": (-14.0, 11.0, 4.6, 4.4, 0.0, 2.2, 0.55),
+    "pisiform": (-14.0, 11.0, 4.6, 4.4, 0.0, 2.2, 0.4),
     "trapezium": (23.5, 25.5, 8.0, 7.2, 35.0, 3.2, 0.95),
     "trapezoid": (13.5, 29.0, 5.6, 6.8, 10.0, 3.4, 0.95),
     "capitate": (2.5, 26.5, 7.0, 11.5, 0.0, 3.0, 1.0),
@@ -300,6 +302,7 @@ class _Canvas:
 # --------------------------------------------------------------------------------------
 
 _BONE_VALUE = 200.0  # uint8 level of density 1.0 on the bone layers
+_MEDULLA = 0.2  # density lost in the medullary canal: the cortex looks brighter
 
 
 @dataclass
@@ -314,7 +317,6 @@ class _Bio:
     carpal_size: np.ndarray  # (8,)
     slender: float           # bone width / length ratio factor
     tissue_w: float          # soft tissue thickness factor
-    forearm_len: float
     ulna_variance: float     # mm, distal ulna relative to radius
     common: float            # months, shift of the whole film's maturity (reader noise)
 
@@ -336,11 +338,67 @@ def _draw_bio(rng: np.random.Generator) -> _Bio:
         carpal_xy=0.6 * np.clip(rng.standard_normal((_N_CARPAL, 2)), -2.5, 2.5),
         carpal_size=1.0 + 0.06 * np.clip(rng.standard_normal(_N_CARPAL), -2.5, 2.5),
         slender=float(1.0 + 0.06 * np.clip(rng.standard_normal(), -2.5, 2.5)),
-        tissue_w=float(rng.uniform(0.9, 1.25)),
-        forearm_len=float(rng.uniform(60.0, 160.0)),
+        tissue_w=float(rng.uniform(0.92, 1.2)),
         ulna_variance=float(rng.normal(-2.0, 1.5)),
         common=float(np.clip(rng.normal(0.0, 3.0), -8.0, 8.0)),
     )
+
+
+@dataclass
+class _Pose:
+    """Nuisance posture: finger spread and small joint angles (degrees)."""
+
+    spread: float
+    finger: np.ndarray  # (5,)
+    thumb: float
+    flex: np.ndarray    # (5, 3)
+
+
+def _draw_pose(rng: np.random.Generator) -> _Pose:
+    return _Pose(float(rng.uniform(0.3, 1.7)), rng.normal(0.0, 3.0, _N_RAY),
+                 float(rng.normal(0.0, 7.0)), rng.normal(0.0, 2.5, (_N_RAY, 3)))
+
+
+@dataclass
+class _LongBone:
+    """A tubular bone from ``origin`` along unit ``u``, epiphysis at ``epi_end``."""
+
+    layer: int
+    origin: np.ndarray
+    u: np.ndarray
+    length: float
+    widths: tuple[float, float, float]  # proximal end, waist, distal end (mm)
+    power: float                        # how sharply the ends flare
+    epi_end: str | None                 # "prox", "dist" or None
+    state: StructureState | None
+    density: float
+    cortex: float                       # cortex thickness / width
+    gap: float                          # open growth plate (mm)
+    cap_free: float                     # bulge of the end without epiphysis / its width
+    epi_thick: float = 0.36             # adult epiphysis thickness / metaphysis width
+    epi_p: float = 2.8                  # squareness of the mature epiphysis
+    epi_w: float = 1.04                 # mature epiphysis width / metaphysis width
+    tilt: float = 0.0                   # slant of the distal end (radius)
+
+
+@dataclass
+class _Blob:
+    """A carpal bone or the sesamoid: outline (and medulla) in hand mm."""
+
+    layer: int
+    outline: np.ndarray
+    inner: np.ndarray | None
+    density: float
+
+
+@dataclass
+class _Hand:
+    bones: list[_LongBone]
+    blobs: list[_Blob]
+    fingers: list[tuple[np.ndarray, float]]  # soft-tissue centre lines and widths (mm)
+    palm: np.ndarray
+    arm: np.ndarray
+    extent: np.ndarray  # points (mm) the framing must show: tips, palm edge, wrist
 
 
 def _unit(deg: float) -> np.ndarray:
@@ -348,8 +406,13 @@ def _unit(deg: float) -> np.ndarray:
     return np.array([math.sin(r), math.cos(r)])
 
 
+def _normal(u: np.ndarray) -> np.ndarray:
+    """Unit normal of axis ``u`` pointing to the thumb side when ``u`` points up."""
+    return np.array([u[1], -u[0]])
+
+
 def _epiphysis_shape(width: float, thick: float, stage: float, p: float) -> np.ndarray:
-    """Epiphysis outline, local coords with +along towards the joint, origin at the face
+    """Epiphysis outline in local coords, +along towards the joint, origin at its face
     towards the metaphysis. It starts as a round dot, flattens into a disc as wide as the
     metaphysis, then "caps" it: its rim bends over the metaphysis corners."""
     pts = _superellipse(width / 2, thick / 2, 2.0 + (p - 2.0) * min(1.0, stage * 1.6), 22)
@@ -363,211 +426,241 @@ def _epiphysis_shape(width: float, thick: float, stage: float, p: float) -> np.n
     return pts
 
 
-def _draw_long_bone(cv: _Canvas, layer: int, origin: np.ndarray, u: np.ndarray, length: float,
-                    widths: tuple, epi_end: str | None, st: StructureState | None,
-                    density: float, cortex: float, gap_mm: float, epi_thick: float = 0.36,
-                    epi_p: float = 2.8, tilt: float = 0.0, cap_free: float = 0.3) -> None:
-    """A tubular bone from ``origin`` along ``u``, with its epiphysis at ``epi_end``.
+def _paint_long_bone(cv: _Canvas, b: _LongBone) -> None:
+    """Shaft (cortex + medulla) and, once ossified, the epiphysis and growth plate.
 
     The epiphyseal zone (cartilage in the young) is reserved whatever the maturity; the
-    ossified epiphysis sits in it separated by the growth plate, which closes at fusion
-    and leaves a scar line that fades over about two years.
+    ossified epiphysis sits in it, separated by the growth plate, which narrows before
+    fusion and then leaves a dense scar line that fades over about two years.
     """
-    w0, wm, w1, power = widths
-    wmeta = w0 if epi_end == "prox" else w1
-    zone = epi_thick * wmeta + gap_mm
-    shaft_len = length - zone if epi_end else length
-    shaft_org = origin + u * zone if epi_end == "prox" else origin
+    w0, wm, w1 = b.widths
+    prox = b.epi_end == "prox"
+    wmeta = w0 if prox else w1
+    zone = b.epi_thick * wmeta + b.gap if b.epi_end else 0.0
+    shaft_len = b.length - zone
+    shaft_org = b.origin + b.u * zone if prox else b.origin
     cap_meta = -0.04 * wmeta
-    cap0, cap1 = (cap_meta, cap_free * w1) if epi_end == "prox" else (0.12 * w0, cap_meta)
-    if epi_end is None:
-        cap0, cap1 = 0.12 * w0, cap_free * w1
-    local = _long_bone(shaft_len, w0, wm, w1, power, cap0, cap1)
-    if tilt:
+    if b.epi_end is None:
+        cap0, cap1 = 0.12 * w0, b.cap_free * w1
+    elif prox:
+        cap0, cap1 = cap_meta, b.cap_free * w1
+    else:
+        cap0, cap1 = 0.12 * w0, cap_meta
+    local = _long_bone(shaft_len, w0, wm, w1, b.power, cap0, cap1)
+    if b.tilt:
         # the distal radius slants: its styloid (thumb side) reaches further
         ramp = np.clip(local[:, 0] / shaft_len, 0, 1) ** 8
-        local[:, 0] += tilt * local[:, 1] * ramp
-    inner = None
-    if cortex < 0.5:
-        k = 1.0 - 2.0 * cortex
-        inner = _long_bone(shaft_len * 0.8, w0 * k * 0.9, wm * k, w1 * k * 0.9, power, 0.0, 0.0, 7)
-        inner[:, 0] += shaft_len * 0.1
-    cv.bone(layer, local, shaft_org, u, _BONE_VALUE * density, inner, _BONE_VALUE * density * 0.38)
+        local[:, 0] += b.tilt * local[:, 1] * ramp
+    k = 1.0 - 2.0 * b.cortex
+    inner = _long_bone(shaft_len * 0.8, w0 * k * 0.9, wm * k, w1 * k * 0.9, b.power, 0.0, 0.0, 7)
+    inner[:, 0] += shaft_len * 0.1
+    value = _BONE_VALUE * b.density
+    cv.bone(b.layer, local, shaft_org, b.u, value, inner, value * _MEDULLA)
 
-    if epi_end is None or st is None or not st.present:
+    st = b.state
+    if b.epi_end is None or st is None or not st.present:
         return
     s = st.stage
-    ew = wmeta * (0.22 + 0.83 * min(1.0, s / 0.7) ** 0.85)
-    et = min(ew, epi_thick * wmeta * (0.35 + 0.65 * min(1.0, s / 0.7)))
+    grow = min(1.0, s / 0.6)
+    ew = wmeta * (0.2 + (b.epi_w - 0.2) * grow**0.8)
+    et = min(ew, b.epi_thick * wmeta * (0.35 + 0.65 * grow))
     if st.fused:
-        gap = -0.25
+        gap = -0.1 * b.gap
     elif s > 0.8:
-        gap = gap_mm * (1.0 - s) / 0.2
+        gap = b.gap * (1.0 - s) / 0.2
+    else:  # a small centre floats in the middle of its cartilage
+        gap = b.gap + (1.0 - min(1.0, s / 0.5)) * 0.5 * max(0.0, zone - et - b.gap)
+    shape = _epiphysis_shape(ew, et, s, b.epi_p)
+    if prox:
+        face, sgn = shaft_org - b.u * gap, -1.0
     else:
-        gap = gap_mm + (1.0 - min(1.0, s / 0.5)) * 0.6 * (zone - et - gap_mm)
-    shape = _epiphysis_shape(ew, et, s, epi_p)
-    if epi_end == "prox":
-        face = shaft_org - u * gap
-        sgn = -1.0
-    else:
-        face = shaft_org + u * (shaft_len + gap)
-        sgn = 1.0
+        face, sgn = shaft_org + b.u * (shaft_len + gap), 1.0
     shape[:, 0] *= sgn
-    if tilt:
-        shape[:, 0] += tilt * shape[:, 1] * (1.0 + 0.8 * shape[:, 1] / max(ew, 1e-3))
+    if b.tilt:
+        shape[:, 0] += b.tilt * shape[:, 1] * (1.0 + 0.8 * shape[:, 1] / max(ew, 1e-3))
     inner = np.stack([shape[:, 0] * 0.6 + sgn * et * 0.2, shape[:, 1] * 0.72], 1)
-    cv.bone(layer, shape, face, u, _BONE_VALUE * density * 0.92, inner, _BONE_VALUE * density * 0.3)
+    cv.bone(b.layer, shape, face, b.u, value * 0.92, inner, value * 0.8 * _MEDULLA)
     if st.fused and st.months_since_fusion < 36:
-        # physeal scar: a thin dense line where the plate was; lift the medulla there
+        # physeal scar: a thin dense line where the plate was (lift the medulla there)
         fade = math.exp(-st.months_since_fusion / 14.0)
-        n = np.array([u[1], -u[0]])
+        n = _normal(b.u)
         half = 0.42 * wmeta
-        sc = np.stack([face - n * half, face + n * half])
-        val = _BONE_VALUE * density * 0.38 * (1.0 - 0.9 * fade)
-        cv.line(cv.inner[layer], sc, val, 0.5)
+        scar = np.stack([face - n * half, face + n * half])
+        cv.line(cv.inner[b.layer], scar, value * _MEDULLA * (1.0 - 0.9 * fade), 0.5)
 
 
-def _draw_hand(cv: _Canvas, age: float, male: bool, bio: _Bio, spread: float,
-               finger_jitter: np.ndarray, thumb_angle: float, flex: np.ndarray) -> None:
+def _layout_hand(age: float, male: bool, bio: _Bio, pose: _Pose) -> _Hand:
+    """Every structure of the hand in mm for this bone age, sex, biology and pose."""
     st = structure_states(age + bio.common, male, bio.appear, bio.fuse)
     g = hand_growth(age, male)
-    # bones thicken with maturity more than they lengthen
     mat = min(1.0, max(0.0, age / 200.0))
-    wg = g * bio.slender * (0.86 + 0.14 * mat)
-    cortex = 0.17 + 0.1 * mat
+    wg = g * bio.slender * (0.86 + 0.14 * mat)  # bones thicken more than they lengthen
+    cortex = 0.2 + 0.1 * mat
     dens = 0.78 + 0.22 * mat
-    gap = 1.1 * (0.7 + 0.3 * g)
-    joint = 1.6 + 2.2 * (1.0 - mat)  # cartilage-rich joints of the young look wide
+    gap = 1.1 * g
+    joint = (1.8 + 2.4 * (1.0 - mat)) * g  # cartilage-rich joints of the young look wide
+    bones: list[_LongBone] = []
+    blobs: list[_Blob] = []
 
-    # ---- soft tissue (drawn first: it only needs the ray geometry computed below)
-    tips: list[np.ndarray] = []
-    finger_lines: list[tuple[np.ndarray, float]] = []
-    mc_heads: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    bone_jobs = []
+    # forearm: both shafts run out of the film
+    fl = 140.0 * g + 60.0
+    up = np.array([0.0, 1.0])
+    bones.append(_LongBone(0, np.array([12.0 * g, -fl]), up, fl, (16 * wg, 15 * wg, 29 * wg), 7.0,
+                           "dist", st["radius"], 1.1 * dens, 0.34, gap, 0.14,
+                           epi_thick=0.32, epi_p=2.6, epi_w=1.0, tilt=0.22))
+    bones.append(_LongBone(1, np.array([-12.0 * g, -fl]), up, fl + (bio.ulna_variance - 1.0) * g,
+                           (12 * wg, 10.5 * wg, 15.5 * wg), 7.0, "dist", st["ulna"], 1.05 * dens,
+                           0.5, gap, 0.0, epi_thick=0.5, epi_p=2.2, epi_w=0.95))
 
-    # ---- forearm
-    fl = bio.forearm_len * g + 40.0
-    rad_x, uln_x = 12.0 * g, -12.0 * g
-    ru = np.array([0.0, 1.0])
-    bone_jobs.append((0, np.array([rad_x, -fl]), ru, fl, (16 * wg, 15 * wg, 29 * wg, 7.0),
-                      "dist", st["radius"], 1.1 * dens, 0.34, 2.6, 0.14, (0.3, 2.6, 0.22)))
-    ul_len = fl + bio.ulna_variance * g - 1.0 * g
-    bone_jobs.append((1, np.array([uln_x, -fl]), ru, ul_len, (12 * wg, 10.5 * wg, 15.5 * wg, 7.0),
-                      "dist", st["ulna"], 1.05 * dens, 0.5, 2.2, 0.0, (0.5, 2.2, 0.0)))
-
-    # ---- carpals
-    carpal_jobs = []
+    # carpals: dots that grow into packed polygons
     for k, (name, (cx, cy, rx, ry, rot, sq, d)) in enumerate(_CARPAL_GEOM.items()):
         s = st[name]
         if not s.present:
             continue
-        grow = 0.14 + 0.86 * s.stage**0.75
-        size = g * bio.carpal_size[k] * grow
-        p = 2.0 + (sq - 2.0) * s.stage
-        shape = _superellipse(rx * size, ry * size, p, 20)
-        if name == "hamate":  # hook-ish wedge: narrower towards the ulnar side
-            shape[:, 0] *= 1.0 - 0.25 * s.stage * (shape[:, 1] / max(ry * size, 1e-3))
-        if name == "capitate":  # rounded head proximally, waist in the middle
-            shape[:, 0] *= 1.0 - 0.12 * s.stage * np.exp(-((shape[:, 1] / max(ry * size, 1e-3)) ** 2) * 6)
+        size = g * bio.carpal_size[k] * (0.14 + 0.86 * s.stage**0.75)
+        shape = _superellipse(rx * size, ry * size, 2.0 + (sq - 2.0) * s.stage, 20)
+        ny = shape[:, 1] / max(ry * size, 1e-3)
+        if name == "hamate":  # wedge: narrower distally
+            shape[:, 0] *= 1.0 - 0.25 * s.stage * ny
+        elif name == "capitate":  # waist below a rounded head
+            shape[:, 0] *= 1.0 - 0.12 * s.stage * np.exp(-(ny**2) * 6)
         shape = shape @ _rot(rot).T
-        c = np.array([cx, cy]) * g + bio.carpal_xy[k] * g
-        carpal_jobs.append((_CARPAL_LAYER[name], shape + c, shape * 0.7 + c, d * dens))
+        c = (np.array([cx, cy]) + bio.carpal_xy[k]) * g
+        blobs.append(_Blob(_CARPAL_LAYER[name], shape + c, shape * 0.7 + c, d * dens))
 
-    # ---- rays
+    # rays: metacarpal + phalanges; the thumb has no middle phalanx
+    fingers: list[tuple[np.ndarray, float]] = []
+    heads: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    tips = []
     for r in range(1, 6):
         bx, by, mc_deg, abd, lens, wf = _RAYS[r]
         lens = [x * g * bio.ray_len[r - 1] for x in lens]
         wfr = wf * bio.ray_w[r - 1] * wg
-        ang = mc_deg * (0.85 + 0.15 * spread) + finger_jitter[r - 1] * 0.3
         if r == 1:
-            ang = mc_deg + thumb_angle
+            ang = mc_deg + pose.thumb
+        else:
+            ang = mc_deg * (0.85 + 0.15 * pose.spread) + pose.finger[r - 1] * 0.3
         base = np.array([bx, by]) * g
         u = _unit(ang)
         layer = 1 if r % 2 else 0
-        if r == 1:
-            w = _BONE_W["mc1"]
-            bone_jobs.append((layer, base, u, lens[0], (w[0] * wfr, w[1] * wfr, w[2] * wfr, w[3]),
-                              "prox", st["mc1"], dens, cortex, gap, w[4], (0.36, 2.8, 0.0)))
-        else:
-            w = _BONE_W["mc"]
-            bone_jobs.append((layer, base, u, lens[0], (w[0] * wfr, w[1] * wfr, w[2] * wfr, w[3]),
-                              "dist", st[f"mc{r}"], dens, cortex, gap, w[4], (0.62, 2.2, 0.0)))
+        kind = "mc1" if r == 1 else "mc"
+        w = _BONE_W[kind]
+        widths = (w[0] * wfr, w[1] * wfr, w[2] * wfr)
+        if r == 1:  # the thumb metacarpal has its epiphysis at the base
+            bones.append(_LongBone(layer, base, u, lens[0], widths, w[3], "prox", st["mc1"], dens,
+                                   cortex, gap, w[4]))
+        else:  # the others at the head: a big round epiphysis
+            bones.append(_LongBone(layer, base, u, lens[0], widths, w[3], "dist", st[f"mc{r}"], dens,
+                                   cortex, gap, w[4], epi_thick=0.75, epi_p=2.1, epi_w=1.12))
         head = base + u * lens[0]
-        mc_heads[r] = (head, u)
+        heads[r] = (head, u)
         p = head + u * joint
-        ang_f = ang + (abd * spread if r > 1 else 0.0) + finger_jitter[r - 1]
+        ang_f = ang + (abd * pose.spread if r > 1 else 0.0) + pose.finger[r - 1]
         kinds = ("pp", "mp", "dp") if r > 1 else ("pp", "dp")
         blens = (lens[1], lens[2], lens[3]) if r > 1 else (lens[1], lens[3])
         start = p.copy()
-        for j, (kind, L) in enumerate(zip(kinds, blens)):
-            ang_f += flex[r - 1, j]
+        for j, (kind, length) in enumerate(zip(kinds, blens)):
+            ang_f += pose.flex[r - 1, j]
             u2 = _unit(ang_f)
             w = _BONE_W[kind]
-            wk = wfr * (1.12 if r == 1 else 1.0)
-            bone_jobs.append((layer, p.copy(), u2, L, (w[0] * wk, w[1] * wk, w[2] * wk, w[3]),
-                              "prox", st[f"{kind}{r}"], dens * (0.9 if kind == "dp" else 0.97),
-                              cortex, gap, w[4], (0.36, 2.8, 0.0)))
-            p = p + u2 * (L + joint)
+            wk = wfr * (1.1 if r == 1 else 1.0)
+            bones.append(_LongBone(layer, p.copy(), u2, length, (w[0] * wk, w[1] * wk, w[2] * wk),
+                                   w[3], "prox", st[f"{kind}{r}"],
+                                   dens * (0.9 if kind == "dp" else 0.97), cortex, gap, w[4]))
+            p = p + u2 * (length + joint)
         tip = p + _unit(ang_f) * (1.5 * g)
-        tips.append(tip)
-        fw = (2.05 * _BONE_W["pp"][1] * wfr + 2.5 * g) * bio.tissue_w
+        fw = (1.8 * _BONE_W["pp"][1] * wfr + 2.5 * g) * bio.tissue_w
+        tips.append(tip + _unit(ang_f) * fw * 0.5)
         if r == 1:
-            finger_lines.append((np.stack([base + u * lens[0] * 0.45, head, start, tip]), fw * 1.08))
+            fingers.append((np.stack([base + u * lens[0] * 0.45, head, start, tip]), fw * 1.08))
         else:
-            finger_lines.append((np.stack([head, start, tip]), fw))
+            fingers.append((np.stack([head, start, tip]), fw))
 
-    # sesamoid: ulnar side of the thumb metacarpal head, superimposed on it
+    # adductor sesamoid: ulnar side of the thumb metacarpal head, superimposed on it
     ses = st["sesamoid"]
     if ses.present:
-        head, u = mc_heads[1]
-        n = np.array([u[1], -u[0]])
+        head, u = heads[1]
         rad = g * (0.6 + 2.4 * ses.stage**0.7)
-        c = head - u * (1.5 * g) - n * (3.2 * g)
-        carpal_jobs.append((2, _superellipse(rad, rad * 0.9, 2.0, 14) + c, None, 0.8 * dens))
+        c = head - u * (1.5 * g) - _normal(u) * (3.2 * g)
+        blobs.append(_Blob(2, _superellipse(rad, rad * 0.9, 2.0, 14) + c, None, 0.8 * dens))
 
-    # ---- soft tissue silhouette: fingers, palm, forearm; thicker parts drawn brighter
+    # soft tissue: palm polygon around the metacarpals and thenar web, forearm below
     tw = bio.tissue_w
-    for pts, fw in finger_lines:
-        cv.line(cv.tissue, pts, 190, fw)
-    h1, u1 = mc_heads[1]
-    h2, u2 = mc_heads[2]
-    h5, u5 = mc_heads[5]
-    n5 = np.array([u5[1], -u5[0]])
-    n1 = np.array([u1[1], -u1[0]])
-    web = [mc_heads[r][0] + mc_heads[r][1] * (0.3 * _RAYS[r][4][1] * g) for r in (5, 4, 3, 2)]
+    h1, u1 = heads[1]
+    h2, u2 = heads[2]
+    h5, u5 = heads[5]
+    n1, n2, n5 = _normal(u1), _normal(u2), _normal(u5)
+    web = [heads[r][0] + heads[r][1] * (0.3 * _RAYS[r][4][1] * g) for r in (5, 4, 3, 2)]
     palm = np.stack([
         np.array([-27.0 * tw, 10.0]) * g,
         np.array([-29.0 * tw, 40.0]) * g,
         h5 - n5 * (8.0 * g * tw) - u5 * (6.0 * g),
         web[0] - n5 * (5.0 * g * tw),
         *web,
-        h2 + u2 * (2.0 * g) + np.array([u2[1], -u2[0]]) * (6.0 * g * tw),
-        h1 - u1 * (10.0 * g) - n1 * (6.0 * g * tw),
-        h1 - u1 * (25.0 * g) + n1 * (7.0 * g * tw),
+        h2 + u2 * (2.0 * g) + n2 * (6.0 * g * tw),
+        h1 - u1 * (4.0 * g) - n1 * (7.0 * g * tw),
+        h1 + n1 * (8.0 * g * tw),
+        h1 - u1 * (30.0 * g) + n1 * (9.0 * g * tw),
         np.array([30.0 * tw, 15.0]) * g,
         np.array([28.0 * tw, 0.0]) * g,
     ])
-    cv.poly(cv.tissue, palm, 225)
-    fw_half = 27.0 * g * tw
-    arm = np.array([[-fw_half, 12.0 * g], [-fw_half * 0.95, -fl - 80.0],
-                    [fw_half * 0.95, -fl - 80.0], [fw_half * 1.05, 12.0 * g]])
-    cv.poly(cv.tissue, arm, 255)
+    half = 27.0 * g * tw
+    arm = np.array([[-half, 12.0 * g], [-half * 0.95, -fl - 80.0],
+                    [half * 0.95, -fl - 80.0], [half * 1.05, 12.0 * g]])
+    wrist = np.array([[-half, -30.0 * g], [half, -30.0 * g]])
+    extent = np.concatenate([np.stack(tips), palm, wrist])
+    return _Hand(bones, blobs, fingers, palm, arm, extent)
 
-    for layer, org, u, L, w, end, s, d, ctx, gp, capf, (e_thick, e_p, tilt) in bone_jobs:
-        _draw_long_bone(cv, layer, org, u, L, w, end, s, d, ctx, gp, e_thick, e_p, tilt, capf)
-    for layer, outer, inner, d in carpal_jobs:
-        cv.poly(cv.outer[layer], outer, _BONE_VALUE * d)
-        if inner is not None:
-            cv.poly(cv.inner[layer], inner, _BONE_VALUE * d * 0.28)
 
-    return None
+def _paint_hand(cv: _Canvas, hand: _Hand) -> None:
+    # soft tissue: thicker parts drawn brighter (fingers < palm < forearm)
+    for pts, fw in hand.fingers:
+        cv.line(cv.tissue, pts, 190, fw)
+    cv.poly(cv.tissue, hand.palm, 235)
+    cv.poly(cv.tissue, hand.arm, 240)
+    for b in hand.bones:
+        _paint_long_bone(cv, b)
+    for blob in hand.blobs:
+        cv.poly(cv.outer[blob.layer], blob.outline, _BONE_VALUE * blob.density)
+        if blob.inner is not None:
+            cv.poly(cv.inner[blob.layer], blob.inner, _BONE_VALUE * blob.density * 0.8 * _MEDULLA)
 
 
 # --------------------------------------------------------------------------------------
 # Film: projection, exposure, plate, marker, noise
 # --------------------------------------------------------------------------------------
 
-_ADULT_LEN_MM = 215.0  # radius epiphysis to middle fingertip of the layout, adult male
+_ADULT_LEN_MM = 215.0  # distal radius metaphysis to middle fingertip, adult male layout
+
+
+def _frame(hand: _Hand, h: int, w: int, g: float, cropped: bool, u: np.ndarray) -> np.ndarray:
+    """Affine (2x3) from hand mm to pixels.
+
+    Cropped films are scaled to the hand's own extent (so size carries no age, like the
+    full-resolution RSNA crops); whole-plate films use growth x magnification, with a
+    magnification spread as wide as the growth effect, and the hand placed at random.
+    ``u``: 6 uniforms (fill, magnification, rotation, x, y, spare).
+    """
+    rot = math.radians(30.0 * (u[2] - 0.5))
+    a = np.array([[math.cos(rot), math.sin(rot)], [math.sin(rot), -math.cos(rot)]])
+    pts = hand.extent @ a.T
+    lo, hi = pts.min(0), pts.max(0)
+    size = hi - lo
+    if cropped:
+        fill = 0.9 + 0.1 * u[0]
+        s = fill * min(h / size[1], 1.15 * w / size[0])
+    else:
+        s = 0.62 * h / (_ADULT_LEN_MM * 0.8) * math.exp(0.76 * (u[1] - 0.5))
+        s = min(s, 0.98 * h / size[1], 1.1 * w / size[0])
+    span = size * s
+    free = np.array([w, h]) - span
+    if cropped:
+        off = np.array([free[0] * (0.3 + 0.4 * u[3]), min(free[1], 0.0) * 0.5 + 0.02 * h * u[4]])
+    else:
+        off = np.array([free[0] * u[3] if free[0] > 0 else free[0] / 2,
+                        free[1] * (0.1 + 0.7 * u[4]) if free[1] > 0 else free[1] / 2])
+    t = off - lo * s
+    return np.concatenate([a * s, t[:, None]], 1)
 
 
 def render_film(boneage_months: float, male: bool, rng: np.random.Generator,
@@ -584,118 +677,135 @@ def render_film(boneage_months: float, male: bool, rng: np.random.Generator,
     age = float(boneage_months)
     male = bool(male)
 
-    # -- all draws, fixed order ---------------------------------------------------------
+    # -- every draw, in a fixed order ------------------------------------------------------
     bio = _draw_bio(rng)
-    spread = float(rng.uniform(0.2, 1.9))
-    finger_jitter = rng.normal(0.0, 3.0, _N_RAY)
-    thumb_angle = float(rng.normal(0.0, 7.0))
-    flex = rng.normal(0.0, 2.5, (_N_RAY, 3))
-    cropped = rng.random() < 0.4
-    fill_crop = float(rng.uniform(0.86, 1.02))
-    log_mag = float(rng.uniform(-0.38, 0.38))
-    rot = float(rng.uniform(-15.0, 15.0))
-    shift = rng.uniform(-1.0, 1.0, 2)
-    plate = rng.random(6)   # [has plate edge, border line, field rotation, ...]
-    field = rng.uniform(0.0, 1.0, 6)
+    pose = _draw_pose(rng)
+    cropped = bool(rng.random() < 0.4)
+    place = rng.random(6)
+    plate = rng.random(6)
+    field = rng.random(6)
     marker = rng.random(6)
-    expo = rng.random(10)
+    expo = rng.random(8)
     noise_u = rng.random(3)
     noise_seed = int(rng.integers(0, 2**31 - 1))
 
-    # -- geometry: hand frame (mm) -> pixels ----------------------------------------------
-    g = hand_growth(age, male)
-    hand_len = _ADULT_LEN_MM * g
-    if cropped:
-        # cropped to the hand like the full-resolution RSNA films: size carries no age
-        px_per_mm = fill_crop * h / hand_len
-    else:
-        # whole plate: the hand's apparent size = growth x magnification, and the
-        # magnification spread is as wide as the growth effect itself
-        px_per_mm = 0.62 * h / (_ADULT_LEN_MM * 0.8) * math.exp(log_mag)
-        px_per_mm = min(px_per_mm, 1.0 * h / hand_len)
-    hand_px = hand_len * px_per_mm
-    cx = w / 2 + shift[0] * 0.12 * w
-    top = (h - hand_px) * (0.5 + 0.5 * shift[1]) if not cropped else (0.03 + 0.05 * (shift[1] + 1) / 2) * h
-    cy = top + 0.55 * hand_px
-    centre_mm = np.array([4.0 * g, hand_len * 0.45 - 15.0 * g])
-    r = math.radians(rot)
-    a = px_per_mm * np.array([[math.cos(r), math.sin(r)], [math.sin(r), -math.cos(r)]])
-    t = np.array([cx, cy]) - a @ centre_mm
-    affine = np.concatenate([a, t[:, None]], 1)
-
-    cv = _Canvas(h, w, affine)
-    _draw_hand(cv, age, male, bio, spread, finger_jitter, thumb_angle, flex)
+    hand = _layout_hand(age, male, bio, pose)
+    cv = _Canvas(h, w, _frame(hand, h, w, hand_growth(age, male), cropped, place))
+    _paint_hand(cv, hand)
 
     # -- densities --------------------------------------------------------------------------
-    s_px = cv.px_per_mm
     tissue = cv.tissue.astype(np.float32) * (1.0 / 255.0)
-    ksig = max(0.6, 2.2 * s_px)
-    tissue = cv2.GaussianBlur(tissue, (0, 0), ksig) ** 0.6 * cv2.GaussianBlur(tissue, (0, 0), 0.7)
+    # thickness ramps up inside the silhouette, whose edge stays fairly sharp
+    tissue = (cv2.GaussianBlur(tissue, (0, 0), max(0.6, 2.2 * cv.px_per_mm)) ** 0.6
+              * cv2.GaussianBlur(tissue, (0, 0), 0.7))
     bone = np.zeros((h, w), np.float32)
     for o, i in zip(cv.outer, cv.inner):
         bone += cv2.subtract(o, i).astype(np.float32)
-    bone *= 1.0 / _BONE_VALUE
+    # trabecular texture: low-resolution noise, upsampled, modulating the bone density
+    nrng = np.random.default_rng(noise_seed)
+    tex = nrng.standard_normal((max(2, h // 4), max(2, w // 4)), dtype=np.float32)
+    tex = cv2.resize(tex, (w, h), interpolation=cv2.INTER_LINEAR)
+    bone *= (1.0 / _BONE_VALUE) * (1.0 + 0.07 * tex)
 
-    # -- exposure ------------------------------------------------------------------------
-    k_t = 0.25 + 0.25 * expo[0]              # soft tissue contrast
-    k_b = 0.4 + 0.35 * expo[1]               # bone contrast
-    sig = k_t * tissue + k_b * bone
-    comp = 0.3 + 2.2 * expo[2]               # film-curve compression (saturates bones)
-    sig = (1.0 - np.exp(-comp * sig)) * (1.0 / (1.0 - math.exp(-comp * 0.8)))
-    if cropped:
-        bg = 2.0 + 22.0 * expo[3] ** 2
-    else:
-        bg = 15.0 + 140.0 * expo[3]
-    span = (250.0 - bg) * (0.5 + 0.5 * expo[4])
+    # -- exposure: film curve with random contrast, compression and background -------------
+    k_t = 0.25 + 0.25 * expo[0]
+    k_b = 0.45 + 0.35 * expo[1]
+    comp = 0.3 + 2.2 * expo[2]
+    smax = k_t + 1.1 * k_b
+    sig = (1.0 - np.exp(-comp * (k_t * tissue + k_b * bone))) * (1.0 / (1.0 - math.exp(-comp * smax)))
+    bg = 2.0 + 22.0 * expo[3] ** 2 if cropped else 15.0 + 140.0 * expo[3]
+    span = (252.0 - bg) * (0.55 + 0.5 * expo[4])
     img = bg + span * sig
 
-    # -- plate / collimated field ---------------------------------------------------------
+    # -- plate / collimated field ------------------------------------------------------------
     if not cropped:
-        fw_ = w * (0.78 + 0.3 * field[0])
-        fh_ = h * (0.82 + 0.28 * field[1])
-        fr = (field[2] - 0.5) * (40.0 if plate[1] < 0.25 else 10.0)
         fc = (w / 2 + (field[3] - 0.5) * 0.15 * w, h / 2 + (field[4] - 0.5) * 0.12 * h)
-        box = cv2.boxPoints((fc, (fw_, fh_), fr))
+        fsize = (w * (0.8 + 0.3 * field[0]), h * (0.84 + 0.26 * field[1]))
+        frot = (field[2] - 0.5) * (40.0 if plate[1] < 0.25 else 10.0)
+        box = np.round(cv2.boxPoints((fc, fsize, frot)) * _ONE).astype(np.int32)
         mask = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(mask, [np.round(box * _ONE).astype(np.int32)], 255, _AA, _SHIFT)
+        cv2.fillPoly(mask, [box], 255, _AA, _SHIFT)
         mk = cv2.GaussianBlur(mask.astype(np.float32) * (1 / 255.0), (0, 0), 0.8)
         out_level = 150.0 + 100.0 * field[5] if plate[2] < 0.6 else 5.0 + 40.0 * field[5]
-        outside = out_level + 0.15 * (img - bg)
-        img = img * mk + outside * (1.0 - mk)
-        if plate[0] < 0.6:  # bright plate edge line
+        img = img * mk + (out_level + 0.15 * (img - bg)) * (1.0 - mk)
+        if plate[0] < 0.6:  # bright plate edge
             edge = np.zeros((h, w), np.uint8)
-            th = max(1, int(round(h / 200)))
-            cv2.polylines(edge, [np.round(box * _ONE).astype(np.int32)], True, 255, th, _AA, _SHIFT)
+            cv2.polylines(edge, [box], True, 255, max(1, round(h / 200)), _AA, _SHIFT)
             img = np.maximum(img, edge.astype(np.float32) * (0.6 + 0.4 * plate[3]))
 
-    # -- "L" marker ----------------------------------------------------------------------
+    # -- lead "L" marker: a bright block with a dark letter, or a bright letter ---------------
     if marker[0] < 0.6:
         ms = max(4, int(round(h * (0.035 + 0.035 * marker[1]))))
         mx = int(marker[2] * (w - 2 * ms))
         my = int((marker[3] * 0.35 if marker[4] < 0.7 else 0.6 + 0.35 * marker[3]) * (h - 2 * ms))
         block = marker[5] < 0.5
         if block:
-            img[my:my + 2 * ms, mx:mx + int(1.6 * ms)] = np.maximum(
-                img[my:my + 2 * ms, mx:mx + int(1.6 * ms)], 190.0 + 60 * marker[1])
+            sl = img[my:my + 2 * ms, mx:mx + int(1.6 * ms)]
+            np.maximum(sl, 190.0 + 60.0 * marker[1], out=sl)
         lv = 40.0 if block else 245.0
         th = max(1, ms // 4)
         x0, y0 = mx + ms // 3, my + ms // 3
         cv2.line(img, (x0, y0), (x0, y0 + ms + ms // 2), lv, th)
         cv2.line(img, (x0, y0 + ms + ms // 2), (x0 + ms - th, y0 + ms + ms // 2), lv, th)
 
-    # -- detector: blur, gamma, noise ------------------------------------------------------
+    # -- detector: blur, gamma, heel effect, noise -------------------------------------------
     img = cv2.GaussianBlur(img, (0, 0), (0.35 + 0.75 * noise_u[0]) * h / 320.0 + 0.3)
-    gamma = math.exp((expo[5] - 0.5) * 0.8)
     np.clip(img, 0.0, 255.0, out=img)
-    img = 255.0 * (img * (1.0 / 255.0)) ** gamma
-    nrng = np.random.default_rng(noise_seed)
+    img = 255.0 * (img * (1.0 / 255.0)) ** math.exp((expo[5] - 0.5) * 0.8)
+    if noise_u[2] < 0.5:
+        img += np.linspace(-1.0, 1.0, h, dtype=np.float32)[:, None] * (12.0 * (expo[6] - 0.5))
     amp = 1.0 + 7.0 * noise_u[1]
     noise = nrng.standard_normal((h, w), dtype=np.float32)
-    img += noise * (amp * (0.3 + np.sqrt(img * (1.0 / 255.0))))
-    if noise_u[2] < 0.5:  # slight exposure gradient (heel effect)
-        ramp = np.linspace(-1.0, 1.0, h, dtype=np.float32)[:, None]
-        img += ramp * (12.0 * (expo[6] - 0.5))
+    img += noise * (amp * (0.3 + np.sqrt(np.maximum(img, 0.0) * (1.0 / 255.0))))
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------
+# Canonical view, for tests and figures
+# --------------------------------------------------------------------------------------
+
+_CANON_FILL = 0.9  # hand length / film height in the canonical view
+_CANON_CENTRE = (12.0, 95.5)  # adult-layout mm put at the film centre
+_WRIST_MM = ((-26.0, 34.0), (-14.0, 42.0))  # adult-layout (x, y) box: distal forearm + carpus
+
+
+def _canonical_affine(h: int, w: int, g: float) -> np.ndarray:
+    s = _CANON_FILL * h / (_ADULT_LEN_MM * g)
+    cx, cy = _CANON_CENTRE
+    return np.array([[s, 0.0, w / 2 - s * cx * g], [0.0, -s, h / 2 + s * cy * g]])
+
+
+def bone_map(boneage_months: float, male: bool, rng: np.random.Generator,
+             height: int = 320) -> np.ndarray:
+    """Noise-free bone density (float32, film shape) of the hand, without nuisances.
+
+    The hand is upright, in a neutral pose and scaled to its own length, so every
+    landmark sits at the same pixel whatever the age: differences between two maps drawn
+    from equal rng states are maturity alone. :func:`wrist_box` gives the carpal region.
+    """
+    h = int(height)
+    w = int(round(h * 4 / 5))
+    bio = _draw_bio(rng)
+    pose = _Pose(1.0, np.zeros(_N_RAY), 0.0, np.zeros((_N_RAY, 3)))
+    hand = _layout_hand(float(boneage_months), bool(male), bio, pose)
+    cv = _Canvas(h, w, _canonical_affine(h, w, hand_growth(boneage_months, male)))
+    _paint_hand(cv, hand)
+    bone = np.zeros((h, w), np.float32)
+    for o, i in zip(cv.outer, cv.inner):
+        bone += cv2.subtract(o, i).astype(np.float32)
+    return bone * (1.0 / _BONE_VALUE)
+
+
+def wrist_box(height: int = 320) -> tuple[slice, slice]:
+    """(rows, cols) of the distal forearm and carpus in a :func:`bone_map`."""
+    h = int(height)
+    w = int(round(h * 4 / 5))
+    m = _canonical_affine(h, w, 1.0)
+    (x0, x1), (y0, y1) = _WRIST_MM
+    c0 = m @ np.array([x0, y1, 1.0])
+    c1 = m @ np.array([x1, y0, 1.0])
+    return (slice(max(0, int(c0[1])), min(h, int(math.ceil(c1[1])))),
+            slice(max(0, int(c0[0])), min(w, int(math.ceil(c1[0])))))
 
 
 # --------------------------------------------------------------------------------------

@@ -16,6 +16,9 @@ synthetic phantom). Every later stage should see exactly one form, so :func:`fet
 ``out_dir/fetch-report.json``
     the :class:`FetchReport`: what was found, what was dropped and why, and a fingerprint.
 
+Archives are read in place, never extracted: the full-resolution Kaggle zip is ~9 GB, and
+extracting it first would need that much again on disk and twice the I/O.
+
 Everything the user can get wrong (bad label rows, missing columns, archives that try to
 write outside their folder, downloads cut short) ends in a :class:`DataError` that names
 the file, the line and the field, because "KeyError: 'boneage'" three stages later costs
@@ -24,12 +27,14 @@ an afternoon.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import http.client
 import io
 import json
 import logging
+import lzma
 import math
 import os
 import re
@@ -42,9 +47,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Iterator
+from typing import IO
 
 from tqdm import tqdm
 
@@ -70,6 +77,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 MAX_AGE_MONTHS = 240.0
 MAX_SHOWN = 10  # problems listed in one error message
+_FOLDER_DEPTH = 3  # label CSV at most 1 below the root, images at most 2 below the CSV
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member time: same input, same bytes
 _USER_AGENT = "boneage-fetch/1 (python urllib)"
 _CHUNK = 1 << 20
@@ -164,32 +172,307 @@ def _fetch_real(
                 f"(expected 'synthetic', a folder, a .zip/.tar.gz/.tgz/.tar archive or an http(s) URL)"
             )
         _refuse_inside(path, out_dir, "fetch.source")
-
     if path.is_dir():
         log.info("fetch: reading folder %s", path)
-        return _fetch_tree(params, source, path, staging, lambda p: str(p))
-
-    kind = _archive_kind(path)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-extract-", dir=out_dir.parent))
-    try:
-        log.info("fetch: extracting %s archive %s", kind, path)
-        _extract(path, kind, scratch)
-        name = path.name
-
-        def where(p: Path) -> str:
-            rel = p.relative_to(scratch).as_posix()
-            return name if rel == "." else f"{rel} (in {name})"
-
-        return _fetch_tree(params, source, scratch, staging, where)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        tree: _Tree = _FolderTree(path)
+    else:
+        kind = _archive_kind(path)
+        log.info("fetch: reading %s archive %s in place", kind, path)
+        tree = _ZipTree(path) if kind == "zip" else _TarTree(path)
+    with tree, tree.reading():
+        return _fetch_tree(params, source, tree, staging)
 
 
 def _refuse_inside(path: Path, out_dir: Path, what: str) -> None:
     """fetch replaces ``out_dir`` wholesale; a source or cache inside it would be deleted."""
     p, o = path.resolve(), out_dir.resolve()
     if p == o or o in p.parents:
-        raise DataError(f"{what} {str(path)!r} lies inside the output folder {str(out_dir)!r}, which fetch replaces")
+        raise DataError(
+            f"{what} {str(path)!r} lies inside the output folder {str(out_dir)!r}, which fetch replaces"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# sources as trees of CSVs and images, readable without extracting
+
+Dir = tuple[str, ...]  # folder inside the source, () is its top
+
+
+@dataclass
+class _Entry:
+    dir: Dir
+    name: str
+    size: int
+    ref: object  # Path (folder), ZipInfo (zip) or member offset (tar)
+
+    @property
+    def rel(self) -> str:
+        return "/".join((*self.dir, self.name))
+
+
+def _wanted_name(name: str) -> bool:
+    """Label CSVs and images only; hidden files and macOS resource forks (``._x.png``) are not."""
+    return not name.startswith(".") and name.lower().endswith((".csv", *IMAGE_EXTENSIONS))
+
+
+def _wanted_dir(part: str) -> bool:
+    return not part.startswith(".") and part != "__MACOSX"
+
+
+class _Tree:
+    """The files of one source that matter (CSVs and images), grouped by folder."""
+
+    label: str
+
+    def __init__(self) -> None:
+        self.dirs: dict[Dir, dict[str, _Entry]] = {}
+
+    def _add(self, entry: _Entry) -> None:
+        if all(_wanted_dir(p) for p in entry.dir) and _wanted_name(entry.name):
+            self.dirs.setdefault(entry.dir, {})[entry.name] = entry
+
+    def where(self, item: Dir | _Entry) -> str:
+        """How to name a file or folder of this source in a message."""
+        raise NotImplementedError
+
+    def open_bytes(self, entry: _Entry) -> IO[bytes]:
+        raise NotImplementedError
+
+    def open_text(self, entry: _Entry) -> IO[str]:
+        return io.TextIOWrapper(self.open_bytes(entry), encoding="utf-8-sig", newline="")
+
+    def copy(self, items: list[tuple[str, _Entry]], writer: _FilmsWriter) -> None:
+        """Stream each entry into ``writer`` under its new name."""
+        for name, entry in tqdm(
+            items, desc="fetch: films.zip", unit="film", disable=None, leave=False
+        ):
+            with self.open_bytes(entry) as src:
+                writer.add_stream(name, src, entry.size)
+
+    def reading(self) -> contextlib.AbstractContextManager:
+        """Turns errors from reading a damaged source into a DataError naming it."""
+        return contextlib.nullcontext()
+
+    def __enter__(self) -> _Tree:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+class _FolderTree(_Tree):
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+        self.label = str(root)
+        self._walk(root, ())
+
+    def _walk(self, path: Path, d: Dir) -> None:
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot list the folder: {exc}") from None
+        for e in entries:
+            if e.is_dir():
+                if len(d) < _FOLDER_DEPTH and _wanted_dir(e.name):
+                    self._walk(Path(e.path), (*d, e.name))
+            elif _wanted_name(e.name) and e.is_file():
+                self._add(_Entry(d, e.name, -1, Path(e.path)))
+
+    def where(self, item: Dir | _Entry) -> str:
+        rel = item.rel if isinstance(item, _Entry) else "/".join(item)
+        return str(self.root / rel) if rel else str(self.root)
+
+    def open_bytes(self, entry: _Entry) -> IO[bytes]:
+        return open(entry.ref, "rb")  # type: ignore[arg-type]
+
+    def copy(self, items: list[tuple[str, _Entry]], writer: _FilmsWriter) -> None:
+        for name, entry in tqdm(
+            items, desc="fetch: films.zip", unit="film", disable=None, leave=False
+        ):
+            writer.add_file(name, entry.ref)  # type: ignore[arg-type]
+
+
+class _ArchiveTree(_Tree):
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.label = path.name
+
+    def where(self, item: Dir | _Entry) -> str:
+        rel = item.rel if isinstance(item, _Entry) else "/".join(item)
+        return f"{rel} (in {self.path.name})" if rel else self.path.name
+
+    def _member(self, name: str) -> PurePosixPath:
+        """The member's path inside the target, or DataError if it could land outside it."""
+        n = name.replace("\\", "/")
+        if "\x00" in n:
+            raise self._refuse(name, "has a NUL byte in its name")
+        if n.startswith("/") or _DRIVE.match(n):
+            raise self._refuse(name, "has an absolute path")
+        parts = [p for p in n.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise self._refuse(name, "climbs out of the archive's folder ('..')")
+        return PurePosixPath(*parts)
+
+    def _refuse(self, name: str, why: str) -> DataError:
+        return DataError(
+            f"{self.path.name}: member {name!r} {why}; refusing to extract this archive"
+        )
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        try:
+            yield
+        except _ARCHIVE_ERRORS as exc:
+            raise DataError(
+                f"{self.path}: cannot read the archive ({type(exc).__name__}: {exc})"
+            ) from None
+        except OSError as exc:
+            if exc.errno is not None:  # a real I/O error (disk full, ...), not bad data
+                raise
+            raise DataError(
+                f"{self.path}: cannot read the archive ({type(exc).__name__}: {exc})"
+            ) from None
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+# what damaged archives raise (plus OSError without errno, e.g. gzip.BadGzipFile)
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, RuntimeError, NotImplementedError,
+)  # fmt: skip
+
+
+def _link_inside(member: PurePosixPath, target: str, relative_to_member: bool) -> bool:
+    t = target.replace("\\", "/")
+    if t.startswith("/") or _DRIVE.match(t):
+        return False
+    depth = list(member.parent.parts) if relative_to_member else []
+    for p in t.split("/"):
+        if p in ("", "."):
+            continue
+        if p == "..":
+            if not depth:
+                return False
+            depth.pop()
+        else:
+            depth.append(p)
+    return True
+
+
+class _ZipTree(_ArchiveTree):
+    """A zip read by random access; every member is checked before anything is used."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        try:
+            with self.reading():
+                self.zf = zipfile.ZipFile(path)
+                self._index()
+        except BaseException:
+            self.close()
+            raise
+
+    def _index(self) -> None:
+        for info in self.zf.infolist():
+            rel = self._member(info.filename)
+            kind = stat.S_IFMT(info.external_attr >> 16)
+            if kind == stat.S_IFLNK:
+                link = self.zf.read(info).decode("utf-8", "replace")
+                if not _link_inside(rel, link, relative_to_member=True):
+                    raise self._refuse(
+                        info.filename, f"is a symlink to {link!r}, outside the archive"
+                    )
+                log.debug("fetch: ignoring symlink member %s -> %s", info.filename, link)
+                continue
+            if kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
+                raise self._refuse(info.filename, "is a device or special file")
+            if info.is_dir() or not rel.parts:
+                continue
+            self._add(_Entry(rel.parent.parts, rel.name, info.file_size, info))
+
+    def open_bytes(self, entry: _Entry) -> IO[bytes]:
+        return self.zf.open(entry.ref)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        zf = getattr(self, "zf", None)
+        if zf is not None:
+            zf.close()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _TarTree(_ArchiveTree):
+    """A tar (maybe compressed) read as a stream, twice: once to check every member and
+    keep the small CSVs, once to copy the chosen images. Random access into a .tar.gz
+    restarts decompression at every backward seek, so it is never used."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.csv_data: dict[int, bytes] = {}
+        with self.reading(), tarfile.open(path, "r|*") as tf:
+            for m in tf:
+                rel = self._check(m)
+                if m.isfile() and rel.parts:
+                    self._add(_Entry(rel.parent.parts, rel.name, m.size, m.offset))
+                    if rel.suffix.lower() == ".csv" and len(rel.parts) <= 2:
+                        self.csv_data[m.offset] = tf.extractfile(m).read()  # type: ignore[union-attr]
+
+    def _check(self, m: tarfile.TarInfo) -> PurePosixPath:
+        """Refuse anything that could land outside the target; return the member's path."""
+        rel = self._member(m.name)
+        if m.issym() or m.islnk():
+            if not _link_inside(rel, m.linkname, relative_to_member=m.issym()):
+                kind = "symlink" if m.issym() else "hard link"
+                raise self._refuse(m.name, f"is a {kind} to {m.linkname!r}, outside the archive")
+            log.debug("fetch: ignoring link member %s -> %s", m.name, m.linkname)
+        elif m.ischr() or m.isblk() or m.isfifo() or m.isdev():
+            raise self._refuse(m.name, "is a device or special file")
+        elif not (m.isfile() or m.isdir()):
+            raise self._refuse(m.name, "has an unsupported member type")
+        if hasattr(tarfile, "data_filter"):  # the stdlib's own rules, as a second opinion
+            try:
+                tarfile.data_filter(m, str(self.path.parent / f".{self.path.name}-members"))
+            except tarfile.FilterError as exc:
+                raise self._refuse(m.name, f"is unsafe ({exc})") from None
+        return rel
+
+    def open_bytes(self, entry: _Entry) -> IO[bytes]:
+        return io.BytesIO(self.csv_data[entry.ref])  # type: ignore[index]
+
+    def copy(self, items, writer) -> None:
+        todo = {entry.ref: (name, entry) for name, entry in items}
+        bar = tqdm(total=len(todo), desc="fetch: films.zip", unit="film", disable=None, leave=False)
+        with bar, tarfile.open(self.path, "r|*") as tf:
+            for m in tf:
+                if m.offset in todo:
+                    name, entry = todo.pop(m.offset)
+                    writer.add_stream(name, tf.extractfile(m), entry.size)  # type: ignore[arg-type]
+                    bar.update()
+                    if not todo:
+                        break
+        if todo:
+            raise DataError(
+                f"{self.path}: changed while being read ({len(todo)} members not found again)"
+            )
+
+
+def _archive_kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".zip"):
+        return "zip"
+    if name.endswith(ARCHIVE_SUFFIXES):
+        return "tar"
+    try:  # a download without a telling name: sniff
+        if zipfile.is_zipfile(path):
+            return "zip"
+        if tarfile.is_tarfile(path):
+            return "tar"
+    except OSError:
+        pass
+    raise DataError(f"{path}: not a folder or a .zip/.tar.gz/.tgz/.tar archive")
 
 
 # --------------------------------------------------------------------------------------
@@ -227,7 +510,7 @@ def _norm(header: str) -> str:
 
 @dataclass
 class _Csv:
-    path: Path
+    entry: _Entry
     header: list[str]
     spelling: _Spelling | None = None
     index: dict[str, int] = field(default_factory=dict)  # spelling column -> position
@@ -239,26 +522,22 @@ class _Csv:
         return self.spelling is not None and not self.missing
 
 
-def _open_csv(path: Path) -> io.TextIOWrapper:
-    return open(path, newline="", encoding="utf-8-sig")
-
-
-def _inspect_csv(path: Path, where: Callable[[Path], str]) -> _Csv:
+def _inspect_csv(tree: _Tree, entry: _Entry) -> _Csv:
     """Read the header and decide which spelling (if any) the file uses."""
     try:
-        with _open_csv(path) as f:
+        with tree.open_text(entry) as f:
             header = next(csv.reader(f), None)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{where(path)}: not UTF-8 text ({exc})") from None
+        raise DataError(f"{tree.where(entry)}: not UTF-8 text ({exc})") from None
     if not header or not any(h.strip() for h in header):
-        return _Csv(path, [], empty=True)
+        return _Csv(entry, [], empty=True)
     names = [_norm(h) for h in header]
     best, best_n = None, 0
     for sp in _SPELLINGS:
         n = sum(c in names for c in sp.columns)
         if n > best_n:
             best, best_n = sp, n
-    info = _Csv(path, header)
+    info = _Csv(entry, header)
     if best is None or not (best_n >= 2 or best.id in names):
         return info  # some other CSV: not labels
     info.spelling = best
@@ -267,12 +546,15 @@ def _inspect_csv(path: Path, where: Callable[[Path], str]) -> _Csv:
     return info
 
 
-def _read_ids(info: _Csv) -> set[str]:
-    col = info.index[info.spelling.id]
-    with _open_csv(info.path) as f:
-        rows = csv.reader(f)
-        next(rows, None)
-        return {r[col].strip() for r in rows if len(r) > col and r[col].strip()}
+def _read_ids(tree: _Tree, info: _Csv) -> set[str]:
+    col = info.index[info.spelling.id]  # type: ignore[union-attr]
+    try:
+        with tree.open_text(info.entry) as f:
+            rows = csv.reader(f)
+            next(rows, None)
+            return {r[col].strip() for r in rows if len(r) > col and r[col].strip()}
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{tree.where(info.entry)}: cannot read the CSV ({exc})") from None
 
 
 @dataclass
@@ -282,117 +564,115 @@ class _Label:
     male: int
 
 
-def _read_labels(
-    info: _Csv, where: Callable[[Path], str], on_error: str
-) -> tuple[list[_Label], list[dict]]:
+def _read_labels(tree: _Tree, info: _Csv, on_error: str) -> tuple[list[_Label], list[dict]]:
     """Validate every row; return the good labels and the bad rows (raise on 'fail')."""
     sp = info.spelling
     assert sp is not None and not info.missing
-    name = where(info.path)
+    name = tree.where(info.entry)
     cols = {k: info.index[getattr(sp, k)] for k in ("id", "boneage", "sex")}
     shown = {k: info.header[v].strip() for k, v in cols.items()}  # the file's own spelling
     labels: list[_Label] = []
     bad: list[dict] = []
     first_line: dict[str, int] = {}
     n_rows = 0
-    with _open_csv(info.path) as f:
+    with tree.open_text(info.entry) as f:
         reader = csv.reader(f)
         next(reader, None)
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue  # blank line, or Excel's trailing ',,'
-            n_rows += 1
-            line = reader.line_num
-            get = lambda k: row[cols[k]].strip() if len(row) > cols[k] else ""  # noqa: E731
-            problems: list[tuple[str, str, str]] = []  # (field, value, reason)
-            rid, age_s, sex_s = get("id"), get("boneage"), get("sex")
-            if not rid:
-                problems.append((shown["id"], rid, "is empty"))
-            elif rid in first_line:
-                problems.append((shown["id"], rid, f"duplicate id (first on line {first_line[rid]})"))
-            else:
-                first_line[rid] = line
-            age = math.nan
-            try:
-                age = float(age_s)
-            except ValueError:
-                problems.append((shown["boneage"], age_s, "is not a number"))
-            else:
-                if not math.isfinite(age) or not 0 <= age <= MAX_AGE_MONTHS:
-                    problems.append((shown["boneage"], age_s, f"is outside 0..{MAX_AGE_MONTHS:g} months"))
-            male = _SEX.get(sex_s.lower())
-            if male is None:
-                problems.append(
-                    (shown["sex"], sex_s, "is not a sex value (expected True/False, 1/0, M/F or male/female)")
-                )
-            if problems:
-                bad.append(
-                    {
-                        "file": name,
-                        "line": line,
-                        "row": n_rows,
-                        "id": rid,
-                        "field": ", ".join(p[0] for p in problems),
-                        "value": problems[0][1],
-                        "reason": "; ".join(f"{p[0]} {p[1]!r} {p[2]}" for p in problems),
-                    }
-                )
-            else:
-                labels.append(_Label(rid, age, male))
+        try:
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue  # blank line, or Excel's trailing ',,'
+                n_rows += 1
+                line = reader.line_num
+                problems = _row_problems(row, cols, shown, line, first_line)
+                if problems:
+                    bad.append(
+                        {
+                            "file": name,
+                            "line": line,
+                            "row": n_rows,
+                            "id": _cell(row, cols["id"]),
+                            "field": ", ".join(p[0] for p in problems),
+                            "value": problems[0][1],
+                            "reason": "; ".join(f"{p[0]} {p[1]!r} {p[2]}" for p in problems),
+                        }
+                    )
+                else:
+                    age = float(_cell(row, cols["boneage"]))
+                    labels.append(
+                        _Label(_cell(row, cols["id"]), age, _SEX[_cell(row, cols["sex"]).lower()])
+                    )
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{name} line {reader.line_num}: cannot read the CSV ({exc})") from None
     if n_rows == 0:
         raise DataError(f"{name}: empty CSV, no data rows below the header")
     if bad:
-        lines = [f"  {name} line {b['line']} (data row {b['row']}), field {b['field']!r}: {b['reason']}" for b in bad]
+        lines = [
+            f"  {name} line {b['line']} (data row {b['row']}), field {b['field']!r}: {b['reason']}"
+            for b in bad
+        ]
         head = f"{name}: {len(bad)} bad label row(s) of {n_rows}"
         more = [f"  ... and {len(bad) - MAX_SHOWN} more"] if len(bad) > MAX_SHOWN else []
         if on_error == "fail":
             raise DataError(
-                "\n".join([head + " (set fetch.on_error: skip to drop them):", *lines[:MAX_SHOWN], *more])
+                "\n".join(
+                    [head + " (set fetch.on_error: skip to drop them):", *lines[:MAX_SHOWN], *more]
+                )
             )
-        log.warning("\n".join([head + "; skipped (fetch.on_error=skip):", *lines[:MAX_SHOWN], *more]))
+        log.warning(
+            "\n".join([head + "; skipped (fetch.on_error=skip):", *lines[:MAX_SHOWN], *more])
+        )
     return labels, bad
+
+
+def _cell(row: list[str], i: int) -> str:
+    return row[i].strip() if len(row) > i else ""
+
+
+def _row_problems(row, cols, shown, line, first_line) -> list[tuple[str, str, str]]:
+    """(field, value, reason) for each thing wrong with one data row."""
+    problems = []
+    rid, age_s, sex_s = (_cell(row, cols[k]) for k in ("id", "boneage", "sex"))
+    if not rid:
+        problems.append((shown["id"], rid, "is empty"))
+    elif rid in first_line:
+        problems.append((shown["id"], rid, f"is a duplicate id (first on line {first_line[rid]})"))
+    else:
+        first_line[rid] = line
+    try:
+        age = float(age_s)
+    except ValueError:
+        problems.append((shown["boneage"], age_s, "is not a number"))
+    else:
+        if not math.isfinite(age) or not 0 <= age <= MAX_AGE_MONTHS:
+            problems.append((shown["boneage"], age_s, f"is outside 0..{MAX_AGE_MONTHS:g} months"))
+    if sex_s.lower() not in _SEX:
+        problems.append(
+            (
+                shown["sex"],
+                sex_s,
+                "is not a sex value (expected True/False, 1/0, M/F or male/female)",
+            )
+        )
+    return problems
 
 
 # --------------------------------------------------------------------------------------
 # layouts: which CSV, which image folder
 
 
-def _visible(entry: os.DirEntry) -> bool:
-    return not entry.name.startswith(".") and entry.name != "__MACOSX"
-
-
-def _subdirs(path: Path) -> list[Path]:
-    try:
-        with os.scandir(path) as it:
-            return sorted(Path(e.path) for e in it if _visible(e) and e.is_dir())
-    except OSError:
-        return []
-
-
-def _csvs(root: Path) -> list[Path]:
-    """CSV files in the root and one level deeper."""
-    found = []
-    for d in [root, *_subdirs(root)]:
-        with os.scandir(d) as it:
-            found += [Path(e.path) for e in it if _visible(e) and e.name.lower().endswith(".csv") and e.is_file()]
-    return sorted(found, key=lambda p: (len(p.relative_to(root).parts), str(p)))
-
-
-def _images_in(path: Path, where: Callable[[Path], str]) -> dict[str, Path]:
-    """``id -> file`` for the images directly in ``path``; two files for one id is an error."""
-    out: dict[str, Path] = {}
-    with os.scandir(path) as it:
-        for e in it:
-            if not _visible(e):
-                continue
-            stem, ext = os.path.splitext(e.name)
-            if ext.lower() not in IMAGE_EXTENSIONS or not e.is_file():
-                continue
-            if stem in out:
-                raise DataError(
-                    f"{where(path)}: two images for id {stem!r}: {out[stem].name} and {e.name}; keep one"
-                )
-            out[stem] = Path(e.path)
+def _images_in(tree: _Tree, d: Dir) -> dict[str, _Entry]:
+    """``id -> entry`` for the images directly in folder ``d``; two files for one id is an error."""
+    out: dict[str, _Entry] = {}
+    for name in sorted(tree.dirs.get(d, {})):
+        stem, ext = os.path.splitext(name)
+        if ext.lower() not in IMAGE_EXTENSIONS or stem.startswith("._"):
+            continue
+        if stem in out:
+            raise DataError(
+                f"{tree.where(d) or '.'}: two images for id {stem!r}: {out[stem].name} and {name}; keep one"
+            )
+        out[stem] = tree.dirs[d][name]
     return out
 
 
@@ -400,67 +680,77 @@ def _images_in(path: Path, where: Callable[[Path], str]) -> dict[str, Path]:
 class _Layout:
     name: str
     labels: _Csv
-    images_dir: Path
-    images: dict[str, Path]
+    images_dir: Dir
+    images: dict[str, _Entry]
 
 
-def _find_layout(root: Path, where: Callable[[Path], str]) -> _Layout:
-    """Pick the label CSV and image folder whose ids match the most images."""
-    infos = [_inspect_csv(p, where) for p in _csvs(root)]
+def _find_layout(tree: _Tree) -> _Layout:
+    """Pick the label CSV (top folder or one deeper) and the image folder (the CSV's own,
+    or up to two deeper) whose ids match the most images."""
+    csvs = sorted(
+        (
+            e
+            for d, files in tree.dirs.items()
+            if len(d) <= 1
+            for e in files.values()
+            if e.name.lower().endswith(".csv")
+        ),
+        key=lambda e: (len(e.dir), e.rel),
+    )
+    infos = [_inspect_csv(tree, e) for e in csvs]
     complete = [i for i in infos if i.complete]
     if not complete:
         partial = [i for i in infos if i.spelling is not None]
         if partial:
             i = partial[0]
             raise DataError(
-                f"{where(i.path)} line 1 (header): missing column(s) "
+                f"{tree.where(i.entry)} line 1 (header): missing column(s) "
                 f"{', '.join(repr(m) for m in i.missing)}; found columns {i.header}; expected {_EXPECTED}"
             )
-        listed = ", ".join(f"{where(i.path)}{' (empty CSV)' if i.empty else f' {i.header}'}" for i in infos)
+        listed = "; ".join(
+            f"{tree.where(i.entry)} {'(empty CSV)' if i.empty else i.header}" for i in infos
+        )
         raise DataError(
-            f"no label CSV found in {where(root)} (searched the top folder and one level "
-            f"deeper); CSVs found: {listed or 'none'}; expected columns {_EXPECTED}"
+            f"no label CSV found in {tree.label} (searched its top folder and one level deeper); "
+            f"CSVs found: {listed or 'none'}; expected columns {_EXPECTED}"
         )
 
-    image_dirs: dict[Path, dict[str, Path]] = {}
-
-    def images(d: Path) -> dict[str, Path]:
-        if d not in image_dirs:
-            image_dirs[d] = _images_in(d, where)
-        return image_dirs[d]
-
+    images: dict[Dir, dict[str, _Entry]] = {}
     best_key, best = None, None
     for info in complete:
-        ids = _read_ids(info)
-        base = info.path.parent
-        for depth, d in [(0, base)] + [(1, s) for s in _subdirs(base)] + [
-            (2, ss) for s in _subdirs(base) for ss in _subdirs(s)
-        ]:
-            imgs = images(d)
-            if not imgs:
+        ids = _read_ids(tree, info)
+        base = info.entry.dir
+        for d in sorted(tree.dirs):
+            depth = len(d) - len(base)
+            if d[: len(base)] != base or not 0 <= depth <= 2:
                 continue
-            hits = len(ids & imgs.keys())
+            if d not in images:
+                images[d] = _images_in(tree, d)
+            if not images[d]:
+                continue
+            hits = len(ids & images[d].keys())
+            stem = os.path.splitext(info.entry.name)[0].lower()
             key = (
                 -hits,
-                info.path.name.lower() != LABELS_NAME,
-                len(info.path.relative_to(root).parts),
-                info.path.stem.lower() not in {p.lower() for p in d.relative_to(base).parts},
+                info.entry.name.lower() != LABELS_NAME,
+                len(base),
+                stem not in {p.lower() for p in d[len(base) :]},
                 depth,
-                str(info.path),
-                str(d),
+                info.entry.rel,
+                d,
             )
             if best_key is None or key < best_key:
-                best_key, best = key, (info, d, imgs, hits)
+                best_key, best = key, (info, d, images[d], hits)
     if best is None or best[3] == 0:
-        sample_ids = sorted(_read_ids(complete[0]), key=_natural_key)[:5]
-        dirs = [f"{where(d)} (e.g. {sorted(v)[:3]})" for d, v in image_dirs.items() if v]
+        sample = sorted(_read_ids(tree, complete[0]), key=_natural_key)[:5]
+        dirs = [f"{tree.where(d)} (e.g. {sorted(v)[:3]})" for d, v in images.items() if v]
         raise DataError(
-            f"no image matches a label id: {where(complete[0].path)} has ids like {sample_ids}; "
+            f"no image matches a label id: {tree.where(complete[0].entry)} has ids like {sample}; "
             f"image folders searched: {dirs or 'none with .png/.jpg/.jpeg/.dcm files'}"
         )
     info, d, imgs, _ = best
-    name = info.spelling.layout
-    if name == "plain" and info.path.name.lower().startswith("boneage-"):
+    name = info.spelling.layout  # type: ignore[union-attr]
+    if name == "plain" and info.entry.name.lower().startswith("boneage-"):
         name = "kaggle"
     return _Layout(name, info, d, imgs)
 
@@ -483,26 +773,27 @@ class _FilmsWriter:
         self.zf = zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True)
         self.members: list[tuple[str, int, int]] = []
 
-    def _info(self, name: str, size: int) -> zipfile.ZipInfo:
+    def add_stream(self, name: str, src: IO[bytes], size: int) -> None:
+        """Copy ``size`` bytes (as announced by the source) without holding them in memory."""
         info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
         info.compress_type = zipfile.ZIP_STORED
         info.create_system = 3
         info.external_attr = (stat.S_IFREG | 0o644) << 16
         info.file_size = size  # lets zipfile choose ZIP64 for huge members up front
-        return info
+        with self.zf.open(info, "w") as dst:
+            shutil.copyfileobj(src, dst, _CHUNK)
+        if info.file_size != size:
+            raise DataError(
+                f"{name}: read {info.file_size} bytes, expected {size}; the source changed or is damaged"
+            )
+        self.members.append((name, info.file_size, info.CRC))
 
     def add_file(self, name: str, src: Path) -> None:
         with open(src, "rb") as f:
-            info = self._info(name, os.fstat(f.fileno()).st_size)
-            with self.zf.open(info, "w") as dst:
-                shutil.copyfileobj(f, dst, _CHUNK)
-        self.members.append((name, info.file_size, info.CRC))
+            self.add_stream(name, f, os.fstat(f.fileno()).st_size)
 
     def add_bytes(self, name: str, data: bytes) -> None:
-        info = self._info(name, len(data))
-        with self.zf.open(info, "w") as dst:
-            dst.write(data)
-        self.members.append((name, info.file_size, info.CRC))
+        self.add_stream(name, io.BytesIO(data), len(data))
 
     def close(self) -> None:
         self.zf.close()
@@ -518,9 +809,10 @@ def _labels_bytes(labels: Iterable[_Label]) -> bytes:
 
 
 def _fingerprint(labels_csv: bytes, members: list[tuple[str, int, int]]) -> str:
+    """Content identity of the data set, independent of member order and zip metadata."""
     h = hashlib.sha256(labels_csv)
     for name, size, crc in sorted(members):
-        h.update(f"{name}\t{size}\t{crc:08x}\n".encode("utf-8"))
+        h.update(f"{name}\t{size}\t{crc:08x}\n".encode())
     return h.hexdigest()
 
 
@@ -536,40 +828,50 @@ def _preview(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f", ... ({len(items)} in all)" if len(items) > n else "")
 
 
-def _fetch_tree(
-    params: FetchParams, source: str, root: Path, staging: Path, where: Callable[[Path], str]
-) -> FetchReport:
-    layout = _find_layout(root, where)
+def _fetch_tree(params: FetchParams, source: str, tree: _Tree, staging: Path) -> FetchReport:
+    layout = _find_layout(tree)
     info = layout.labels
     log.info(
         "fetch: %s layout: labels %s (columns %s), images in %s (%d files)",
         layout.name,
-        where(info.path),
+        tree.where(info.entry),
         ",".join(h.strip() for h in info.header),
-        where(layout.images_dir),
+        tree.where(layout.images_dir),
         len(layout.images),
     )
-    labels, bad = _read_labels(info, where, params.on_error)
+    labels, bad = _read_labels(tree, info, params.on_error)
     by_id = {lab.id: lab for lab in labels}
-    kept = sorted((lab for lab in labels if lab.id in layout.images), key=lambda lab: _natural_key(lab.id))
+    kept = sorted(
+        (lab for lab in labels if lab.id in layout.images), key=lambda lab: _natural_key(lab.id)
+    )
     no_image = sorted((i for i in by_id if i not in layout.images), key=_natural_key)
     no_label = sorted(
-        (layout.images[i].name for i in layout.images if i not in by_id), key=_natural_key
+        (e.name for i, e in layout.images.items() if i not in by_id), key=_natural_key
+    )
+    log.info(
+        "fetch: %d valid label rows, %d skipped, %d images",
+        len(labels),
+        len(bad),
+        len(layout.images),
     )
     if no_image:
         log.warning("fetch: %d label(s) have no image: %s", len(no_image), _preview(no_image))
     if no_label:
-        log.warning("fetch: %d image(s) have no usable label: %s", len(no_label), _preview(no_label))
+        log.warning(
+            "fetch: %d image(s) have no usable label: %s", len(no_label), _preview(no_label)
+        )
     if not kept:
         raise DataError(
-            f"nothing left to write: none of the {len(labels)} valid labels in {where(info.path)} "
-            f"has an image in {where(layout.images_dir)}"
+            f"nothing left to write: none of the {len(labels)} valid labels in {tree.where(info.entry)} "
+            f"({len(bad)} bad rows skipped) has an image in {tree.where(layout.images_dir)}"
         )
     writer = _FilmsWriter(staging / FILMS_NAME)
     try:
-        for lab in tqdm(kept, desc="fetch: films.zip", unit="film", disable=None, leave=False):
-            src = layout.images[lab.id]
-            writer.add_file(lab.id + src.suffix.lower(), src)
+        items = []
+        for lab in kept:
+            entry = layout.images[lab.id]
+            items.append((lab.id + os.path.splitext(entry.name)[1].lower(), entry))
+        tree.copy(items, writer)
     finally:
         writer.close()
     report = FetchReport(
@@ -604,7 +906,11 @@ def _synth_chunk(args: tuple[int, int, SyntheticParams]) -> list[tuple[str, byte
     from boneage import phantom
 
     films = phantom.generate(
-        count=stop - start, start=start, height=sp.height, seed=sp.seed, max_age_months=sp.max_age_months
+        count=stop - start,
+        start=start,
+        height=sp.height,
+        seed=sp.seed,
+        max_age_months=sp.max_age_months,
     )
     return [(f.id, _encode_png(f.image, f.id), float(f.boneage), bool(f.male)) for f in films]
 
@@ -619,169 +925,61 @@ def _synth_stream(sp: SyntheticParams) -> Iterator[tuple[str, bytes, float, bool
 
     from boneage import phantom
 
-    workers = min(os.cpu_count() or 1, 8)
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    workers = min(cores, 8)
     can_split = "start" in inspect.signature(phantom.generate).parameters
     if can_split and workers > 1 and sp.count >= 64:
         import multiprocessing
 
         step = max(8, min(128, sp.count // (workers * 4)))
         chunks = [(a, min(a + step, sp.count), sp) for a in range(0, sp.count, step)]
+        log.info("fetch: rendering %d chunks over %d processes", len(chunks), workers)
         with multiprocessing.Pool(workers) as pool:
             for chunk in pool.imap(_synth_chunk, chunks):
                 yield from chunk
         return
-    films = phantom.generate(sp.count, height=sp.height, seed=sp.seed, max_age_months=sp.max_age_months)
+    films = phantom.generate(
+        sp.count, height=sp.height, seed=sp.seed, max_age_months=sp.max_age_months
+    )
     for f in films:
         yield f.id, _encode_png(f.image, f.id), float(f.boneage), bool(f.male)
 
 
 def _fetch_synthetic(sp: SyntheticParams, staging: Path) -> FetchReport:
-    log.info("fetch: generating %d synthetic films (height %d, seed %d)", sp.count, sp.height, sp.seed)
+    log.info(
+        "fetch: generating %d synthetic films (height %d, seed %d)", sp.count, sp.height, sp.seed
+    )
     labels: list[_Label] = []
     seen: set[str] = set()
     writer = _FilmsWriter(staging / FILMS_NAME)
     try:
         for fid, png, age, male in tqdm(
-            _synth_stream(sp), total=sp.count, desc="fetch: synthetic", unit="film", disable=None, leave=False
+            _synth_stream(sp),
+            total=sp.count,
+            desc="fetch: synthetic",
+            unit="film",
+            disable=None,
+            leave=False,
         ):
             if fid in seen or not math.isfinite(age) or not 0 <= age <= MAX_AGE_MONTHS:
-                raise DataError(f"phantom produced an invalid film: id {fid!r}, boneage {age!r} (duplicate or out of range)")
+                raise DataError(
+                    f"phantom produced an invalid film: id {fid!r}, boneage {age!r} (duplicate or out of range)"
+                )
             seen.add(fid)
             writer.add_bytes(fid + ".png", png)
             labels.append(_Label(fid, age, int(male)))
     finally:
         writer.close()
     report = FetchReport(
-        source="synthetic", layout="synthetic", n_labels=len(labels), n_images=len(labels), n_written=len(labels)
+        source="synthetic",
+        layout="synthetic",
+        n_labels=len(labels),
+        n_images=len(labels),
+        n_written=len(labels),
     )
     return _finish(staging, report, labels, writer.members)
-
-
-# --------------------------------------------------------------------------------------
-# archives
-
-
-def _archive_kind(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(".zip"):
-        return "zip"
-    if any(name.endswith(s) for s in ARCHIVE_SUFFIXES):
-        return "tar"
-    try:  # a URL without a telling name: sniff
-        if zipfile.is_zipfile(path):
-            return "zip"
-        if tarfile.is_tarfile(path):
-            return "tar"
-    except OSError:
-        pass
-    raise DataError(f"{path}: not a folder or a .zip/.tar.gz/.tgz/.tar archive")
-
-
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-def _member_path(name: str, archive: Path) -> PurePosixPath:
-    """The member's path inside the target, or DataError if it could land outside it."""
-    n = name.replace("\\", "/")
-    if "\x00" in n:
-        raise DataError(f"{archive.name}: member {name!r} has a NUL byte in its name; refusing to extract")
-    if n.startswith("/") or _DRIVE.match(n):
-        raise DataError(f"{archive.name}: member {name!r} has an absolute path; refusing to extract")
-    parts = [p for p in n.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise DataError(f"{archive.name}: member {name!r} climbs out of the target folder ('..'); refusing to extract")
-    return PurePosixPath(*parts)
-
-
-def _link_inside(member: PurePosixPath, target: str, relative_to_member: bool) -> bool:
-    t = target.replace("\\", "/")
-    if t.startswith("/") or _DRIVE.match(t):
-        return False
-    base = member.parent.parts if relative_to_member else ()
-    depth = list(base)
-    for p in t.split("/"):
-        if p in ("", "."):
-            continue
-        if p == "..":
-            if not depth:
-                return False
-            depth.pop()
-        else:
-            depth.append(p)
-    return True
-
-
-def _wanted(rel: PurePosixPath) -> bool:
-    """Only label CSVs and images are extracted; macOS resource forks are not."""
-    if not rel.parts or "__MACOSX" in rel.parts or rel.name.startswith("._"):
-        return False
-    return rel.suffix.lower() in (".csv", *IMAGE_EXTENSIONS)
-
-
-def _extract(archive: Path, kind: str, target: Path) -> None:
-    """Check every member, then extract the CSVs and images; DataError on anything unsafe."""
-    try:
-        if kind == "zip":
-            _extract_zip(archive, target)
-        else:
-            _extract_tar(archive, target)
-    except DataError:
-        raise
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, RuntimeError, NotImplementedError, OSError) as exc:
-        raise DataError(f"{archive}: cannot read the archive: {exc}") from None
-
-
-def _extract_zip(archive: Path, target: Path) -> None:
-    root = target.resolve()
-    with zipfile.ZipFile(archive) as zf:
-        todo = []
-        for info in zf.infolist():
-            rel = _member_path(info.filename, archive)
-            mode = info.external_attr >> 16
-            kind = stat.S_IFMT(mode)
-            if kind == stat.S_IFLNK:
-                link = zf.read(info).decode("utf-8", "replace")
-                if not _link_inside(rel, link, relative_to_member=True):
-                    raise DataError(
-                        f"{archive.name}: member {info.filename!r} is a symlink to {link!r}, outside the archive; refusing to extract"
-                    )
-                log.debug("fetch: skipping symlink member %s -> %s", info.filename, link)
-                continue
-            if kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
-                raise DataError(f"{archive.name}: member {info.filename!r} is a device/special file; refusing to extract")
-            if not info.is_dir() and _wanted(rel):
-                todo.append((info, rel))
-        for info, rel in tqdm(todo, desc="fetch: unzip", unit="file", disable=None, leave=False):
-            dest = target.joinpath(*rel.parts)
-            if root not in dest.resolve().parents:
-                raise DataError(f"{archive.name}: member {info.filename!r} resolves outside the target; refusing")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(dest, "wb") as dst:
-                shutil.copyfileobj(src, dst, _CHUNK)
-
-
-def _extract_tar(archive: Path, target: Path) -> None:
-    with tarfile.open(archive, "r:*") as tf:
-        todo = []
-        for m in tf.getmembers():
-            rel = _member_path(m.name, archive)
-            if m.issym() or m.islnk():
-                if not _link_inside(rel, m.linkname, relative_to_member=m.issym()):
-                    kind = "symlink" if m.issym() else "hard link"
-                    raise DataError(
-                        f"{archive.name}: member {m.name!r} is a {kind} to {m.linkname!r}, outside the archive; refusing to extract"
-                    )
-            elif m.ischr() or m.isblk() or m.isfifo() or m.isdev():
-                raise DataError(f"{archive.name}: member {m.name!r} is a device/special file; refusing to extract")
-            elif not (m.isfile() or m.isdir()):
-                raise DataError(f"{archive.name}: member {m.name!r} has an unsupported type; refusing to extract")
-            if (m.isfile() or m.issym() or m.islnk()) and _wanted(rel):
-                todo.append(m)
-        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        try:
-            tf.extractall(target, members=todo, **kwargs)
-        except tarfile.FilterError as exc:  # our checks should have caught it first
-            raise DataError(f"{archive.name}: unsafe member refused: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------
@@ -834,9 +1032,12 @@ def _download_once(url: str, part: Path, timeout: float) -> bool:
             exc.close()
             if total == have:
                 return True
-            log.warning("fetch: partial download %s does not fit the server's file; starting over", part)
+            log.warning(
+                "fetch: partial download %s does not fit the server's file; starting over", part
+            )
             part.unlink()
             return False
+        exc.close()
         raise DataError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         raise DataError(f"download of {url} failed: {exc.reason}") from None
@@ -849,7 +1050,9 @@ def _download_once(url: str, part: Path, timeout: float) -> bool:
         if have and resp.status == 206:
             start, total = _content_range(resp.headers.get("Content-Range", ""))
             if start != have:
-                log.warning("fetch: server resumed %s at byte %s, not %d; starting over", url, start, have)
+                log.warning(
+                    "fetch: server resumed %s at byte %s, not %d; starting over", url, start, have
+                )
                 part.unlink()
                 return False
             if total is None and length is not None:
@@ -858,13 +1061,26 @@ def _download_once(url: str, part: Path, timeout: float) -> bool:
             log.info("fetch: resuming %s at byte %d", url, have)
         else:
             if have:
-                log.info("fetch: server does not resume (HTTP %d); downloading %s again", resp.status, url)
+                log.info(
+                    "fetch: server does not resume (HTTP %d); downloading %s again",
+                    resp.status,
+                    url,
+                )
             have, total, mode = 0, length, "wb"
         done = have
         try:
-            with open(part, mode) as out, tqdm(
-                total=total, initial=have, unit="B", unit_scale=True, desc=f"fetch: {part.stem}", disable=None, leave=False
-            ) as bar:
+            with (
+                open(part, mode) as out,
+                tqdm(
+                    total=total,
+                    initial=have,
+                    unit="B",
+                    unit_scale=True,
+                    desc=f"fetch: {part.stem}",
+                    disable=None,
+                    leave=False,
+                ) as bar,
+            ):
                 while True:
                     buf = resp.read(_CHUNK)
                     if not buf:

@@ -97,6 +97,15 @@ def _members_by_id(archive: zipfile.ZipFile) -> dict[str, str]:
     return members
 
 
+def _provenance(raw_dir: Path) -> dict:
+    """Source and fingerprint from the fetch report, so the model card can name its data."""
+    report_path = raw_dir / "fetch-report.json"
+    if not report_path.is_file():
+        return {"source": None, "source_fingerprint": None}
+    report = json.loads(report_path.read_text())
+    return {"source": report.get("source"), "source_fingerprint": report.get("fingerprint")}
+
+
 def build_store(
     raw_dir: str | Path,
     out_dir: str | Path,
@@ -104,7 +113,6 @@ def build_store(
     *,
     workers: int = 0,
     on_error: str = "skip",
-    provenance: dict | None = None,
 ) -> dict:
     """Prepare every labelled film of a fetched data set into a packed store.
 
@@ -177,7 +185,7 @@ def build_store(
     index["row"] = np.flatnonzero(ok)
     index.to_csv(out_dir / INDEX_FILE, index=False)
     summary = {
-        **(provenance or {}),
+        **_provenance(raw_dir),
         "imaging": settings.to_dict(),
         "n_labels": int(count),
         "n_films": int(ok.sum()),

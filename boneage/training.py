@@ -78,28 +78,30 @@ def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, b
 
     dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if mixup > 0:
-        dataset = dataset.map(_mixup_fn(mixup, seed), num_parallel_calls=tf.data.AUTOTUNE,
-                              deterministic=True)
+        # One fresh random number per batch (new each epoch) seeds the stateless mixing ops.
+        randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip((dataset, randoms)).map(
+            _mixup_fn(mixup), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _mixup_fn(alpha: float, seed: int):
+def _mixup_fn(alpha: float):
     """MixUp within a batch: convex mixes of films, sexes and ages with Beta(alpha, alpha) weights."""
-    generator = tf.random.Generator.from_seed(seed)
 
-    def mix(inputs, target):
-        batch = tf.shape(target)[0]
-        gamma_a = generator.gamma([batch], alpha)
-        gamma_b = generator.gamma([batch], alpha)
+    def mix(batch_data, random):
+        inputs, target = batch_data
+        size = tf.shape(target)[0]
+        seeds = tf.stack([random, tf.constant(0, tf.int64)])
+        gamma_a = tf.random.stateless_gamma([size], seeds, alpha)
+        gamma_b = tf.random.stateless_gamma([size], seeds + [0, 1], alpha)
         lam = gamma_a / (gamma_a + gamma_b)
-        order = tf.random.experimental.stateless_shuffle(tf.range(batch),
-                                                         seed=generator.make_seeds(1)[:, 0])
+        order = tf.random.experimental.stateless_shuffle(tf.range(size), seeds + [0, 2])
         lam_img = tf.reshape(lam, [-1, 1, 1, 1])
         lam_vec = tf.reshape(lam, [-1, 1])
-        image = inputs[IMAGE_INPUT]
+        image, sex = inputs[IMAGE_INPUT], inputs[SEX_INPUT]
         mixed = {
             IMAGE_INPUT: lam_img * image + (1 - lam_img) * tf.gather(image, order),
-            SEX_INPUT: lam_vec * inputs[SEX_INPUT] + (1 - lam_vec) * tf.gather(inputs[SEX_INPUT], order),
+            SEX_INPUT: lam_vec * sex + (1 - lam_vec) * tf.gather(sex, order),
         }
         return mixed, lam_vec * target + (1 - lam_vec) * tf.gather(target, order)
 

@@ -1,7 +1,6 @@
 """preprocess: decode, normalise and resize every film into one packed store."""
 
 import argparse
-import json
 from pathlib import Path
 
 from boneage.config import load_section
@@ -19,10 +18,8 @@ def main() -> None:
     from boneage.store import build_store
 
     params = load_section("preprocess", args.params)
-    report = json.loads((args.raw / "fetch-report.json").read_text())
     build_store(args.raw, args.out, ImagingSettings.from_params(params), workers=params.workers,
-                on_error=params.on_error,
-                provenance={"source": report["source"], "source_fingerprint": report["fingerprint"]})
+                on_error=params.on_error)
 
 
 if __name__ == "__main__":

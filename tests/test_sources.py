@@ -10,7 +10,6 @@ import io
 import json
 import multiprocessing
 import os
-import shutil
 import stat
 import sys
 import tarfile
@@ -185,7 +184,11 @@ def test_rsna_test_spelling(tmp_path):
 
 def test_plain_csv_beside_images_with_mixed_sex_spellings(tmp_path):
     src = tmp_path / "src"
-    write_csv(src / "labels.csv", ["id", "boneage", "male"], [[1, 5, "1"], [2, 6, "Female"], [3, 7, "MALE"]])
+    write_csv(
+        src / "labels.csv",
+        ["id", "boneage", "male"],
+        [[1, 5, "1"], [2, 6, "Female"], [3, 7, "MALE"]],
+    )
     write_images(src / "pngs", [1, 2, 3])
     (src / "pngs" / "3.png").rename(src / "pngs" / "3.PNG")  # extension is lower-cased in the zip
     report = run(src, tmp_path / "raw")
@@ -197,7 +200,9 @@ def test_plain_csv_beside_images_with_mixed_sex_spellings(tmp_path):
 
 def test_jpeg_and_dicom_keep_their_extension(tmp_path):
     src = tmp_path / "src"
-    write_csv(src / "labels.csv", ["id", "boneage", "male"], [["a", 5, 1], ["b", 6, 0], ["c", 7, 0]])
+    write_csv(
+        src / "labels.csv", ["id", "boneage", "male"], [["a", 5, 1], ["b", 6, 0], ["c", 7, 0]]
+    )
     (src / "a.JPG").write_bytes(b"jpegdata")
     (src / "b.jpeg").write_bytes(b"jpegdata2")
     (src / "c.dcm").write_bytes(b"DICM")
@@ -317,7 +322,9 @@ def test_field_named_as_the_file_spells_it(tmp_path):
     src = tmp_path / "src"
     write_csv(src / "val.csv", ["Image ID", "male", "Bone Age (months)"], [[1, "TRUE", "old"]])
     write_images(src, [1])
-    with pytest.raises(DataError, match=r"val\.csv line 2 \(data row 1\), field 'Bone Age \(months\)'"):
+    with pytest.raises(
+        DataError, match=r"val\.csv line 2 \(data row 1\), field 'Bone Age \(months\)'"
+    ):
         run(src, tmp_path / "raw")
 
 
@@ -368,7 +375,12 @@ def test_missing_column_is_always_fatal(tmp_path, on_error):
     with pytest.raises(DataError) as e:
         run(src, tmp_path / "raw", on_error=on_error)
     msg = str(e.value)
-    assert "labels.csv" in msg and "line 1 (header)" in msg and "'male'" in msg and "missing column" in msg
+    assert (
+        "labels.csv" in msg
+        and "line 1 (header)" in msg
+        and "'male'" in msg
+        and "missing column" in msg
+    )
 
 
 @pytest.mark.parametrize("content", ["", "\n", "id,boneage,male\n", "id,boneage,male\n\n,,\n"])
@@ -420,7 +432,9 @@ def assert_nothing_escaped(tmp_path: Path, work: Path, *outside: Path) -> None:
     assert not (tmp_path / "evil.png").exists() and not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("kind", ["dotdot", "absolute", "drive", "backslash", "symlink-abs", "symlink-up"])
+@pytest.mark.parametrize(
+    "kind", ["dotdot", "absolute", "drive", "backslash", "symlink-abs", "symlink-up"]
+)
 def test_unsafe_zip_is_refused(tmp_path, kind):
     abs_target = Path("/tmp") / f"boneage-evil-{uuid.uuid4().hex}.png"
     member, link = {
@@ -464,10 +478,10 @@ def test_unsafe_tar_is_refused(tmp_path, name, kind, link):
     assert_nothing_escaped(tmp_path, work, work.parent / "evil.png")
 
 
-def test_safe_symlink_inside_tar_is_fine(tmp_path):
+def test_safe_symlink_inside_tar_is_ignored(tmp_path):
     archive = evil_tar(tmp_path / "ok.tar.gz", "2.png", tarfile.SYMTYPE, "1.png")
     report = run(archive, tmp_path / "raw")
-    assert report.n_written == 1 and report.images_without_labels == ["2.png"]
+    assert report.n_written == 1 and report.images_without_labels == []
 
 
 def test_corrupt_archive(tmp_path):
@@ -475,6 +489,40 @@ def test_corrupt_archive(tmp_path):
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DataError, match="broken.zip"):
         run(bad, tmp_path / "raw")
+
+
+def test_truncated_tar_gz(tmp_path):
+    src = kaggle(tmp_path / "src")
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(src, arcname=".")
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(DataError, match="cut.tar.gz"):
+        run(cut, tmp_path / "raw")
+
+
+def test_corrupt_member_in_zip(tmp_path):
+    """A CRC failure while copying names the archive and leaves no output behind."""
+    archive = zip_dir(kaggle(tmp_path / "src"), tmp_path / "data.zip")
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo("boneage-training-dataset/10.png")
+    at = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.compress_size // 2
+    data[at] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="data.zip"):
+        run(archive, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_two_images_for_one_id(tmp_path):
+    src = tmp_path / "src"
+    write_csv(src / "labels.csv", ["id", "boneage", "male"], [[1, 5, 1]])
+    write_images(src, [1])
+    (src / "1.jpg").write_bytes(b"x")
+    with pytest.raises(DataError, match="two images for id '1'"):
+        run(src, tmp_path / "raw")
 
 
 # ----------------------------------------------------------------------------- download
@@ -532,7 +580,9 @@ def server():
             self.wfile.write(body)
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     yield state
@@ -593,6 +643,12 @@ def test_url_with_complete_part_left_over(tmp_path, server):
     (folder / "data.zip.part").write_bytes(payload)
     assert url_fetch(url, tmp_path).n_written == 4
     assert (folder / "data.zip").read_bytes() == payload
+
+
+def test_url_without_archive_name_is_sniffed(tmp_path, server):
+    payload = zip_dir(kaggle(tmp_path / "src"), tmp_path / "data.zip").read_bytes()
+    server.files["/get?id=7"] = payload
+    assert url_fetch(server.url + "/get?id=7", tmp_path).n_written == 4
 
 
 def test_url_404(tmp_path, server):
@@ -657,7 +713,9 @@ def test_synthetic_with_fake_generator(tmp_path, fake_phantom):
     c = synth(tmp_path, "c", count=12, height=40, seed=4)
     assert a.layout == "synthetic" and a.n_written == 12 and a.skipped_rows == []
     assert a.fingerprint == b.fingerprint != c.fingerprint
-    assert (tmp_path / "a" / "films.zip").read_bytes() == (tmp_path / "b" / "films.zip").read_bytes()
+    assert (tmp_path / "a" / "films.zip").read_bytes() == (
+        tmp_path / "b" / "films.zip"
+    ).read_bytes()
     rows = read_labels(tmp_path / "a")
     assert len(rows) == 12 and rows[0]["id"] == "syn00000"
     with zipfile.ZipFile(tmp_path / "a" / "films.zip") as zf:
@@ -669,13 +727,18 @@ def test_synthetic_with_fake_generator(tmp_path, fake_phantom):
     multiprocessing.get_start_method() != "fork" or (os.cpu_count() or 1) < 2,
     reason="the pool path needs fork (to see the monkeypatched module) and two cores",
 )
-def test_synthetic_pool_path_gives_the_same_output(tmp_path, fake_phantom):
+def test_synthetic_pool_path_gives_the_same_output(tmp_path, fake_phantom, caplog):
+    caplog.set_level("INFO", logger="boneage.sources")
     fake_phantom(fake_generate)
     serial = synth(tmp_path, "serial", count=80, height=32, seed=1)
+    assert "processes" not in caplog.text
     fake_phantom(fake_generate_start)
     pooled = synth(tmp_path, "pooled", count=80, height=32, seed=1)
+    assert "processes" in caplog.text
     assert serial.fingerprint == pooled.fingerprint
-    assert (tmp_path / "serial" / "films.zip").read_bytes() == (tmp_path / "pooled" / "films.zip").read_bytes()
+    assert (tmp_path / "serial" / "films.zip").read_bytes() == (
+        tmp_path / "pooled" / "films.zip"
+    ).read_bytes()
 
 
 def test_synthetic_bad_film_is_an_error(tmp_path, fake_phantom):

@@ -1,0 +1,115 @@
+"""Train a tiny model, evaluate, export all formats, and predict through the CLI."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from factories import blob_film, make_store
+
+from boneage.cli import main as cli_main
+from boneage.config import TrainParams
+from boneage.evaluation import run_evaluation
+from boneage.export import CARD_JSON, CARD_MD, run_export
+from boneage.imaging import prepare
+from boneage.predictor import Predictor
+from boneage.store import open_store
+from boneage.training import run_training
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    store_dir, split_dir = make_store(tmp, count=40, size=32)
+    run_training(store_dir, split_dir,
+                 TrainParams(width=4, epochs=1, batch_size=8, warmup_epochs=0), tmp / "trained")
+    run_evaluation(tmp / "trained", store_dir, split_dir, [0, 120, 240],
+                   tmp / "metrics" / "evaluate.json", tmp / "plots")
+    run_export(tmp / "trained", store_dir / "store.json", tmp / "metrics" / "evaluate.json",
+               tmp / "boneage", ["keras", "savedmodel", "tflite"])
+    return tmp
+
+
+@pytest.fixture()
+def films(tmp_path):
+    rng = np.random.default_rng(7)
+    paths = []
+    for i, age in enumerate((30, 150)):
+        path = tmp_path / f"film{i}.png"
+        cv2.imwrite(str(path), blob_film(age, 1, rng))
+        paths.append(path)
+    return paths
+
+
+def test_evaluation_writes_metrics_and_plots(export_dir):
+    metrics = json.loads((export_dir / "metrics" / "evaluate.json").read_text())
+    assert metrics["n_test"] == 8
+    for key in ("mae_months", "rmse_months", "r2", "mae_by_sex", "mae_by_age_band",
+                "within_6_months", "within_12_months", "baseline_median"):
+        assert key in metrics
+    for name in ("predicted_vs_true.png", "bland_altman.png", "error_by_age.png",
+                 "training_curves.png", "predictions.csv"):
+        assert (export_dir / "plots" / name).stat().st_size > 0
+
+
+def test_export_has_every_format_and_a_card_with_preprocessing(export_dir):
+    out = export_dir / "boneage"
+    for name in ("model.keras", "saved_model/saved_model.pb", "model.tflite", CARD_JSON, CARD_MD):
+        assert (out / name).exists(), name
+    card = json.loads((out / CARD_JSON).read_text())
+    assert card["imaging"]["size"] == 32
+    assert card["data"]["fingerprint"] == "test"
+    assert card["training"]["params"]["width"] == 4
+    assert card["metrics"]["n_test"] == 8
+    assert "Preprocessing the model expects" in (out / CARD_MD).read_text()
+
+
+def test_all_formats_agree_and_match_the_stored_films(export_dir, films):
+    store = open_store(export_dir / "prepared")
+    predictions = {}
+    for model_format in ("keras", "savedmodel", "tflite"):
+        predictor = Predictor(export_dir / "boneage", model_format=model_format)
+        results = predictor.predict_paths(films, male=1)
+        predictions[model_format] = np.array([r.months for r in results])
+    np.testing.assert_allclose(predictions["savedmodel"], predictions["keras"], atol=0.05)
+    np.testing.assert_allclose(predictions["tflite"], predictions["keras"], atol=0.05)
+    # Same imaging path as preprocess: a film prepared by the predictor equals the store's.
+    predictor = Predictor(export_dir / "boneage")
+    data = films[0].read_bytes()
+    np.testing.assert_array_equal(predictor.prepare(data), prepare(data, store.settings))
+
+
+def test_cli_predict_text_and_json(export_dir, films, capsys):
+    assert cli_main(["predict", *map(str, films), "--sex", "F", "--model",
+                     str(export_dir / "boneage")]) == 0
+    text = capsys.readouterr().out
+    assert text.count("bone age") == 2 and text.count(" months (") == 2
+    assert cli_main(["predict", str(films[0].parent), "--sex", "M", "--json", "--model",
+                     str(export_dir / "boneage")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 2 and all(r["sex"] == "M" for r in rows)
+    assert all(0 < r["boneage_months"] < 300 and "month" in r["boneage_text"] for r in rows)
+
+
+def test_cli_reports_and_skips_a_bad_film(export_dir, films, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(films[0].read_bytes()[:100])
+    code = cli_main(["predict", str(films[0]), str(bad), "--sex", "M", "--json", "--model",
+                     str(export_dir / "boneage")])
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert "boneage_months" in rows[0]
+    assert "broken.png" in rows[1]["error"]
+
+
+def test_cli_errors_are_one_clear_line(export_dir, films, tmp_path, capsys):
+    assert cli_main(["predict", str(films[0]), "--sex", "X", "--model",
+                     str(export_dir / "boneage")]) == 2
+    assert "sex must be M or F" in capsys.readouterr().err
+    assert cli_main(["predict", str(films[0]), "--sex", "F", "--model", str(tmp_path)]) == 2
+    assert "no model card" in capsys.readouterr().err
+    assert cli_main(["predict", str(tmp_path / "missing.png"), "--sex", "F", "--model",
+                     str(export_dir / "boneage")]) == 2
+    assert "missing.png" in capsys.readouterr().err

@@ -1,0 +1,364 @@
+"""The single imaging path: decode, crop to the hand, normalise contrast, resize."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from boneage import imaging
+from boneage.config import PreprocessParams
+from boneage.errors import ImageError
+from boneage.imaging import (
+    ImagingSettings,
+    crop_to_hand,
+    decode,
+    normalise_contrast,
+    prepare,
+    prepare_array,
+    resize,
+    to_grey_float,
+)
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return (struct.pack(">I", len(payload)) + kind + payload
+            + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A well-formed PNG header (valid CRCs) claiming ``width x height`` grey 8-bit pixels,
+    followed by a tiny IDAT: decoding it for real would allocate width*height bytes."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
+            + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + png_chunk(b"IEND", b""))
+
+
+def bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+
+
+def disc(height: int, width: int, radius: float, value: float = 0.8) -> np.ndarray:
+    yy, xx = np.mgrid[:height, :width]
+    out = np.full((height, width), 0.05, np.float32)
+    out[(yy - height / 2) ** 2 + (xx - width / 2) ** 2 <= radius ** 2] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- decode
+
+
+def test_decode_8bit_png_is_exact(encode):
+    arr = np.tile(np.array([0, 1, 64, 128, 254, 255, 7, 200], np.uint8), (12, 2))
+    out = decode(encode(arr))
+    assert out.dtype == np.float32
+    assert out.shape == arr.shape
+    np.testing.assert_allclose(out, arr / 255.0, atol=1e-7)
+
+
+def test_decode_16bit_png_keeps_precision(encode):
+    arr = np.tile(np.array([0, 1000, 1001, 1002, 30000, 65535, 256, 257], np.uint16), (10, 2))
+    out = decode(encode(arr))
+    assert out.dtype == np.float32
+    assert out.min() == 0.0 and out.max() == 1.0
+    np.testing.assert_allclose(out * 65535.0, arr.astype(np.float64), atol=0.02)
+    # values one 16-bit step apart stay distinct (an 8-bit path would merge them)
+    assert out[0, 1] < out[0, 2] < out[0, 3]
+    assert out[0, 6] < out[0, 7]
+
+
+def test_decode_jpeg_keeps_relative_values(encode):
+    arr = np.zeros((64, 64), np.uint8)
+    arr[:, 16:32], arr[:, 32:48], arr[:, 48:] = 80, 160, 240
+    out = decode(encode(arr, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]), "film.jpg")
+    assert out.dtype == np.float32 and out.shape == (64, 64)
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    means = [out[8:56, c:c + 8].mean() for c in (4, 20, 36, 52)]
+    np.testing.assert_allclose(means, [0, 80 / 255, 160 / 255, 240 / 255], atol=0.02)
+
+
+def test_decode_colour_png_uses_luminance_of_bgr(encode):
+    arr = np.zeros((24, 24, 3), np.uint8)
+    arr[:, :8] = (0, 0, 255)  # red in OpenCV's BGR order
+    arr[:, 8:16] = (0, 255, 0)  # green
+    arr[:, 16:] = (255, 0, 0)  # blue
+    out = decode(encode(arr))
+    assert out.ndim == 2 and out.dtype == np.float32
+    red, green, blue = out[0, 0], out[0, 8], out[0, 16]
+    np.testing.assert_allclose([red, green, blue], [0.299, 0.587, 0.114], atol=0.01)
+
+
+def test_decode_rgba_png_ignores_alpha(encode):
+    grey = np.full((16, 16), 100, np.uint8)
+    bgra = np.dstack([grey, grey, grey, np.full_like(grey, 7)])
+    out = decode(encode(bgra))
+    np.testing.assert_allclose(out, 100 / 255.0, atol=1 / 255)
+
+
+def test_decode_16bit_colour_png(encode):
+    arr = np.full((16, 16, 3), 40000, np.uint16)
+    out = decode(encode(arr))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, 40000 / 65535.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("data, expected", [(b"", "empty"), (b"not an image at all" * 10, "not a readable")])
+def test_decode_bad_bytes_names_the_file(data, expected):
+    with pytest.raises(ImageError, match=rf"^0042\.png: .*{expected}"):
+        decode(data, "0042.png")
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.9])
+def test_decode_truncated_png_names_the_file(encode, hand_film, keep):
+    data = encode(hand_film(64, 48, seed=3))
+    with pytest.raises(ImageError, match=r"^cut\.png: "):
+        decode(data[: int(len(data) * keep)], "cut.png")
+
+
+def test_decode_refuses_tiny_images(encode):
+    with pytest.raises(ImageError, match=r"small\.png: .*4x6"):
+        decode(encode(np.zeros((6, 4), np.uint8)), "small.png")
+
+
+@pytest.mark.parametrize("width, height", [(20000, 20000), (12000, 12000), (20000, 100)])
+def test_huge_png_header_is_refused_before_decoding(monkeypatch, width, height):
+    def no_decode(*args, **kwargs):
+        raise AssertionError("cv2.imdecode called on a decompression bomb")
+
+    monkeypatch.setattr(imaging.cv2, "imdecode", no_decode)
+    with pytest.raises(ImageError, match=rf"bomb\.png: image is {width}x{height} px"):
+        decode(png_claiming(width, height), "bomb.png")
+
+
+def test_crafted_header_is_read_correctly_when_small():
+    # The same crafted bytes with a sane size pass the size check and reach the decoder.
+    with pytest.raises(ImageError, match="not a readable"):
+        decode(png_claiming(64, 64), "ok-size.png")
+
+
+def test_to_grey_float_rejects_nan_and_scales_floats():
+    arr = np.linspace(-3, 5, 100, dtype=np.float64).reshape(10, 10)
+    out = to_grey_float(arr)
+    assert out.dtype == np.float32
+    assert out.min() == pytest.approx(0.0) and out.max() == pytest.approx(1.0)
+    arr[3, 3] = np.nan
+    with pytest.raises(ImageError, match="bad.tif: .*NaN"):
+        to_grey_float(arr, "bad.tif")
+
+
+# ----------------------------------------------------------------------------- resize
+
+
+def test_squash_fills_the_square_and_distorts_aspect():
+    image = disc(100, 200, 40)
+    out = resize(image, ImagingSettings(size=32, resize="squash", contrast="none"))
+    assert out.shape == (32, 32)
+    top, bottom, left, right = bbox(out > 0.4)
+    # a circle in a 1:2 film becomes an ellipse about twice as tall as wide
+    assert (bottom - top) / (right - left) == pytest.approx(2.0, rel=0.25)
+
+
+def test_pad_keeps_aspect_and_pads_with_black():
+    image = disc(100, 200, 40)
+    settings = ImagingSettings(size=32, resize="pad", contrast="none")
+    out = resize(image, settings)
+    assert out.shape == (32, 32)
+    # 100x200 -> 16x32 placed at rows 8..23; the rest is exactly black
+    assert np.all(out[:8] == 0) and np.all(out[24:] == 0)
+    assert np.all(out[8:24] > 0)  # the film's own background (0.05) is not black
+    top, bottom, left, right = bbox(out > 0.4)
+    assert (bottom - top) / (right - left) == pytest.approx(1.0, rel=0.15)
+
+
+def test_pad_tall_film_pads_columns():
+    out = prepare_array(np.full((120, 60), 0.6, np.float32),
+                        ImagingSettings(size=40, resize="pad", contrast="none"))
+    assert out.shape == (40, 40) and out.dtype == np.uint8
+    assert np.all(out[:, :10] == 0) and np.all(out[:, 30:] == 0)
+    assert np.all(out[:, 10:30] == round(0.6 * 255))
+
+
+# ----------------------------------------------------------------------------- contrast
+
+
+def dark_low_contrast(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:96, :80]
+    image = 0.10 + 0.06 * (yy / 95) + 0.02 * np.sin(xx / 4) + rng.normal(0, 0.003, yy.shape)
+    return image.astype(np.float32)
+
+
+def test_percentile_stretch_spans_full_range():
+    image = dark_low_contrast()
+    assert image.max() < 0.2
+    out = prepare_array(image, ImagingSettings(size=64, contrast="percentile"))
+    assert out.dtype == np.uint8
+    assert out.min() <= 3 and out.max() >= 252
+    assert np.percentile(out, 2) < 20 and np.percentile(out, 98) > 235
+    flat = prepare_array(image, ImagingSettings(size=64, contrast="none"))
+    assert flat.max() <= 0.2 * 255 + 1  # without normalisation it stays dark
+
+
+def test_percentile_stretch_clips_outliers():
+    image = dark_low_contrast()
+    image[0, 0], image[0, 1] = 1.0, 0.0
+    out = normalise_contrast(image, ImagingSettings(percentiles=(1.0, 99.0)))
+    assert out.dtype == np.float32
+    assert out.min() == 0.0 and out.max() == 1.0
+    # the two outliers do not compress the rest: the middle of the film is mid-grey
+    assert 0.3 < np.median(out) < 0.7
+
+
+def test_flat_image_does_not_divide_by_zero():
+    out = prepare_array(np.full((32, 32), 0.4, np.float32), ImagingSettings(size=16))
+    assert np.isfinite(out).all() and out.shape == (16, 16)
+
+
+def test_clahe_runs_and_differs_from_percentile():
+    image = dark_low_contrast()
+    clahe = prepare_array(image, ImagingSettings(size=64, contrast="clahe"))
+    stretched = prepare_array(image, ImagingSettings(size=64, contrast="percentile"))
+    assert clahe.dtype == np.uint8 and clahe.shape == (64, 64)
+    assert np.abs(clahe.astype(int) - stretched.astype(int)).mean() > 2
+    assert clahe.max() - clahe.min() > 150
+
+
+def test_clahe_tiles_matter():
+    image = dark_low_contrast()
+    few = prepare_array(image, ImagingSettings(size=64, contrast="clahe", clahe_tiles=2))
+    many = prepare_array(image, ImagingSettings(size=64, contrast="clahe", clahe_tiles=8))
+    assert not np.array_equal(few, many)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="imaging.py normalise_contrast runs CLAHE on uint16: OpenCV scales the clip limit "
+    "by tile_pixels / 65536 bins and floors it at 1, so clahe_clip has no effect on films "
+    "below ~1000 px (and little on larger ones)",
+)
+def test_clahe_clip_limit_matters(hand_film):
+    image = hand_film(200, 160, marker=False).astype(np.float32) / 255.0
+    low = normalise_contrast(image, ImagingSettings(contrast="clahe", clahe_clip=1.0))
+    high = normalise_contrast(image, ImagingSettings(contrast="clahe", clahe_clip=8.0))
+    assert np.abs(high - low).max() > 0.05
+
+
+# ----------------------------------------------------------------------------- crop
+
+
+def test_crop_to_hand_drops_separate_marker(hand_film):
+    film = hand_film(200, 160, marker=True).astype(np.float32) / 255.0
+    assert film.max() > 0.95  # the marker is the brightest thing on the film
+    out = crop_to_hand(film)
+    assert out.dtype == np.float32
+    assert out.max() < 0.9  # marker gone
+    # the blob spans rows 50..182 and cols 23..111 (see conftest): crop is about that
+    assert 133 <= out.shape[0] <= 165
+    assert 89 <= out.shape[1] <= 115
+
+
+def test_crop_to_hand_blanks_marker_inside_the_hand_box(hand_film):
+    film = hand_film(200, 160, marker=False).astype(np.float32) / 255.0
+    film[50:58, 23:31] = 250 / 255  # inside the blob's bounding box, not touching it
+    out = crop_to_hand(film)
+    assert out.max() < 0.9
+    background = np.percentile(film[film < 0.3], 50)
+    assert out.min() < background + 0.05
+
+
+def test_crop_to_hand_ignores_a_thick_plate_border(hand_film):
+    film = hand_film(200, 160, marker=True).astype(np.float32) / 255.0
+    border = np.zeros(film.shape, bool)
+    border[:15], border[-15:], border[:, :15], border[:, -15:] = True, True, True, True
+    film[border] = 0.9  # a hollow frame with more area than the hand
+    out = crop_to_hand(film)
+    assert out.shape[0] < 180 and out.shape[1] < 130
+    assert out.max() < 0.85
+
+
+def test_crop_leaves_a_film_without_a_hand_alone():
+    flat = np.full((64, 48), 0.3, np.float32)
+    np.testing.assert_array_equal(crop_to_hand(flat), flat)
+
+
+def test_prepare_with_crop_differs_from_without(encode, hand_film):
+    data = encode(hand_film(200, 160, marker=True))
+    cropped = prepare(data, ImagingSettings(size=48, crop="hand"))
+    whole = prepare(data, ImagingSettings(size=48, crop="none"))
+    assert cropped.shape == whole.shape == (48, 48)
+    assert not np.array_equal(cropped, whole)
+    # without the crop the marker square sits at the top right and is saturated
+    # (film rows 10..26, cols 135..151 -> rows 2.4..6.2, cols 40.5..45.3 at 48 px)
+    assert whole[3:6, 41:45].min() == 255
+    # the crop is to the hand: the dark margin around it is thin, so far fewer dark pixels
+    assert (cropped < 40).mean() < (whole < 40).mean() - 0.2
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+@pytest.mark.parametrize("settings", [
+    ImagingSettings(size=64),
+    ImagingSettings(size=64, resize="pad", contrast="clahe", crop="hand"),
+])
+def test_prepare_is_deterministic(encode, hand_film, settings):
+    data = encode(hand_film(210, 170, seed=5))
+    first, second = prepare(data, settings), prepare(data, settings)
+    assert first.dtype == np.uint8 and first.shape == (64, 64)
+    np.testing.assert_array_equal(first, second)
+    assert first.max() > first.min()
+
+
+def test_prepare_bad_bytes_name_the_film():
+    with pytest.raises(ImageError, match="^0007.png: "):
+        prepare(b"\x89PNG\r\n\x1a\nrubbish", ImagingSettings(), name="0007.png")
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_settings_round_trip_through_json():
+    settings = ImagingSettings(size=96, resize="pad", contrast="clahe", percentiles=[2, 98],
+                               clahe_clip=3.5, clahe_tiles=4, crop="hand")
+    assert settings.percentiles == (2.0, 98.0)
+    data = settings.to_dict()
+    assert data["percentiles"] == [2.0, 98.0]
+    again = ImagingSettings.from_dict(json.loads(json.dumps(data)))
+    assert again == settings
+    assert again != ImagingSettings()
+
+
+def test_settings_from_params():
+    params = PreprocessParams(size=64, resize="pad", crop="hand", workers=3, on_error="fail")
+    settings = ImagingSettings.from_params(params)
+    assert (settings.size, settings.resize, settings.crop) == (64, "pad", "hand")
+    assert "workers" not in settings.to_dict()
+
+
+def test_settings_reject_unknown_keys():
+    data = ImagingSettings().to_dict() | {"sharpen": True}
+    with pytest.raises(ValueError, match="sharpen"):
+        ImagingSettings.from_dict(data)
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"resize": "stretch"}, "resize"),
+    ({"contrast": "hist"}, "contrast"),
+    ({"crop": "auto"}, "crop"),
+    ({"size": 4}, "size"),
+])
+def test_settings_reject_bad_values(kwargs, key):
+    with pytest.raises(ValueError, match=key):
+        ImagingSettings(**kwargs)
+    with pytest.raises(ValueError, match=key):
+        ImagingSettings.from_dict(ImagingSettings().to_dict() | kwargs)
+
+
+def test_settings_are_frozen():
+    with pytest.raises(Exception):
+        ImagingSettings().size = 3  # type: ignore[misc]

@@ -1,0 +1,89 @@
+import keras
+import numpy as np
+import pytest
+
+from boneage.models import APPLICATIONS, IMAGE_INPUT, SEX_INPUT, build_model
+
+
+def _inputs(n=2, size=32, male=1.0):
+    rng = np.random.default_rng(0)
+    return {IMAGE_INPUT: rng.uniform(0, 255, (n, size, size, 1)).astype("float32"),
+            SEX_INPUT: np.full((n, 1), male, dtype="float32")}
+
+
+@pytest.mark.parametrize("architecture", ["compact", *sorted(APPLICATIONS)])
+def test_every_architecture_maps_film_and_sex_to_one_age(architecture):
+    model = build_model(architecture=architecture, input_size=32, width=4)
+    assert set(model.input) == {IMAGE_INPUT, SEX_INPUT}
+    out = model.predict(_inputs(), verbose=0)
+    assert out.shape == (2, 1)
+    assert np.isfinite(out).all()
+
+
+def test_output_is_destandardised_to_months():
+    model = build_model(architecture="compact", input_size=32, width=4, target_mean=120.0,
+                        target_std=40.0)
+    last = model.get_layer("standardised_age")
+    kernel, bias = last.get_weights()
+    last.set_weights([np.zeros_like(kernel), np.full_like(bias, 0.5)])
+    np.testing.assert_allclose(model.predict(_inputs(), verbose=0), 140.0, rtol=1e-5)
+
+
+def test_sex_changes_the_prediction_only_when_used():
+    with_sex = build_model(architecture="compact", input_size=32, width=4, use_sex=True, dropout=0)
+    without = build_model(architecture="compact", input_size=32, width=4, use_sex=False, dropout=0)
+    for model, should_differ in ((with_sex, True), (without, False)):
+        girl = model.predict(_inputs(male=0.0), verbose=0)
+        boy = model.predict(_inputs(male=1.0), verbose=0)
+        assert (not np.allclose(girl, boy)) == should_differ
+
+
+def test_keras_file_round_trip_keeps_predictions(tmp_path):
+    model = build_model(architecture="compact", input_size=32, width=4, target_mean=100,
+                        target_std=30)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(_inputs(), verbose=0),
+                               model.predict(_inputs(), verbose=0), rtol=1e-5)
+
+
+def test_local_backbone_weights_file_is_loaded(tmp_path):
+    """`train.weights: <path>` loads a weights file (here one the test writes, as no hub is reachable)."""
+    source = keras.applications.MobileNetV3Small(include_top=False, weights=None, pooling="avg",
+                                                 input_shape=(32, 32, 3), include_preprocessing=True)
+    rng = np.random.default_rng(3)
+    source.set_weights([rng.normal(0, 0.05, w.shape).astype("float32") for w in source.get_weights()])
+    path = tmp_path / "backbone.weights.h5"
+    source.save_weights(path)
+    model = build_model(architecture="mobilenetv3small", input_size=32, weights=str(path))
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    for loaded, saved in zip(backbone.get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(loaded, saved)
+
+
+def test_bad_weights_are_refused_with_the_path(tmp_path):
+    with pytest.raises(ValueError, match="nothere.weights.h5"):
+        build_model(architecture="mobilenetv3small", input_size=32,
+                    weights=str(tmp_path / "nothere.weights.h5"))
+    other = keras.applications.EfficientNetB0(include_top=False, weights=None, pooling="avg",
+                                              input_shape=(32, 32, 3))
+    wrong = tmp_path / "efficientnet.weights.h5"
+    other.save_weights(wrong)
+    with pytest.raises(ValueError, match="does not fit"):
+        build_model(architecture="mobilenetv3small", input_size=32, weights=str(wrong))
+    with pytest.raises(ValueError, match="compact CNN"):
+        build_model(architecture="compact", input_size=32, weights=str(wrong))
+
+
+def test_imagenet_weights_request_reaches_keras_applications(monkeypatch):
+    """Offline here, so check the request is passed on rather than downloading."""
+    seen = {}
+    real = keras.applications.ResNet50
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return real(**{**kwargs, "weights": None})
+
+    monkeypatch.setattr(keras.applications, "ResNet50", spy)
+    build_model(architecture="resnet50", input_size=32, weights="imagenet")
+    assert seen["weights"] == "imagenet" and seen["include_top"] is False
