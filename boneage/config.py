@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ParamsError(ValueError):
@@ -53,14 +60,13 @@ class PreprocessParams(_Section):
     workers: int = Field(0, ge=0, description="0 means every core")
     on_error: Literal["skip", "fail"] = "skip"
 
-    @model_validator(mode="after")
-    def _check_percentiles(self) -> "PreprocessParams":
-        low, high = self.percentiles
+    @field_validator("percentiles")
+    @classmethod
+    def _check_percentiles(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
         if not 0 <= low < high <= 100:
-            raise ValueError(
-                f"percentiles must satisfy 0 <= low < high <= 100, got [{low}, {high}]"
-            )
-        return self
+            raise ValueError(f"must satisfy 0 <= low < high <= 100, got [{low}, {high}]")
+        return value
 
 
 class SplitParams(_Section):

@@ -53,7 +53,8 @@ def evaluate_predictions(frame: pd.DataFrame, train_median: float, age_bands: li
     }
     by_band = {}
     for low, high in zip(age_bands, age_bands[1:]):
-        inside = (true >= low) & (true < high)
+        # Bands are half-open [low, high), except the last, which also holds its top edge.
+        inside = (true >= low) & ((true < high) | ((high == age_bands[-1]) & (true == high)))
         if inside.any():
             by_band[band_label(low, high)] = {"mae_months": float(errors[inside].mean()),
                                               "n": int(inside.sum())}

@@ -106,10 +106,31 @@ def to_grey_float(image: np.ndarray, name: str = "image") -> np.ndarray:
     return (image - low) / (high - low) if high > low else np.zeros_like(image)
 
 
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
 def _read_header_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from a PNG header, so a decompression bomb is refused before decoding."""
+    """Width and height from a PNG or JPEG header, so a decompression bomb is refused
+    before decoding."""
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] == b"\xff\xd8":
+        position = 2
+        while position + 9 <= len(data):
+            if data[position] != 0xFF:
+                return None
+            marker = data[position + 1]
+            if marker == 0xFF:  # fill byte
+                position += 1
+                continue
+            if marker in _JPEG_SOF:
+                height = int.from_bytes(data[position + 5:position + 7], "big")
+                width = int.from_bytes(data[position + 7:position + 9], "big")
+                return width, height
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                position += 2
+                continue
+            position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
     return None
 
 
@@ -180,8 +201,10 @@ def normalise_contrast(image: np.ndarray, settings: ImagingSettings) -> np.ndarr
         return stretched
     clahe = cv2.createCLAHE(clipLimit=settings.clahe_clip,
                             tileGridSize=(settings.clahe_tiles, settings.clahe_tiles))
-    as16 = np.round(stretched * 65535.0).astype(np.uint16)
-    return clahe.apply(as16).astype(np.float32) / 65535.0
+    # On 8 bits: OpenCV scales the clip limit by tile pixels / histogram bins, so on
+    # 16-bit input (65,536 bins) any clip limit has the same (no) effect.
+    as8 = np.round(stretched * 255.0).astype(np.uint8)
+    return clahe.apply(as8).astype(np.float32) / 255.0
 
 
 def resize(image: np.ndarray, settings: ImagingSettings) -> np.ndarray:

@@ -145,6 +145,9 @@ def fetch(params: FetchParams, out_dir: Path, download_dir: Path | None = None) 
 
 def _swap_in(staging: Path, out_dir: Path) -> None:
     """Replace ``out_dir`` by ``staging`` with two renames (no half-written state visible)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it 0700; a plain mkdir would not
     old = None
     if out_dir.is_symlink() or out_dir.is_file():
         out_dir.unlink()
@@ -169,7 +172,8 @@ def _fetch_real(
         if not path.exists():
             raise DataError(
                 f"fetch.source {source!r}: no such folder or archive "
-                f"(expected 'synthetic', a folder, a .zip/.tar.gz/.tgz/.tar archive or an http(s) URL)"
+                "(expected 'synthetic', a folder, a .zip/.tar.gz/.tgz/.tar archive "
+                "or an http(s) URL)"
             )
         _refuse_inside(path, out_dir, "fetch.source")
     if path.is_dir():
@@ -188,7 +192,8 @@ def _refuse_inside(path: Path, out_dir: Path, what: str) -> None:
     p, o = path.resolve(), out_dir.resolve()
     if p == o or o in p.parents:
         raise DataError(
-            f"{what} {str(path)!r} lies inside the output folder {str(out_dir)!r}, which fetch replaces"
+            f"{what} {str(path)!r} lies inside the output folder {str(out_dir)!r}, "
+            "which fetch replaces"
         )
 
 
@@ -340,8 +345,14 @@ class _ArchiveTree(_Tree):
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # what damaged archives raise (plus OSError without errno, e.g. gzip.BadGzipFile)
 _ARCHIVE_ERRORS = (
-    zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, RuntimeError, NotImplementedError,
-)  # fmt: skip
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    RuntimeError,  # an encrypted zip member
+    NotImplementedError,  # an unsupported zip compression
+)
 
 
 def _link_inside(member: PurePosixPath, target: str, relative_to_member: bool) -> bool:
@@ -496,7 +507,10 @@ _SPELLINGS = (
     _Spelling("rsna-validation", "image id", "bone age (months)", "male"),
     _Spelling("rsna-test", "case id", "ground truth bone age (months)", "sex"),
 )
-_EXPECTED = "'id,boneage,male' | 'Image ID,male,Bone Age (months)' | 'Case ID,Sex,Ground truth bone age (months)'"
+_EXPECTED = (
+    "'id,boneage,male' | 'Image ID,male,Bone Age (months)' | "
+    "'Case ID,Sex,Ground truth bone age (months)'"
+)
 
 _SEX = {
     "true": 1, "1": 1, "m": 1, "male": 1,
@@ -670,7 +684,8 @@ def _images_in(tree: _Tree, d: Dir) -> dict[str, _Entry]:
             continue
         if stem in out:
             raise DataError(
-                f"{tree.where(d) or '.'}: two images for id {stem!r}: {out[stem].name} and {name}; keep one"
+                f"{tree.where(d)}: two images for id {stem!r}: {out[stem].name} and {name}; "
+                "keep one"
             )
         out[stem] = tree.dirs[d][name]
     return out
@@ -705,7 +720,8 @@ def _find_layout(tree: _Tree) -> _Layout:
             i = partial[0]
             raise DataError(
                 f"{tree.where(i.entry)} line 1 (header): missing column(s) "
-                f"{', '.join(repr(m) for m in i.missing)}; found columns {i.header}; expected {_EXPECTED}"
+                f"{', '.join(repr(m) for m in i.missing)}; found columns {i.header}; "
+                f"expected {_EXPECTED}"
             )
         listed = "; ".join(
             f"{tree.where(i.entry)} {'(empty CSV)' if i.empty else i.header}" for i in infos
@@ -784,7 +800,8 @@ class _FilmsWriter:
             shutil.copyfileobj(src, dst, _CHUNK)
         if info.file_size != size:
             raise DataError(
-                f"{name}: read {info.file_size} bytes, expected {size}; the source changed or is damaged"
+                f"{name}: read {info.file_size} bytes, expected {size}; "
+                "the source changed or is damaged"
             )
         self.members.append((name, info.file_size, info.CRC))
 
@@ -862,8 +879,9 @@ def _fetch_tree(params: FetchParams, source: str, tree: _Tree, staging: Path) ->
         )
     if not kept:
         raise DataError(
-            f"nothing left to write: none of the {len(labels)} valid labels in {tree.where(info.entry)} "
-            f"({len(bad)} bad rows skipped) has an image in {tree.where(layout.images_dir)}"
+            f"nothing left to write: none of the {len(labels)} valid labels in "
+            f"{tree.where(info.entry)} ({len(bad)} bad rows skipped) has an image in "
+            f"{tree.where(layout.images_dir)}"
         )
     writer = _FilmsWriter(staging / FILMS_NAME)
     try:
@@ -965,7 +983,8 @@ def _fetch_synthetic(sp: SyntheticParams, staging: Path) -> FetchReport:
         ):
             if fid in seen or not math.isfinite(age) or not 0 <= age <= MAX_AGE_MONTHS:
                 raise DataError(
-                    f"phantom produced an invalid film: id {fid!r}, boneage {age!r} (duplicate or out of range)"
+                    f"phantom produced an invalid film: id {fid!r}, boneage {age!r} "
+                    "(duplicate id or age out of range)"
                 )
             seen.add(fid)
             writer.add_bytes(fid + ".png", png)
@@ -1090,8 +1109,9 @@ def _download_once(url: str, part: Path, timeout: float) -> bool:
                     bar.update(len(buf))
         except (OSError, http.client.HTTPException) as exc:
             raise DataError(
-                f"download of {url} was interrupted after {done} of {total if total is not None else '?'} "
-                f"bytes ({exc!r}); {part} is kept and the next run resumes it"
+                f"download of {url} was interrupted after {done} of "
+                f"{total if total is not None else '?'} bytes ({exc!r}); "
+                f"{part} is kept and the next run resumes it"
             ) from None
     if total is not None and done != total:
         raise DataError(

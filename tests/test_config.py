@@ -194,12 +194,6 @@ def test_bad_percentiles_are_refused(tmp_path, percentiles):
     assert "preprocess" in message and "percentiles" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py PreprocessParams._check_percentiles is a model_validator, so the error loc "
-    "is the section ('preprocess: Value error, percentiles ...') not the dotted key "
-    "'preprocess.percentiles' the module promises",
-)
 def test_reversed_percentiles_name_the_dotted_key(tmp_path):
     path = repo_with(tmp_path, "preprocess", percentiles=[99.0, 1.0])
     with pytest.raises(ParamsError, match=r"preprocess\.percentiles"):

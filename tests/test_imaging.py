@@ -135,6 +135,29 @@ def test_huge_png_header_is_refused_before_decoding(monkeypatch, width, height):
         decode(png_claiming(width, height), "bomb.png")
 
 
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A real 16x16 JPEG whose SOF0 header is patched to claim ``width x height``."""
+    data = bytearray(cv2.imencode(".jpg", np.full((16, 16), 128, np.uint8))[1].tobytes())
+    at = data.find(b"\xff\xc0")  # SOF0: marker, length(2), precision(1), height(2), width(2)
+    struct.pack_into(">HH", data, at + 5, height, width)
+    return bytes(data)
+
+
+def test_patched_jpeg_header_is_what_the_decoder_sees():
+    # guards the helper below: the patched size is the size OpenCV decodes to
+    out = decode(jpeg_claiming(64, 40), "small.jpg")
+    assert out.shape == (40, 64)
+
+
+def test_huge_jpeg_header_is_refused_before_decoding(monkeypatch):
+    def no_decode(*args, **kwargs):
+        raise AssertionError("cv2.imdecode called on a decompression bomb")
+
+    monkeypatch.setattr(imaging.cv2, "imdecode", no_decode)
+    with pytest.raises(ImageError, match=r"bomb\.jpg: image is 20000x20000 px"):
+        decode(jpeg_claiming(20000, 20000), "bomb.jpg")
+
+
 def test_crafted_header_is_read_correctly_when_small():
     # The same crafted bytes with a sane size pass the size check and reach the decoder.
     with pytest.raises(ImageError, match="not a readable"):
@@ -235,12 +258,6 @@ def test_clahe_tiles_matter():
     assert not np.array_equal(few, many)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="imaging.py normalise_contrast runs CLAHE on uint16: OpenCV scales the clip limit "
-    "by tile_pixels / 65536 bins and floors it at 1, so clahe_clip has no effect on films "
-    "below ~1000 px (and little on larger ones)",
-)
 def test_clahe_clip_limit_matters(hand_film):
     image = hand_film(200, 160, marker=False).astype(np.float32) / 255.0
     low = normalise_contrast(image, ImagingSettings(contrast="clahe", clahe_clip=1.0))

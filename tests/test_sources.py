@@ -271,6 +271,9 @@ def test_output_is_replaced_cleanly_and_kept_on_failure(tmp_path):
     (out / "stale.txt").write_text("old")
     first = run(src, out)
     assert sorted(p.name for p in out.iterdir()) == ["fetch-report.json", "films.zip", "labels.csv"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
     bad = tmp_path / "bad"
     write_csv(bad / "labels.csv", ["id", "boneage", "male"], [[1, "x", 1]])
     write_images(bad, [1])

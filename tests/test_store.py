@@ -17,8 +17,7 @@ SETTINGS = ImagingSettings(size=32, crop="hand", contrast="percentile")
 
 def test_store_rows_are_prepared_films_in_label_order(tiny_raw_dir, tmp_path):
     out = tmp_path / "store"
-    summary = build_store(tiny_raw_dir.path, out, SETTINGS, workers=1,
-                          provenance={"source": "unit-test"})
+    summary = build_store(tiny_raw_dir.path, out, SETTINGS, workers=1)
     films = np.load(out / "films.npy")
     assert films.dtype == np.uint8
     assert films.shape == (10, 32, 32)
@@ -36,10 +35,19 @@ def test_store_rows_are_prepared_films_in_label_order(tiny_raw_dir, tmp_path):
 
     written = json.loads((out / "store.json").read_text())
     assert written == summary
-    assert summary["source"] == "unit-test"
+    assert summary["source"] is None and summary["source_fingerprint"] is None  # no report
     assert summary["imaging"] == SETTINGS.to_dict()
     assert (summary["n_labels"], summary["n_films"], summary["n_failed"]) == (10, 10, 0)
     assert summary["failures"] == []
+
+
+def test_store_records_provenance_from_fetch_report(tiny_raw_dir, tmp_path):
+    report = {"source": "synthetic", "fingerprint": "abc123", "n_films": 10}
+    (tiny_raw_dir.path / "fetch-report.json").write_text(json.dumps(report))
+    summary = build_store(tiny_raw_dir.path, tmp_path / "store", SETTINGS, workers=1)
+    assert summary["source"] == "synthetic"
+    assert summary["source_fingerprint"] == "abc123"
+    assert json.loads((tmp_path / "store" / "store.json").read_text())["source_fingerprint"] == "abc123"
 
 
 def test_open_store_reads_back(tiny_raw_dir, tmp_path):
