@@ -19,7 +19,9 @@ towards +y, thumb towards +x: a left hand seen postero-anteriorly, as in RSNA):
 
 All randomness comes from the ``rng`` handed in, drawn in a fixed order and count
 that does not depend on the age or sex, so two films rendered from equal rng states
-share every nuisance and differ only by maturity (used by the tests).
+share every nuisance and biological draw (cropped films are still framed to their own
+hand). :func:`bone_map` renders the bones alone in a fixed, size-normalised frame, so
+tests can see what maturity changes; :func:`structure_states` exposes the timeline.
 """
 
 from __future__ import annotations
@@ -249,12 +251,13 @@ def _long_bone(length: float, w0: float, wm: float, w1: float, power: float,
     """
     s = np.linspace(0.0, 1.0, n)
     w = wm + (w0 - wm) * (1.0 - s) ** power + (w1 - wm) * s**power
-    a = s * length
+    a0, a1 = max(cap0, 0.0), length - max(cap1, 0.0)  # bulging ends stay within length
+    a = a0 + s * (a1 - a0)
     t = np.linspace(np.pi / 2, -np.pi / 2, 7)[1:-1]
     right = np.stack([a, w / 2], 1)
-    cap_d = np.stack([length + cap1 * np.cos(t), w1 / 2 * np.sin(t)], 1)
+    cap_d = np.stack([a1 + cap1 * np.cos(t), w1 / 2 * np.sin(t)], 1)
     left = np.stack([a[::-1], -w[::-1] / 2], 1)
-    cap_p = np.stack([-cap0 * np.cos(t), -w0 / 2 * np.sin(t)], 1)
+    cap_p = np.stack([a0 - cap0 * np.cos(t), -w0 / 2 * np.sin(t)], 1)
     return np.concatenate([right, cap_d, left, cap_p])
 
 
@@ -355,7 +358,7 @@ class _Pose:
 
 
 def _draw_pose(rng: np.random.Generator) -> _Pose:
-    return _Pose(float(rng.uniform(0.3, 1.7)), rng.normal(0.0, 3.0, _N_RAY),
+    return _Pose(float(rng.uniform(0.2, 1.4)), rng.normal(0.0, 3.0, _N_RAY),
                  float(rng.normal(0.0, 7.0)), rng.normal(0.0, 2.5, (_N_RAY, 3)))
 
 
@@ -493,7 +496,7 @@ def _layout_hand(age: float, male: bool, bio: _Bio, pose: _Pose) -> _Hand:
     """Every structure of the hand in mm for this bone age, sex, biology and pose."""
     st = structure_states(age + bio.common, male, bio.appear, bio.fuse)
     g = hand_growth(age, male)
-    mat = min(1.0, max(0.0, age / 200.0))
+    mat = min(1.0, max(0.0, age * (1.0 if male else 1.1) / 200.0))  # girls ahead
     wg = g * bio.slender * (0.86 + 0.14 * mat)  # bones thicken more than they lengthen
     cortex = 0.2 + 0.1 * mat
     dens = 0.78 + 0.22 * mat
@@ -550,8 +553,8 @@ def _layout_hand(age: float, male: bool, bio: _Bio, pose: _Pose) -> _Hand:
             bones.append(_LongBone(layer, base, u, lens[0], widths, w[3], "prox", st["mc1"], dens,
                                    cortex, gap, w[4]))
         else:  # the others at the head: a big round epiphysis
-            bones.append(_LongBone(layer, base, u, lens[0], widths, w[3], "dist", st[f"mc{r}"], dens,
-                                   cortex, gap, w[4], epi_thick=0.75, epi_p=2.1, epi_w=1.12))
+            bones.append(_LongBone(layer, base, u, lens[0], widths, w[3], "dist", st[f"mc{r}"],
+                                   dens, cortex, gap, w[4], epi_thick=0.75, epi_p=2.1, epi_w=1.12))
         head = base + u * lens[0]
         heads[r] = (head, u)
         p = head + u * joint
@@ -569,8 +572,9 @@ def _layout_hand(age: float, male: bool, bio: _Bio, pose: _Pose) -> _Hand:
                                    dens * (0.9 if kind == "dp" else 0.97), cortex, gap, w[4]))
             p = p + u2 * (length + joint)
         tip = p + _unit(ang_f) * (1.5 * g)
-        fw = (1.8 * _BONE_W["pp"][1] * wfr + 2.5 * g) * bio.tissue_w
-        tips.append(tip + _unit(ang_f) * fw * 0.5)
+        fw = (2.0 * _BONE_W["pp"][1] * wfr + 2.5 * g) * bio.tissue_w
+        uf = _unit(ang_f)
+        tips += [tip + uf * fw * 0.5, tip + _normal(uf) * fw * 0.5, tip - _normal(uf) * fw * 0.5]
         if r == 1:
             fingers.append((np.stack([base + u * lens[0] * 0.45, head, start, tip]), fw * 1.08))
         else:
@@ -633,7 +637,7 @@ def _paint_hand(cv: _Canvas, hand: _Hand) -> None:
 _ADULT_LEN_MM = 215.0  # distal radius metaphysis to middle fingertip, adult male layout
 
 
-def _frame(hand: _Hand, h: int, w: int, g: float, cropped: bool, u: np.ndarray) -> np.ndarray:
+def _frame(hand: _Hand, h: int, w: int, cropped: bool, u: np.ndarray) -> np.ndarray:
     """Affine (2x3) from hand mm to pixels.
 
     Cropped films are scaled to the hand's own extent (so size carries no age, like the
@@ -648,10 +652,10 @@ def _frame(hand: _Hand, h: int, w: int, g: float, cropped: bool, u: np.ndarray) 
     size = hi - lo
     if cropped:
         fill = 0.9 + 0.1 * u[0]
-        s = fill * min(h / size[1], 1.15 * w / size[0])
+        s = fill * min(h / size[1], 1.05 * w / size[0])
     else:
         s = 0.62 * h / (_ADULT_LEN_MM * 0.8) * math.exp(0.76 * (u[1] - 0.5))
-        s = min(s, 0.98 * h / size[1], 1.1 * w / size[0])
+        s = min(s, 0.98 * h / size[1], 1.0 * w / size[0])
     span = size * s
     free = np.array([w, h]) - span
     if cropped:
@@ -690,7 +694,7 @@ def render_film(boneage_months: float, male: bool, rng: np.random.Generator,
     noise_seed = int(rng.integers(0, 2**31 - 1))
 
     hand = _layout_hand(age, male, bio, pose)
-    cv = _Canvas(h, w, _frame(hand, h, w, hand_growth(age, male), cropped, place))
+    cv = _Canvas(h, w, _frame(hand, h, w, cropped, place))
     _paint_hand(cv, hand)
 
     # -- densities --------------------------------------------------------------------------
@@ -708,11 +712,12 @@ def render_film(boneage_months: float, male: bool, rng: np.random.Generator,
     bone *= (1.0 / _BONE_VALUE) * (1.0 + 0.07 * tex)
 
     # -- exposure: film curve with random contrast, compression and background -------------
-    k_t = 0.25 + 0.25 * expo[0]
-    k_b = 0.45 + 0.35 * expo[1]
+    k_t = 0.28 + 0.27 * expo[0]
+    k_b = 0.32 + 0.4 * expo[1]
     comp = 0.3 + 2.2 * expo[2]
     smax = k_t + 1.1 * k_b
-    sig = (1.0 - np.exp(-comp * (k_t * tissue + k_b * bone))) * (1.0 / (1.0 - math.exp(-comp * smax)))
+    sig = np.exp(-comp * (k_t * tissue + k_b * bone))
+    sig = (1.0 - sig) * (1.0 / (1.0 - math.exp(-comp * smax)))
     bg = 2.0 + 22.0 * expo[3] ** 2 if cropped else 15.0 + 140.0 * expo[3]
     span = (252.0 - bg) * (0.55 + 0.5 * expo[4])
     img = bg + span * sig
