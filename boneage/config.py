@@ -115,7 +115,9 @@ class TrainParams(_Section):
     weight_decay: float = Field(1e-4, ge=0)
     early_stopping_patience: int = Field(8, ge=0, description="0 disables early stopping")
     fold: int = Field(-1, ge=-1, description="-1 uses train/val; k trains on all folds but k")
-    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    precision: Literal["float32", "mixed_bfloat16"] = Field(
+        "float32", description="mixed_bfloat16 is about 2x faster on CPUs with AVX512-BF16/AMX"
+    )
     augment: AugmentParams = AugmentParams()
 
 

@@ -110,7 +110,8 @@ def plot_all(frame: pd.DataFrame, metrics: dict, history: dict | None, plots_dir
     for value, style, text in ((bias, "-", "bias"), (bias + spread, "--", "+1.96 SD"),
                                (bias - spread, "--", "-1.96 SD")):
         ax.axhline(value, color="black", ls=style, lw=1)
-        ax.text(mean_both.max(), value, f" {text} {value:+.1f}", va="center", fontsize=8)
+        ax.text(0.99, value, f"{text} {value:+.1f}", transform=ax.get_yaxis_transform(),
+                ha="right", va="bottom", fontsize=8)
     ax.set(xlabel="mean of reference and prediction (months)",
            ylabel="prediction - reference (months)", title="Bland-Altman")
     written.append(_save(fig, plots_dir / "bland_altman.png"))

@@ -134,37 +134,68 @@ def _read_header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _candidates(small8: np.ndarray, valid: np.ndarray):
+    """Bright connected regions (Otsu over the ``valid`` pixels) with a hand-likeness score.
+
+    A hand sits near the middle of the film and meets at most one edge (the forearm);
+    the bright surround outside the collimated field and plate borders meet two or more
+    edges and lie off-centre, so they score low even when they are larger.
+    """
+    pixels = small8[valid].reshape(1, -1)
+    if pixels.size < 64 or pixels.min() == pixels.max():
+        return None
+    threshold, _ = cv2.threshold(pixels, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    binary = ((small8 > threshold) & valid).astype(np.uint8)
+    binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, _KERNEL)
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if count <= 1:
+        return None
+    height, width = small8.shape
+    left, top = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
+    right, bottom = left + stats[1:, cv2.CC_STAT_WIDTH], top + stats[1:, cv2.CC_STAT_HEIGHT]
+    sides = ((left == 0).astype(int) + (top == 0) + (right == width) + (bottom == height))
+    off_centre = np.hypot((centroids[1:, 0] - width / 2) / (width / 2),
+                          (centroids[1:, 1] - height / 2) / (height / 2)) / np.sqrt(2)
+    centrality = np.clip(1 - off_centre, 0.05, 1)
+    area = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
+    score = area * centrality * np.select([sides <= 1, sides == 2], [1.0, 0.5], 0.15)
+    best = int(np.argmax(score))
+    return labels == best + 1, int(sides[best]), float(centrality[best]), float(area[best])
+
+
+_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+
+
 def hand_mask(image: np.ndarray) -> np.ndarray:
-    """Boolean mask of the hand: the largest bright connected region after Otsu thresholding.
+    """Boolean mask of the hand: the most hand-like bright region after Otsu thresholding.
 
     Markers (the 'L' letter), plate borders and collimator edges are separate or thin
-    regions; an opening cuts thin bridges so they do not join the hand.
+    regions; an opening cuts thin bridges so they do not join the hand. When the best
+    region looks like a bright surround (meets two or more edges, off-centre), it is set
+    aside and the rest of the film is thresholded again, as the hand then lies inside it.
     """
     height, width = image.shape
     scale = 256.0 / max(height, width)
     small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
                        interpolation=cv2.INTER_AREA) if scale < 1 else image
-    small8 = np.clip(small * 255.0, 0, 255).astype(np.uint8)
-    small8 = cv2.GaussianBlur(small8, (5, 5), 0)
-    _, binary = cv2.threshold(small8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
-    # A plate border touching all four sides can be the largest region: skip hollow frames.
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    if count <= 1:
+    small8 = cv2.GaussianBlur(np.clip(small * 255.0, 0, 255).astype(np.uint8), (5, 5), 0)
+    valid = np.ones(small8.shape, dtype=bool)
+    chosen = None
+    for _ in range(3):
+        found = _candidates(small8, valid)
+        if found is None:
+            break
+        region, sides, centrality, area = found
+        if chosen is not None and area < 0.02 * small8.size:
+            break  # nothing hand-sized inside the surround: keep the first answer
+        chosen = region
+        remaining = valid & ~region
+        if sides < 2 or centrality > 0.6 or remaining.mean() < 0.25:
+            break
+        valid = remaining
+    if chosen is None:
         return np.ones_like(image, dtype=bool)
-    areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
-    touches_all = (
-        (stats[1:, cv2.CC_STAT_LEFT] == 0)
-        & (stats[1:, cv2.CC_STAT_TOP] == 0)
-        & (stats[1:, cv2.CC_STAT_LEFT] + stats[1:, cv2.CC_STAT_WIDTH] == binary.shape[1])
-        & (stats[1:, cv2.CC_STAT_TOP] + stats[1:, cv2.CC_STAT_HEIGHT] == binary.shape[0])
-    )
-    fill = areas / (stats[1:, cv2.CC_STAT_WIDTH] * stats[1:, cv2.CC_STAT_HEIGHT])
-    areas[touches_all & (fill < 0.35)] = 0  # a hollow frame, not a hand
-    best = 1 + int(np.argmax(areas))
-    mask = (labels == best).astype(np.uint8)
-    mask = cv2.dilate(mask, kernel, iterations=2)
+    mask = cv2.dilate(chosen.astype(np.uint8), _KERNEL, iterations=2)
     # Fill holes (dark gaps between bones inside the hand silhouette).
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     filled = np.zeros_like(mask)

@@ -837,13 +837,13 @@ def _film(i: int, height: int, seed: int, max_age_months: float) -> SyntheticFil
 
 
 def generate(count: int, height: int = 320, seed: int = 0,
-             max_age_months: float = 228.0) -> Iterator[SyntheticFilm]:
-    """Yield ``count`` films; film ``i`` depends only on ``(seed, i)``.
+             max_age_months: float = 228.0, start: int = 0) -> Iterator[SyntheticFilm]:
+    """Yield films ``start .. start+count-1``; film ``i`` depends only on ``(seed, i)``.
 
     So a prefix of a bigger set equals the smaller set, and slices can be rendered in
     parallel. Ages are whole months, uniform over 1..max_age_months; sex is 50/50.
     """
-    if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
-    for i in range(int(count)):
+    if count < 0 or start < 0:
+        raise ValueError(f"count and start must be >= 0, got {count}, {start}")
+    for i in range(int(start), int(start) + int(count)):
         yield _film(i, height, seed, max_age_months)

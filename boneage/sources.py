@@ -919,7 +919,7 @@ def _encode_png(image, film_id: str) -> bytes:
 
 
 def _synth_chunk(args: tuple[int, int, SyntheticParams]) -> list[tuple[str, bytes, float, bool]]:
-    """Worker: films ``start..stop-1``; needs ``phantom.generate`` to take ``start``."""
+    """Worker: films ``start..stop-1``."""
     start, stop, sp = args
     from boneage import phantom
 
@@ -934,21 +934,18 @@ def _synth_chunk(args: tuple[int, int, SyntheticParams]) -> list[tuple[str, byte
 
 
 def _synth_stream(sp: SyntheticParams) -> Iterator[tuple[str, bytes, float, bool]]:
-    """Encoded films in order; over a process pool when the generator can start mid-sequence.
+    """Encoded films in order, rendered over a process pool.
 
     ``phantom.generate`` makes film i from (seed, i) alone, so chunks of indices can be
-    rendered independently; that needs a ``start`` argument, used when present.
+    rendered independently and still come out identical to a serial run.
     """
-    import inspect
-
     from boneage import phantom
 
     cores = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     )
     workers = min(cores, 8)
-    can_split = "start" in inspect.signature(phantom.generate).parameters
-    if can_split and workers > 1 and sp.count >= 64:
+    if workers > 1 and sp.count >= 64:
         import multiprocessing
 
         step = max(8, min(128, sp.count // (workers * 4)))

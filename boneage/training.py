@@ -157,9 +157,14 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
         if params.standardise_target else (0.0, 1.0)
     log.info("training on %d films, validating on %d; target mean %.1f sd %.1f months",
              len(train_ids), len(val_ids), mean, std)
-    model = build_model(architecture=params.architecture, input_size=store.settings.size,
-                        width=params.width, weights=params.weights, use_sex=params.use_sex,
-                        dropout=params.dropout, target_mean=mean, target_std=std)
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(params.precision)  # layers take it when built
+    try:
+        model = build_model(architecture=params.architecture, input_size=store.settings.size,
+                            width=params.width, weights=params.weights, use_sex=params.use_sex,
+                            dropout=params.dropout, target_mean=mean, target_std=std)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
     train_data = make_dataset(train_images, train_age, train_male, batch_size=params.batch_size,
                               training=True, seed=params.seed, augment=params.augment)
     val_data = make_dataset(val_images, val_age, val_male, batch_size=params.batch_size,

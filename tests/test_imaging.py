@@ -379,3 +379,17 @@ def test_settings_reject_bad_values(kwargs, key):
 def test_settings_are_frozen():
     with pytest.raises(Exception):
         ImagingSettings().size = 3  # type: ignore[misc]
+
+
+def test_hand_crop_ignores_a_bright_surround_larger_than_the_hand():
+    """Outside the collimated field a plate can be brighter and larger than the hand."""
+    from boneage.imaging import hand_mask
+
+    film = np.full((200, 160), 0.15, dtype=np.float32)
+    film[:60, :] = 0.9  # bright surround along the top edge ...
+    film[:, 120:] = 0.9  # ... and the right edge: meets three edges, off-centre
+    cv2.ellipse(film, (60, 140), (28, 45), 0, 0, 360, 0.7, -1)  # the hand, touching nothing
+    mask = hand_mask(film)
+    assert mask[140, 60]  # the hand is in
+    assert not mask[10, 10] and not mask[100, 150]  # the surround is out
+    assert mask.mean() < 0.2

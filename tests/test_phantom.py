@@ -266,3 +266,11 @@ def test_nuisances_vary(sample):
 def test_module_exports():
     for name in phantom.__all__:
         assert hasattr(phantom, name)
+
+
+def test_a_slice_from_start_equals_the_same_films_of_the_whole_run():
+    whole = list(phantom.generate(6, height=48, seed=5))
+    part = list(phantom.generate(3, height=48, seed=5, start=2))
+    assert [f.id for f in part] == [f.id for f in whole[2:5]]
+    for a, b in zip(part, whole[2:5]):
+        assert np.array_equal(a.image, b.image) and a.boneage == b.boneage and a.male == b.male
