@@ -1,0 +1,93 @@
+"""Collect the accuracy figures of the run in this workspace into
+bench/results/accuracy-rsna100px.json, after the pipeline ran on the shared 100 px RSNA set:
+
+    dvc exp run -S fetch.source=../shared/datasets/rsna-bone-age-100px ...   (see bench/README.md)
+    python bench/accuracy_report.py
+
+Adds what the pipeline does not measure itself: the exported model's MAE on the 36
+full-resolution films of ../shared/datasets/rsna-bone-age-fullres-sample, read and prepared
+by `boneage.predictor` exactly as the model card says, and test-time augmentation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+FULLRES = ROOT.parent / "shared" / "datasets" / "rsna-bone-age-fullres-sample"
+
+
+def fullres_mae(model_dir: Path) -> tuple[float, int] | tuple[None, int]:
+    from boneage.predictor import Predictor
+
+    labels_path = FULLRES / "boneage-training-dataset.csv"
+    if not labels_path.is_file():
+        return None, 0
+    labels = pd.read_csv(labels_path)
+    predictor = Predictor(model_dir)
+    errors = []
+    for male in (0, 1):
+        subset = labels[labels["male"].astype(str).str.lower().isin(
+            ["true", "1"] if male else ["false", "0"])]
+        paths = [FULLRES / "boneage-training-dataset" / f"{i}.png" for i in subset["id"]]
+        results = predictor.predict_paths(paths, male)
+        errors += [abs(r.months - age) for r, age in zip(results, subset["boneage"])]
+    return float(np.mean(errors)), len(errors)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "boneage")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    metrics = json.loads((ROOT / "metrics" / "evaluate.json").read_text())
+    training = json.loads((ROOT / "models" / "trained" / "training.json").read_text())
+    card = json.loads((args.model / "model_card.json").read_text())
+    mae_full, n_full = fullres_mae(args.model)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    import yaml
+
+    result = {
+        "mae_months": metrics["mae_months"],
+        "rmse_months": metrics["rmse_months"],
+        "r2": metrics["r2"],
+        "mae_by_sex": metrics["mae_by_sex"],
+        "mae_by_age_band": metrics["mae_by_age_band"],
+        "within_12_months": metrics["within_12_months"],
+        "within_6_months": metrics["within_6_months"],
+        "n_test": metrics["n_test"],
+        "baseline_median_mae_months": metrics["baseline_median"]["mae_months"],
+        "tta_mae_months": metrics.get("tta_mae_months"),
+        "ensemble_mae_months": metrics.get("ensemble_mae_months"),
+        "train_seconds": training["train_seconds"],
+        "epochs_run": training["epochs_run"],
+        "cpu_count": os.cpu_count(),
+        "fullres_sample_mae_months": mae_full,
+        "fullres_sample_n": n_full,
+        "fullres_over_test_mae": (mae_full / metrics["mae_months"]) if mae_full else None,
+        "data": card["data"],
+        "imaging": card["imaging"],
+        "commit": commit,
+        "params": yaml.safe_load((ROOT / "params.yaml").read_text()),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "accuracy-rsna100px.json").write_text(json.dumps(result, indent=2) + "\n")
+    for plot in ("predicted_vs_true.png", "bland_altman.png", "error_by_age.png",
+                 "training_curves.png"):
+        shutil.copy(ROOT / "plots" / plot, args.out / f"accuracy-rsna100px-{plot}")
+    print(json.dumps({k: result[k] for k in ("mae_months", "rmse_months", "r2", "n_test",
+                                             "train_seconds", "fullres_sample_mae_months",
+                                             "fullres_over_test_mae")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
