@@ -122,6 +122,7 @@ class TrainParams(_Section):
 
 
 class EvaluateParams(_Section):
+    tta: int = Field(0, ge=0, le=8, description="test-time augmentation passes; 0/1 = off")
     age_bands_months: list[float] = Field(
         default_factory=lambda: [0, 24, 60, 120, 156, 192, 240],
         description="edges of the age bands MAE is reported for",

@@ -11,6 +11,7 @@ import json
 import logging
 from pathlib import Path
 
+import cv2
 import matplotlib
 
 matplotlib.use("Agg")
@@ -156,23 +157,51 @@ def write_metrics(metrics: dict, path: Path) -> None:
     path.write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
 
 
-def predict_store(model, store, ids: list[str], batch_size: int = 64) -> pd.DataFrame:
-    """Predictions for films already in the packed store (no re-decoding)."""
+# Deterministic test-time augmentation: (shift_x, shift_y) as a fraction of the side, zoom.
+TTA_TRANSFORMS = ((0.0, 0.0, 1.0), (0.03, 0.0, 1.0), (-0.03, 0.0, 1.0), (0.0, 0.03, 1.0),
+                  (0.0, -0.03, 1.0), (0.0, 0.0, 1.06), (0.0, 0.0, 0.94), (0.03, 0.03, 1.0))
+
+
+def tta_films(films: np.ndarray, index: int) -> np.ndarray:
+    """The ``index``-th fixed shift/zoom of prepared uint8 films (index 0 is the films as they are)."""
+    shift_x, shift_y, zoom = TTA_TRANSFORMS[index]
+    if index == 0:
+        return films
+    size = films.shape[1]
+    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), 0.0, zoom)
+    matrix[:, 2] += (shift_x * size, shift_y * size)
+    return np.stack([cv2.warpAffine(f, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                                    borderValue=0) for f in films])
+
+
+def predict_store(model, store, ids: list[str], batch_size: int = 64,
+                  tta: int = 0) -> pd.DataFrame:
+    """Predictions for films already in the packed store (no re-decoding).
+
+    ``predicted`` is the plain single pass; with ``tta > 1`` the column ``predicted_tta``
+    averages that many fixed shifts/zooms (the first being the film as it is).
+    """
     from boneage.models import IMAGE_INPUT, SEX_INPUT
 
     rows = store.select(ids)
-    images = np.asarray(store.images[rows["row"].to_numpy()], dtype=np.float32)[..., None]
+    films = np.asarray(store.images[rows["row"].to_numpy()])
     sex = rows["male"].to_numpy(np.float32)[:, None]
-    predicted = model.predict({IMAGE_INPUT: images, SEX_INPUT: sex}, batch_size=batch_size,
-                              verbose=0)
+    passes = []
+    for index in range(max(1, tta)):
+        images = tta_films(films, index).astype(np.float32)[..., None]
+        predicted = model.predict({IMAGE_INPUT: images, SEX_INPUT: sex}, batch_size=batch_size,
+                                  verbose=0)
+        passes.append(np.asarray(predicted, dtype=float).reshape(-1))
     out = rows[["id", "boneage", "male"]].copy()
-    out["predicted"] = np.asarray(predicted, dtype=float).reshape(-1)
+    out["predicted"] = passes[0]
+    if tta > 1:
+        out["predicted_tta"] = np.mean(passes, axis=0)
     return out
 
 
 def run_evaluation(model_dir: str | Path, store_dir: str | Path, split_dir: str | Path,
                    age_bands: list[float], metrics_path: str | Path,
-                   plots_dir: str | Path) -> dict:
+                   plots_dir: str | Path, tta: int = 0) -> dict:
     """The evaluate stage: test-split predictions, metrics JSON, plot data and PNGs."""
     import keras
 
@@ -187,8 +216,12 @@ def run_evaluation(model_dir: str | Path, store_dir: str | Path, split_dir: str 
     test_ids = read_ids(Path(split_dir) / "test.txt")
     train_ids = read_ids(Path(split_dir) / "train.txt")
     train_median = float(store.select(train_ids)["boneage"].median())
-    frame = predict_store(model, store, test_ids)
+    frame = predict_store(model, store, test_ids, tta=tta)
     metrics = evaluate_predictions(frame, train_median, age_bands)
+    if "predicted_tta" in frame:
+        tta_metrics = regression_metrics(frame["boneage"].to_numpy(float),
+                                         frame["predicted_tta"].to_numpy(float))
+        metrics["tta"] = {"passes": tta, **tta_metrics}
     summary_path = model_dir / SUMMARY_FILE
     history = json.loads(summary_path.read_text())["history"] if summary_path.is_file() else None
     write_metrics(metrics, Path(metrics_path))

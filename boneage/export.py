@@ -60,6 +60,33 @@ def export_tflite(savedmodel_dir: Path, path: Path) -> None:
     path.write_bytes(converter.convert())
 
 
+def float32_model(model: keras.Model, training: dict) -> keras.Model:
+    """The same model computing in float32.
+
+    A model trained with ``mixed_bfloat16`` computes in bfloat16, which TFLite's builtin
+    ops lack and many serving CPUs run slowly; its variables are float32 already, so a
+    float32 rebuild of the same architecture takes the very same weights.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+    from boneage.models import OUTPUT as OUTPUT_LAYER, build_model
+
+    params = training["params"]
+    scaling = model.get_layer(OUTPUT_LAYER)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = build_model(architecture=params["architecture"],
+                           input_size=int(training["imaging"]["size"]), width=params["width"],
+                           weights="none", use_sex=params["use_sex"], dropout=params["dropout"],
+                           target_mean=scaling.mean, target_std=scaling.std)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(model.get_weights())
+    log.info("exporting a float32 copy of the mixed-precision model")
+    return copy
+
+
 def model_card(*, training: dict, store_info: dict, metrics: dict, formats: list[str]) -> dict:
     """Everything a user needs to trust and reproduce the model, as one JSON document."""
     return {
@@ -155,8 +182,8 @@ def run_export(model_dir: str | Path, store_info_path: str | Path, metrics_path:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    model = keras.saving.load_model(model_dir / MODEL_FILE)
     training = json.loads((model_dir / SUMMARY_FILE).read_text())
+    model = float32_model(keras.saving.load_model(model_dir / MODEL_FILE), training)
     store_info = json.loads(Path(store_info_path).read_text())
     metrics = json.loads(Path(metrics_path).read_text())
     size = int(store_info["imaging"]["size"])

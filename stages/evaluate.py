@@ -21,7 +21,7 @@ def main() -> None:
 
     params = load_section("evaluate", args.params)
     run_evaluation(args.model, args.store, args.split, params.age_bands_months, args.metrics,
-                   args.plots)
+                   args.plots, tta=params.tta)
 
 
 if __name__ == "__main__":
