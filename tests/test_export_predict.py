@@ -113,3 +113,29 @@ def test_cli_errors_are_one_clear_line(export_dir, films, tmp_path, capsys):
     assert cli_main(["predict", str(tmp_path / "missing.png"), "--sex", "F", "--model",
                      str(export_dir / "boneage")]) == 2
     assert "missing.png" in capsys.readouterr().err
+
+
+def test_bf16_trained_model_exports_as_float32_to_every_format(tmp_path, films):
+    store_dir, split_dir = make_store(tmp_path, count=40, size=32)
+    run_training(store_dir, split_dir,
+                 TrainParams(width=4, epochs=1, batch_size=8, warmup_epochs=0,
+                             precision="mixed_bfloat16"), tmp_path / "trained")
+    run_evaluation(tmp_path / "trained", store_dir, split_dir, [0, 120, 240],
+                   tmp_path / "metrics.json", tmp_path / "plots", tta=4)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["tta"]["passes"] == 4 and metrics["tta"]["mae_months"] > 0
+    run_export(tmp_path / "trained", store_dir / "store.json", tmp_path / "metrics.json",
+               tmp_path / "boneage", ["keras", "savedmodel", "tflite"])
+    keras_months = [r.months for r in Predictor(tmp_path / "boneage").predict_paths(films, 0)]
+    lite_months = [r.months for r in Predictor(tmp_path / "boneage", "tflite").predict_paths(films, 0)]
+    np.testing.assert_allclose(lite_months, keras_months, atol=0.05)
+
+
+def test_tta_variants_start_with_the_film_itself_and_then_move_it():
+    from boneage.evaluation import TTA_TRANSFORMS, tta_films
+
+    films = np.zeros((2, 32, 32), dtype=np.uint8)
+    films[:, 12:20, 12:20] = 200
+    assert tta_films(films, 0) is films
+    variants = [tta_films(films, i) for i in range(1, len(TTA_TRANSFORMS))]
+    assert all(v.shape == films.shape and not np.array_equal(v, films) for v in variants)
