@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 
 from boneage import __version__
-from boneage.models import IMAGE_INPUT, OUTPUT, SEX_INPUT
+from boneage.models import IMAGE_INPUT, MODEL_FILE, OUTPUT, SEX_INPUT, SUMMARY_FILE, build_model
 from boneage.report import format_months
 
 log = logging.getLogger(__name__)
@@ -69,10 +69,8 @@ def float32_model(model: keras.Model, training: dict) -> keras.Model:
     """
     if all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
-    from boneage.models import OUTPUT as OUTPUT_LAYER, build_model
-
     params = training["params"]
-    scaling = model.get_layer(OUTPUT_LAYER)
+    scaling = model.get_layer(OUTPUT)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
@@ -176,8 +174,6 @@ def card_markdown(card: dict) -> str:
 def run_export(model_dir: str | Path, store_info_path: str | Path, metrics_path: str | Path,
                out_dir: str | Path, formats: list[str]) -> dict:
     """The export stage: every requested format plus the model card in ``out_dir``."""
-    from boneage.models import MODEL_FILE, SUMMARY_FILE
-
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
