@@ -71,6 +71,7 @@ def main():
     params["preprocess"]["size"] = 64
     params["train"].update(epochs=1, width=4)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (empty / "dvc.yaml").write_text("stages: {}\n")  # so `dvc repro` has a (empty) pipeline
     init_repo(project)
     init_repo(empty)
     started = time.perf_counter()
