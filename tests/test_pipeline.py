@@ -27,10 +27,20 @@ def _merge(base: dict, change: dict) -> dict:
     return base
 
 
+def _env():
+    """This interpreter's bin first, so `python` in dvc.yaml is the one with boneage installed."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "DVC_NO_ANALYTICS": "1"}
+
+
+def _set_param(work: Path, section: str, key: str, value) -> None:
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params[section][key] = value
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def _run(args, cwd):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
 
@@ -84,17 +94,13 @@ def test_second_repro_is_a_no_op(project):
 
 def test_train_param_reruns_train_onward_only(project):
     work, _ = project
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["train"]["lr"] = 0.001
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _set_param(work, "train", "lr", 0.001)
     assert _ran(_run(["dvc", "repro"], work)) == {"train", "evaluate", "export"}
 
 
 def test_split_seed_reruns_split_onward_only(project):
     work, _ = project
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["split"]["seed"] = 7
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _set_param(work, "split", "seed", 7)
     assert _ran(_run(["dvc", "repro"], work)) == {"split", "train", "evaluate", "export"}
 
 
@@ -107,12 +113,9 @@ def test_editing_the_trainer_reruns_train_onward_only(project):
 
 def test_bad_param_fails_the_stage_with_the_key_named(project):
     work, _ = project
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["train"]["lrr"] = 0.1
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["dvc", "repro"], cwd=work, env=env, capture_output=True, text=True,
-                            timeout=600)
+    _set_param(work, "train", "lrr", 0.1)
+    result = subprocess.run(["dvc", "repro"], cwd=work, env=_env(), capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode != 0
     assert "train.lrr: unknown key" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
