@@ -101,6 +101,10 @@ class TrainParams(_Section):
         "compact", "efficientnetb0", "mobilenetv3small", "mobilenetv3large", "resnet50"
     ] = "compact"
     width: int = Field(32, ge=4, le=512, description="filters of the compact CNN's first block")
+    head: Literal["gap", "flatten"] = Field(
+        "gap", description="compact CNN: average the last feature map (gap) or keep where "
+        "each feature is (flatten)"
+    )
     weights: str = Field("none", description="'none', 'imagenet' or a path to a weights file")
     use_sex: bool = True
     standardise_target: bool = True

@@ -76,7 +76,7 @@ def float32_model(model: keras.Model, training: dict) -> keras.Model:
     try:
         copy = build_model(architecture=params["architecture"],
                            input_size=int(training["imaging"]["size"]), width=params["width"],
-                           weights="none", use_sex=params["use_sex"], dropout=params["dropout"],
+                           head=params.get("head", "gap"), weights="none", use_sex=params["use_sex"], dropout=params["dropout"],
                            target_mean=scaling.mean, target_std=scaling.std)
     finally:
         keras.mixed_precision.set_global_policy(previous)

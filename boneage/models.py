@@ -73,8 +73,13 @@ def _conv_block(x, filters: int, name: str):
     return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
 
-def compact_backbone(image, width: int):
-    """A VGG-style CNN from scratch: small enough to train on 2 CPU cores."""
+def compact_backbone(image, width: int, head: str = "gap"):
+    """A VGG-style CNN from scratch: small enough to train on 2 CPU cores.
+
+    ``head="flatten"`` keeps the position of each feature in the last (3x3 at 96 px) map:
+    hands are cropped to a similar pose, so where a maturity sign sits (carpals, radius,
+    phalanges) is information that global average pooling throws away.
+    """
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(image)
     side = image.shape[1]
     filters = [width, width * 2, width * 4, width * 8, width * 8]
@@ -85,6 +90,10 @@ def compact_backbone(image, width: int):
         side //= 2
     x = layers.Conv2D(filters[min(i, len(filters) - 1)], 3, padding="same", activation="relu",
                       name="last_conv")(x)
+    if head == "flatten":
+        return layers.Flatten(name="flatten")(x)
+    if head != "gap":
+        raise ValueError(f"unknown head {head!r}; expected gap or flatten")
     return layers.GlobalAveragePooling2D(name="gap")(x)
 
 
@@ -119,7 +128,8 @@ def load_backbone_weights(backbone: keras.Model, path: str | Path) -> None:
                          f"without its top: {exc}") from exc
 
 
-def build_model(*, architecture: str, input_size: int, width: int = 32, weights: str = "none",
+def build_model(*, architecture: str, input_size: int, width: int = 32, head: str = "gap",
+                weights: str = "none",
                 use_sex: bool = True, dropout: float = 0.2, target_mean: float = 0.0,
                 target_std: float = 1.0) -> keras.Model:
     """The bone-age model: inputs ``image`` (size x size x 1, 0..255) and ``sex`` (1 = male)."""
@@ -132,7 +142,7 @@ def build_model(*, architecture: str, input_size: int, width: int = 32, weights:
     image = keras.Input((input_size, input_size, 1), name=IMAGE_INPUT)
     sex = keras.Input((1,), name=SEX_INPUT)
     if architecture == "compact":
-        features = compact_backbone(image, width)
+        features = compact_backbone(image, width, head)
     else:
         features = application_backbone(image, architecture, weights)
     if use_sex:

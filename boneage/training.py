@@ -161,7 +161,8 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
     keras.mixed_precision.set_global_policy(params.precision)  # layers take it when built
     try:
         model = build_model(architecture=params.architecture, input_size=store.settings.size,
-                            width=params.width, weights=params.weights, use_sex=params.use_sex,
+                            width=params.width, head=params.head, weights=params.weights,
+                            use_sex=params.use_sex,
                             dropout=params.dropout, target_mean=mean, target_std=std)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)

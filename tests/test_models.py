@@ -87,3 +87,15 @@ def test_imagenet_weights_request_reaches_keras_applications(monkeypatch):
     monkeypatch.setattr(keras.applications, "ResNet50", spy)
     build_model(architecture="resnet50", input_size=32, weights="imagenet")
     assert seen["weights"] == "imagenet" and seen["include_top"] is False
+
+
+def test_flatten_head_keeps_the_last_feature_map_whole():
+    gap = build_model(architecture="compact", input_size=32, width=4, head="gap")
+    flatten = build_model(architecture="compact", input_size=32, width=4, head="flatten")
+    last_map = flatten.get_layer("last_conv").output.shape  # (None, 4, 4, channels)
+    assert flatten.get_layer("flatten").output.shape[-1] == last_map[1] * last_map[2] * last_map[3]
+    assert gap.get_layer("gap").output.shape[-1] == last_map[3]
+    out = flatten.predict(_inputs(), verbose=0)
+    assert out.shape == (2, 1) and np.isfinite(out).all()
+    with pytest.raises(ValueError, match="unknown head"):
+        build_model(architecture="compact", input_size=32, width=4, head="max")
