@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-FULLRES = ROOT.parent / "shared" / "datasets" / "rsna-bone-age-fullres-sample"
+FULLRES = Path(os.environ.get(
+    "BONEAGE_FULLRES_SAMPLE", ROOT.parent / "shared" / "datasets" / "rsna-bone-age-fullres-sample"))
 
 
 def fullres_mae(model_dir: Path) -> tuple[float, int] | tuple[None, int]:
