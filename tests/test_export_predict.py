@@ -5,7 +5,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from factories import blob_film, make_store
+from factories import blob_film, make_export, make_store
 
 from boneage.cli import main as cli_main
 from boneage.config import TrainParams
@@ -22,13 +22,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
-    store_dir, split_dir = make_store(tmp, count=40, size=32)
-    run_training(store_dir, split_dir,
-                 TrainParams(width=4, epochs=1, batch_size=8, warmup_epochs=0), tmp / "trained")
-    run_evaluation(tmp / "trained", store_dir, split_dir, [0, 120, 240],
-                   tmp / "metrics" / "evaluate.json", tmp / "plots")
-    run_export(tmp / "trained", store_dir / "store.json", tmp / "metrics" / "evaluate.json",
-               tmp / "boneage", ["keras", "savedmodel", "tflite"])
+    make_export(tmp, count=40, size=32)
     return tmp
 
 
