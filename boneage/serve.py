@@ -7,7 +7,8 @@ height (so a 20,000 px "film" is refused without decoding it). Every refusal is 
 ``{"detail": "..."}`` naming what is wrong; the server keeps serving.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI resolves the endpoint annotations at
+# definition time, and they name classes imported inside create_app.
 
 import base64
 import logging
