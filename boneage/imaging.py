@@ -5,6 +5,9 @@ with the :class:`ImagingSettings` that the export records in the model card, so 
 is turned into model input exactly the same way in training and in use. Training/serving
 skew (a different crop, contrast or aspect at inference) is the classic failure of this
 field; keeping one function makes it impossible.
+
+DICOM files are decoded by :mod:`boneage.dicom` (called from :func:`read_film`) into the same
+grey float array as PNG/JPEG, so they too flow through :func:`prepare_array`.
 """
 
 from __future__ import annotations
