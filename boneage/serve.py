@@ -18,7 +18,7 @@ from boneage.errors import ImageError
 
 log = logging.getLogger(__name__)
 
-FORMAT_PREFERENCE = ("tflite", "savedmodel", "keras")  # fastest first: bench/predict_latency.py
+FORMAT_PREFERENCE = ("savedmodel", "keras", "tflite")  # fastest first: bench/predict_latency.py
 MB = 1024 * 1024
 
 

@@ -74,7 +74,7 @@ def post(url, data: bytes, name="film.png", **fields):
 def test_health_and_docs(server):
     url, _ = server
     health = httpx.get(f"{url}/healthz").json()
-    assert health["status"] == "ok" and health["format"] == "tflite"
+    assert health["status"] == "ok" and health["format"] == "savedmodel"
     assert httpx.get(f"{url}/docs").status_code == 200
     assert "/api/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]
 
