@@ -1,4 +1,4 @@
-"""``boneage`` command line: predict bone age for films with an exported model."""
+"""``boneage`` command line: predict bone age for films, or serve a page and API that do."""
 
 from __future__ import annotations
 
@@ -13,48 +13,95 @@ DEFAULT_MODEL = Path("models/boneage")
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from boneage.predictor import Predictor, expand_paths, parse_sex
+    from boneage.predictor import Ensemble, expand_paths, parse_sex
+    from boneage.report import parse_age
+    from boneage.standards import RULE
 
-    male = parse_sex(args.sex)
-    predictor = Predictor(args.model, model_format=args.format)
+    if args.sex is not None:
+        parse_sex(args.sex)  # a bad flag fails before any model loads
+    chronological = parse_age(args.chronological_age) if args.chronological_age else None
+    ensemble = Ensemble(args.model or [DEFAULT_MODEL], model_format=args.format)
     paths = expand_paths(args.paths)
-    results = predictor.predict_paths(paths, male, progress=len(paths) > 20 and not args.json)
-    rows = []
-    for result in results:
-        row = {"path": result.path, "sex": "M" if male else "F"}
-        if result.error:
-            row["error"] = result.error
-        else:
-            row["boneage_months"] = round(result.months, 1)
-            row["boneage_text"] = format_months(result.months)
-        rows.append(row)
+    readings = ensemble.predict_paths(paths, sex=args.sex, chronological=chronological,
+                                      batch_size=args.batch_size,
+                                      progress=len(paths) > 20,
+                                      explain_dir=args.explain)
+    rows = [r.to_dict() for r in readings]
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
+    elif args.csv:
+        _write_csv(rows)
     else:
-        for row in rows:
-            if "error" in row:
-                print(f"{row['path']}: not read: {row['error']}")
-            else:
-                print(f"{row['path']}: bone age {describe(row['boneage_months'])}")
+        for reading in readings:
+            print(reading.text())
+        if any(r.assessment is not None for r in readings):
+            print(f"call: {RULE}")
     failed = sum("error" in row for row in rows)
     if failed:
         print(f"{failed} of {len(rows)} films could not be read", file=sys.stderr)
     return 1 if rows and failed == len(rows) else 0
 
 
+CSV_COLUMNS = ["path", "sex", "sex_source", "boneage_months", "boneage_text", "spread_months",
+               "models", "chronological_months", "chronological_text", "age_source",
+               "difference_months", "sd_months", "z_score", "call", "rule", "heatmap", "error"]
+
+
+def _write_csv(rows: list[dict]) -> None:
+    import csv
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        row = dict(row)
+        if "models" in row:
+            row["models"] = " ".join(str(m) for m in row["models"])
+        writer.writerow(row)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from boneage.serve import run_server
+
+    run_server(args.model or [DEFAULT_MODEL], host=args.host, port=args.port,
+               model_format=args.format, max_upload_mb=args.max_upload_mb)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="boneage", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="bone age of one or more films")
-    predict.add_argument("paths", nargs="+", help="PNG/JPEG films or folders of them")
-    predict.add_argument("--sex", required=True, help="M or F")
-    predict.add_argument("--model", type=Path, default=DEFAULT_MODEL,
-                         help=f"export directory (default {DEFAULT_MODEL})")
+    predict.add_argument("paths", nargs="+", help="PNG/JPEG/DICOM films or folders of them")
+    predict.add_argument("--sex", help="M or F; when absent, read from each DICOM's PatientSex")
+    predict.add_argument("--chronological-age", metavar="AGE",
+                         help="the child's age, as months (122) or years and months (10y2m); "
+                              "adds the difference and a delayed/normal/advanced call")
+    predict.add_argument("--model", type=Path, action="append", metavar="DIR",
+                         help=f"export directory (default {DEFAULT_MODEL}); give several "
+                              "for an ensemble")
     predict.add_argument("--format", default="keras", choices=["keras", "savedmodel", "tflite"],
                          help="which exported file to run (default keras)")
-    predict.add_argument("--json", action="store_true", help="machine-readable output")
+    predict.add_argument("--explain", type=Path, metavar="OUTDIR",
+                         help="write a Grad-CAM heatmap PNG per film here")
+    predict.add_argument("--batch-size", type=int, default=32, help=argparse.SUPPRESS)
+    output = predict.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
+    output.add_argument("--csv", action="store_true", help="machine-readable output (CSV)")
     predict.set_defaults(handler=_predict)
+
+    serve = commands.add_parser("serve", help="web page and JSON API for predictions")
+    serve.add_argument("--model", type=Path, action="append", metavar="DIR",
+                       help=f"export directory (default {DEFAULT_MODEL}); several: an ensemble")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--format", default="auto",
+                       choices=["auto", "keras", "savedmodel", "tflite"],
+                       help="which exported file answers predictions (default auto: the "
+                            "fastest on CPU in bench/predict_latency.py that the export has)")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0,
+                       help="largest upload accepted (default 20 MB)")
+    serve.set_defaults(handler=_serve)
     return parser
 
 

@@ -5,6 +5,9 @@ with the :class:`ImagingSettings` that the export records in the model card, so 
 is turned into model input exactly the same way in training and in use. Training/serving
 skew (a different crop, contrast or aspect at inference) is the classic failure of this
 field; keeping one function makes it impossible.
+
+DICOM files are decoded by :mod:`boneage.dicom` (called from :func:`read_film`) into the same
+grey float array as PNG/JPEG, so they too flow through :func:`prepare_array`.
 """
 
 from __future__ import annotations
@@ -63,23 +66,63 @@ class ImagingSettings:
         return data
 
 
-def decode(data: bytes, name: str = "image") -> np.ndarray:
-    """Decode PNG/JPEG bytes (8- or 16-bit, grey or colour) to float32 grey in [0, 1]."""
+@dataclass
+class Film:
+    """A decoded film: grey float32 in [0, 1] (bone bright) and what its file said about
+    the patient (DICOM tags; empty for PNG/JPEG)."""
+
+    image: np.ndarray
+    meta: dict
+
+
+def read_film(data: bytes, name: str = "image") -> Film:
+    """Decode PNG/JPEG (8- or 16-bit, grey or colour) or DICOM bytes to a :class:`Film`.
+
+    Sizes are checked from the header before the pixels are decoded, so a decompression
+    bomb costs nothing.
+    """
     if not data:
         raise ImageError(f"{name}: empty file")
-    buffer = np.frombuffer(data, dtype=np.uint8)
+    from boneage import dicom
+
+    if dicom.is_dicom(data):
+        image, meta = dicom.read_dicom(data, name, MAX_PIXELS, MAX_SIDE)
+        return Film(image, meta)
     header = _read_header_size(data)
     if header is not None:
         width, height = header
-        if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-            raise ImageError(
-                f"{name}: image is {width}x{height} px; films larger than "
-                f"{MAX_SIDE} px a side or {MAX_PIXELS:,} px are refused"
-            )
+        check_size(width, height, name)
+    buffer = np.frombuffer(data, dtype=np.uint8)
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
     if image is None or image.size == 0:
-        raise ImageError(f"{name}: not a readable PNG or JPEG image (corrupt or truncated?)")
-    return to_grey_float(image, name)
+        raise ImageError(f"{name}: not a readable PNG, JPEG or DICOM image "
+                         "(corrupt or truncated?)")
+    return Film(to_grey_float(image, name), {"format": sniff(data) or "other"})
+
+
+def decode(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode PNG/JPEG (8- or 16-bit, grey or colour) or DICOM bytes to float32 grey in [0, 1]."""
+    return read_film(data, name).image
+
+
+def sniff(data: bytes) -> str | None:
+    """'png', 'jpeg' or 'dicom' from the magic bytes; None for anything else."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[128:132] == b"DICM":
+        return "dicom"
+    return None
+
+
+def check_size(width: int, height: int, name: str = "image") -> None:
+    """Refuse films too large to be a hand radiograph (and decompression bombs)."""
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        raise ImageError(
+            f"{name}: image is {width}x{height} px; films larger than "
+            f"{MAX_SIDE} px a side or {MAX_PIXELS:,} px are refused"
+        )
 
 
 def to_grey_float(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -205,16 +248,26 @@ def hand_mask(image: np.ndarray) -> np.ndarray:
     return filled.astype(bool)
 
 
-def crop_to_hand(image: np.ndarray, margin: float = 0.03) -> np.ndarray:
-    """Blank everything outside the hand and crop to its bounding box (plus a margin)."""
+def crop_box(image: np.ndarray, margin: float = 0.03):
+    """The hand's mask and bounding box ``(top, bottom, left, right)`` plus a margin;
+    None when nothing hand-like is found (the film is then left whole)."""
     mask = hand_mask(image)
     if mask.sum() < 0.02 * mask.size:  # nothing hand-like found: leave the film alone
-        return image
+        return None
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     pad_r, pad_c = round(margin * image.shape[0]), round(margin * image.shape[1])
     top, bottom = max(0, rows[0] - pad_r), min(image.shape[0], rows[-1] + 1 + pad_r)
     left, right = max(0, cols[0] - pad_c), min(image.shape[1], cols[-1] + 1 + pad_c)
+    return mask, (int(top), int(bottom), int(left), int(right))
+
+
+def crop_to_hand(image: np.ndarray, margin: float = 0.03) -> np.ndarray:
+    """Blank everything outside the hand and crop to its bounding box (plus a margin)."""
+    found = crop_box(image, margin)
+    if found is None:
+        return image
+    mask, (top, bottom, left, right) = found
     background = float(np.percentile(image[~mask], 5)) if (~mask).any() else 0.0
     out = np.where(mask, image, background).astype(np.float32)
     return out[top:bottom, left:right]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +16,12 @@ import numpy as np
 
 from boneage.errors import DataError, ImageError
 from boneage.export import CARD_JSON, KERAS_FILE, SAVEDMODEL_DIR, SIGNATURE, TFLITE_FILE
-from boneage.imaging import ImagingSettings, prepare
+from boneage.imaging import Film, ImagingSettings, prepare, prepare_array, read_film
 from boneage.models import IMAGE_INPUT, OUTPUT, SEX_INPUT
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
 FORMAT_FILES = {"keras": KERAS_FILE, "savedmodel": SAVEDMODEL_DIR, "tflite": TFLITE_FILE}
 
 
@@ -149,12 +150,250 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
         path = Path(raw)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+                           if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES
+                                               or (not p.suffix and _has_dicom_magic(p))))
             if not found:
-                log.warning("%s: folder holds no PNG or JPEG films", path)
+                log.warning("%s: folder holds no PNG, JPEG or DICOM films", path)
             out.extend(found)
         elif path.exists():
             out.append(path)
         else:
             raise DataError(f"{path}: no such file or folder")
     return out
+
+
+def _has_dicom_magic(path: Path) -> bool:
+    """DICOM files often have no suffix; their 'DICM' magic tells."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+SEX_FROM_FLAG = "from --sex"
+SEX_FROM_DICOM = "from the DICOM PatientSex tag"
+AGE_FROM_FLAG = "from --chronological-age"
+AGE_FROM_DICOM = "from the DICOM PatientAge tag"
+
+
+@dataclass
+class Reading:
+    """One film's result as people and programs read it."""
+
+    path: str
+    months: float | None = None  # the ensemble mean
+    per_model: list[float] | None = None
+    spread: float | None = None  # SD between models (a rough uncertainty); None for one model
+    male: int | None = None
+    sex_source: str | None = None
+    chronological_months: float | None = None
+    age_source: str | None = None
+    assessment: object | None = None  # boneage.standards.Assessment
+    heatmap: str | None = None  # path of the Grad-CAM PNG
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        from boneage.report import format_months
+
+        row: dict = {"path": self.path}
+        if self.error:
+            row["error"] = self.error
+            return row
+        row.update({
+            "sex": "M" if self.male else "F",
+            "sex_source": self.sex_source,
+            "boneage_months": round(self.months, 1),
+            "boneage_text": format_months(self.months),
+        })
+        if self.per_model is not None and len(self.per_model) > 1:
+            row["models"] = [round(m, 1) for m in self.per_model]
+            row["spread_months"] = round(self.spread, 1)
+        if self.chronological_months is not None:
+            row["chronological_months"] = round(self.chronological_months, 1)
+            row["chronological_text"] = format_months(self.chronological_months)
+            row["age_source"] = self.age_source
+            row.update(self.assessment.to_dict())
+        if self.heatmap:
+            row["heatmap"] = self.heatmap
+        return row
+
+    def text(self) -> str:
+        """The lines a radiologist reads for this film."""
+        from boneage.report import describe, format_months
+
+        if self.error:
+            return f"{self.path}: not read: {self.error}"
+        sex = "male" if self.male else "female"
+        lines = [f"{self.path}: bone age {describe(self.months)}"]
+        if self.per_model is not None and len(self.per_model) > 1:
+            lines[0] += (f" +- {self.spread:.1f} months (SD between {len(self.per_model)} models: "
+                         + ", ".join(f"{m:.1f}" for m in self.per_model) + ")")
+        lines.append(f"  sex: {sex} ({self.sex_source})")
+        if self.chronological_months is not None:
+            a = self.assessment
+            lines.append(f"  chronological age: {describe(self.chronological_months)} "
+                         f"({self.age_source})")
+            sign = "+" if a.difference_months >= 0 else "-"
+            lines.append(f"  difference: {sign}{abs(a.difference_months):.1f} months "
+                         f"({sign}{format_months(abs(a.difference_months))}), "
+                         f"{a.z:+.1f} SD (G&P SD {a.sd_months:.1f} months at this age): "
+                         f"{a.call.upper()}")
+        if self.heatmap:
+            lines.append(f"  heatmap: {self.heatmap}")
+        return "\n".join(lines)
+
+
+class Ensemble:
+    """One or more exported models read as one: the mean, and the SD between them.
+
+    Each film is decoded once; each distinct set of imaging settings in the models' cards
+    gets its own prepared input through the one imaging path (:func:`prepare_array`).
+    """
+
+    def __init__(self, model_dirs: list[str | Path], model_format: str = "keras"):
+        if not model_dirs:
+            raise ValueError("give at least one --model directory")
+        self.predictors = [Predictor(d, model_format) for d in model_dirs]
+        self.settings = list(dict.fromkeys(p.settings for p in self.predictors))
+        self._explainers = None
+        # TFLite interpreters and Keras models are not safe to call from several threads at
+        # once (the web app's thread pool); decoding and preparing still run in parallel.
+        self._lock = threading.RLock()
+
+    @property
+    def size(self) -> int:
+        return max(s.size for s in self.settings)
+
+    def read(self, data: bytes, name: str = "image") -> Film:
+        return read_film(data, name)
+
+    def prepare(self, film: Film, name: str = "image") -> dict:
+        """The film prepared for each distinct imaging setting of the models."""
+        return {s: prepare_array(film.image, s, name) for s in self.settings}
+
+    def predict_prepared(self, prepared: list[dict], males: np.ndarray) -> np.ndarray:
+        """Months, shape (films, models), for films already prepared by :meth:`prepare`."""
+        out = np.zeros((len(prepared), len(self.predictors)))
+        for column, predictor in enumerate(self.predictors):
+            films = np.stack([p[predictor.settings] for p in prepared])
+            with self._lock:
+                out[:, column] = predictor.predict_prepared(films, males)
+        return out
+
+    def resolve(self, path: str, film: Film, sex: str | None, chronological: float | None,
+                reading: Reading) -> None:
+        """Fill in sex and chronological age from the flags, else the DICOM tags."""
+        from boneage.standards import assess  # noqa: F401  (fail early if missing)
+
+        if sex is not None:
+            reading.male, reading.sex_source = parse_sex(sex), SEX_FROM_FLAG
+        elif film.meta.get("sex"):
+            reading.male, reading.sex_source = parse_sex(film.meta["sex"]), SEX_FROM_DICOM
+        else:
+            raise ImageError(f"{path}: sex unknown: pass --sex M or F (the file has no "
+                             "PatientSex tag)")
+        if chronological is not None:
+            reading.chronological_months, reading.age_source = float(chronological), AGE_FROM_FLAG
+        elif film.meta.get("age_months") is not None:
+            reading.chronological_months = float(film.meta["age_months"])
+            reading.age_source = AGE_FROM_DICOM
+
+    def finish(self, reading: Reading, months: np.ndarray) -> None:
+        from boneage.standards import assess
+
+        reading.per_model = [float(m) for m in months]
+        reading.months = float(np.mean(months))
+        reading.spread = float(np.std(months, ddof=1)) if len(months) > 1 else None
+        if reading.chronological_months is not None:
+            reading.assessment = assess(reading.months, reading.chronological_months,
+                                        reading.male)
+
+    def explainers(self):
+        with self._lock:
+            if self._explainers is None:
+                from boneage.explain import GradCam
+
+                self._explainers = [GradCam.from_export(p.model_dir) for p in self.predictors]
+            return self._explainers
+
+    def heatmap(self, film: Film, prepared: dict, male: int, name: str = "image"):
+        """(Grad-CAM over the original film, over model 0's input), averaged over the models."""
+        from boneage.explain import to_original
+
+        maps, first_input = [], None
+        for predictor, explainer in zip(self.predictors, self.explainers()):
+            with self._lock:
+                cam, _ = explainer.heatmap(prepared[predictor.settings], male)
+            first_input = cam if first_input is None else first_input
+            maps.append(to_original(cam, film.image, predictor.settings))
+        return np.mean(maps, axis=0), first_input
+
+    def predict_bytes(self, data: bytes, name: str, sex: str | None = None,
+                      chronological: float | None = None, explain: bool = False):
+        """One uploaded film -> (Reading, heatmap PNG bytes or None)."""
+        from boneage.explain import explain_png
+
+        reading = Reading(name)
+        film = self.read(data, name)
+        self.resolve(name, film, sex, chronological, reading)
+        prepared = self.prepare(film, name)
+        self.finish(reading, self.predict_prepared([prepared], np.array([reading.male]))[0])
+        png = None
+        if explain:
+            cam, _ = self.heatmap(film, prepared, reading.male, name)
+            png = explain_png(film.image, cam)
+        return reading, png
+
+    def predict_paths(self, paths: list[Path], sex: str | None = None,
+                      chronological: float | None = None, batch_size: int = 32,
+                      progress: bool = False, explain_dir: Path | None = None) -> list[Reading]:
+        """Predict many films in batches; an unreadable file is reported and skipped."""
+        from tqdm import tqdm
+
+        readings: list[Reading] = []
+        batch: list[tuple[Reading, dict]] = []
+
+        def flush():
+            if batch:
+                males = np.array([r.male for r, _ in batch])
+                months = self.predict_prepared([p for _, p in batch], males)
+                for (reading, _), row in zip(batch, months):
+                    self.finish(reading, row)
+                batch.clear()
+
+        if explain_dir is not None:
+            explain_dir = Path(explain_dir)
+            explain_dir.mkdir(parents=True, exist_ok=True)
+        for index, path in enumerate(tqdm(paths, desc="predict", unit="film",
+                                          disable=not progress)):
+            reading = Reading(str(path))
+            readings.append(reading)
+            try:
+                film = self.read(Path(path).read_bytes(), str(path))
+                self.resolve(str(path), film, sex, chronological, reading)
+                prepared = self.prepare(film, str(path))
+                if explain_dir is not None:
+                    reading.heatmap = str(self._write_heatmaps(film, prepared, reading, path,
+                                                               index, explain_dir))
+            except (ImageError, OSError) as exc:
+                reading.error = str(exc)
+                log.warning("skipping %s", exc)
+                continue
+            batch.append((reading, prepared))
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+        return readings
+
+    def _write_heatmaps(self, film: Film, prepared: dict, reading: Reading, path: Path,
+                        index: int, out: Path) -> Path:
+        from boneage.explain import explain_png
+
+        cam, input_cam = self.heatmap(film, prepared, reading.male, str(path))
+        stem = f"{index:05d}-{Path(path).stem}"
+        target = out / f"{stem}.gradcam.png"
+        target.write_bytes(explain_png(film.image, cam))
+        first = prepared[self.predictors[0].settings]
+        (out / f"{stem}.gradcam-input.png").write_bytes(explain_png(first, input_cam))
+        return target

@@ -49,3 +49,34 @@ def make_store(tmp_path: Path, count: int = 40, size: int = 32, seed: int = 0):
     build_store(tmp_path / "raw", tmp_path / "prepared", ImagingSettings(size=size), workers=1)
     write_split(tmp_path / "split", labels, val=0.2, test=0.2, seed=1, band_months=60)
     return tmp_path / "prepared", tmp_path / "split"
+
+
+def make_export(tmp_path: Path, count: int = 40, size: int = 32, width: int = 4, seed: int = 0,
+                train_seed: int = 42,
+                formats: tuple[str, ...] = ("keras", "savedmodel", "tflite"),
+                imaging: dict | None = None) -> Path:
+    """Train a tiny model for one epoch and export it to ``tmp_path/boneage``; returns that dir.
+
+    ``imaging`` overrides the store's imaging settings (e.g. ``{"resize": "pad"}``).
+    """
+    from boneage.config import TrainParams
+    from boneage.evaluation import run_evaluation
+    from boneage.export import run_export
+    from boneage.imaging import ImagingSettings
+    from boneage.splits import write_split
+    from boneage.store import build_store
+    from boneage.training import run_training
+
+    labels = write_raw(tmp_path / "raw", count=count, seed=seed)
+    build_store(tmp_path / "raw", tmp_path / "prepared",
+                ImagingSettings(size=size, **(imaging or {})), workers=1)
+    write_split(tmp_path / "split", labels, val=0.2, test=0.2, seed=1, band_months=60)
+    store_dir, split_dir = tmp_path / "prepared", tmp_path / "split"
+    run_training(store_dir, split_dir,
+                 TrainParams(width=width, epochs=1, batch_size=8, warmup_epochs=0, seed=train_seed),
+                 tmp_path / "trained")
+    run_evaluation(tmp_path / "trained", store_dir, split_dir, [0, 120, 240],
+                   tmp_path / "metrics" / "evaluate.json", tmp_path / "plots")
+    run_export(tmp_path / "trained", store_dir / "store.json", tmp_path / "metrics" / "evaluate.json",
+               tmp_path / "boneage", list(formats))
+    return tmp_path / "boneage"

@@ -1,11 +1,12 @@
 """Train a tiny model, evaluate, export all formats, and predict through the CLI."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from factories import blob_film, make_store
+from factories import blob_film, make_export, make_store
 
 from boneage.cli import main as cli_main
 from boneage.config import TrainParams
@@ -22,13 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
-    store_dir, split_dir = make_store(tmp, count=40, size=32)
-    run_training(store_dir, split_dir,
-                 TrainParams(width=4, epochs=1, batch_size=8, warmup_epochs=0), tmp / "trained")
-    run_evaluation(tmp / "trained", store_dir, split_dir, [0, 120, 240],
-                   tmp / "metrics" / "evaluate.json", tmp / "plots")
-    run_export(tmp / "trained", store_dir / "store.json", tmp / "metrics" / "evaluate.json",
-               tmp / "boneage", ["keras", "savedmodel", "tflite"])
+    make_export(tmp, count=40, size=32)
     return tmp
 
 
@@ -139,3 +134,101 @@ def test_tta_variants_start_with_the_film_itself_and_then_move_it():
     assert tta_films(films, 0) is films
     variants = [tta_films(films, i) for i in range(1, len(TTA_TRANSFORMS))]
     assert all(v.shape == films.shape and not np.array_equal(v, films) for v in variants)
+
+
+def _dicom_bytes(pixels, **tags):
+    from test_dicom import make_dicom
+
+    return make_dicom(pixels, **tags)
+
+
+def test_cli_ensemble_with_different_imaging_gets_each_its_own_input(export_dir, films, tmp_path,
+                                                                     capsys):
+    import shutil
+
+    padded = tmp_path / "padded"
+    shutil.copytree(export_dir / "boneage", padded)
+    card = json.loads((padded / CARD_JSON).read_text())
+    card["imaging"]["resize"] = "pad"  # same weights, films prepared differently
+    (padded / CARD_JSON).write_text(json.dumps(card))
+    from boneage.imaging import ImagingSettings, prepare_array, read_film
+    from boneage.predictor import Ensemble
+
+    ensemble = Ensemble([export_dir / "boneage", padded])
+    film = read_film(films[0].read_bytes())
+    prepared = ensemble.prepare(film)
+    squash, pad = ImagingSettings.from_dict(card["imaging"] | {"resize": "squash"}), \
+        ImagingSettings.from_dict(card["imaging"])
+    assert set(prepared) == {squash, pad}
+    np.testing.assert_array_equal(prepared[pad], prepare_array(film.image, pad))
+    assert not np.array_equal(prepared[pad], prepared[squash])
+    months = ensemble.predict_prepared([prepared], np.array([0]))[0]
+    for predictor, value in zip(ensemble.predictors, months):
+        own = predictor.predict_prepared(prepared[predictor.settings][None], 0)[0]
+        assert value == pytest.approx(own, abs=1e-4)
+    assert cli_main(["predict", str(films[0]), "--sex", "F", "--json", "--model",
+                     str(export_dir / "boneage"), "--model", str(padded)]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["models"] == [round(m, 1) for m in months]
+    assert row["boneage_months"] == pytest.approx(np.mean(months), abs=0.06)
+    assert row["spread_months"] == pytest.approx(np.std(months, ddof=1), abs=0.06)
+
+
+def test_cli_chronological_age_call_and_text(export_dir, films, capsys):
+    model = str(export_dir / "boneage")
+    months = Predictor(export_dir / "boneage").predict_paths([films[0]], 1)[0].months
+    assert cli_main(["predict", str(films[0]), "--sex", "M", "--chronological-age",
+                     f"{round(months)}", "--model", model]) == 0
+    text = capsys.readouterr().out
+    assert "NORMAL" in text and "from --sex" in text and "2 SD" in text and "Greulich" in text
+    far = max(1, round(months) - 80)
+    assert cli_main(["predict", str(films[0]), "--sex", "M", "--chronological-age", str(far),
+                     "--json", "--model", model]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["call"] == "advanced" and row["difference_months"] > 0
+    assert row["chronological_months"] == far and "month" in row["chronological_text"]
+
+
+def test_cli_csv_output(export_dir, films, capsys):
+    import csv
+    import io
+
+    assert cli_main(["predict", *map(str, films), "--sex", "F", "--csv", "--chronological-age",
+                     "10y2m", "--model", str(export_dir / "boneage")]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 2 and all(r["chronological_months"] == "122.0" for r in rows)
+    assert all(r["call"] in ("delayed", "normal", "advanced") for r in rows)
+
+
+def test_cli_reads_sex_and_age_from_dicom_tags(export_dir, films, tmp_path, capsys):
+    pixels = cv2.imread(str(films[0]), cv2.IMREAD_GRAYSCALE)
+    (tmp_path / "tagged.dcm").write_bytes(_dicom_bytes(pixels, sex="F", age="007Y"))
+    (tmp_path / "untagged").write_bytes(_dicom_bytes(pixels))  # no suffix, no PatientSex
+    assert cli_main(["predict", str(tmp_path), "--json", "--model",
+                     str(export_dir / "boneage")]) == 0
+    rows = {Path(r["path"]).name: r for r in json.loads(capsys.readouterr().out)}
+    tagged = rows["tagged.dcm"]
+    assert tagged["sex"] == "F" and "DICOM PatientSex" in tagged["sex_source"]
+    assert tagged["chronological_months"] == 84 and "PatientAge" in tagged["age_source"]
+    assert "sex unknown" in rows["untagged"]["error"]
+    # the flag wins over the tag, and says so
+    assert cli_main(["predict", str(tmp_path / "tagged.dcm"), "--sex", "M", "--json",
+                     "--model", str(export_dir / "boneage")]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["sex"] == "M" and row["sex_source"] == "from --sex"
+    # a DICOM of the same pixels predicts what the PNG does (one imaging path)
+    png = Predictor(export_dir / "boneage").predict_paths([films[0]], 1)[0].months
+    assert row["boneage_months"] == pytest.approx(png, abs=0.06)
+
+
+def test_cli_explain_writes_heatmaps_over_the_film(export_dir, films, tmp_path, capsys):
+    out = tmp_path / "heatmaps"
+    assert cli_main(["predict", *map(str, films), "--sex", "F", "--explain", str(out), "--json",
+                     "--model", str(export_dir / "boneage")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    for row, film in zip(rows, films):
+        heatmap = cv2.imread(row["heatmap"])
+        original = cv2.imread(str(film), cv2.IMREAD_GRAYSCALE)
+        assert heatmap.shape[:2] == original.shape  # mapped back onto the original film
+        assert (heatmap[..., 0] != heatmap[..., 2]).any()  # coloured where hot
+    assert len(list(out.glob("*.gradcam-input.png"))) == 2

@@ -1,0 +1,214 @@
+"""``boneage serve``: a page to drop a radiograph on, and a JSON API, over exported models.
+
+Models load once at start; each prediction runs in the thread pool so the event loop keeps
+answering (health checks, other uploads) while a film is read. Uploads are checked before
+any decoding: size limit, magic bytes (PNG, JPEG, DICOM), and the image header's width and
+height (so a 20,000 px "film" is refused without decoding it). Every refusal is a 4xx with
+``{"detail": "..."}`` naming what is wrong; the server keeps serving.
+"""
+
+# No `from __future__ import annotations`: FastAPI resolves the endpoint annotations at
+# definition time, and they name classes imported inside create_app.
+
+import base64
+import logging
+from pathlib import Path
+
+from boneage.errors import ImageError
+
+log = logging.getLogger(__name__)
+
+FORMAT_PREFERENCE = ("savedmodel", "keras", "tflite")  # fastest first: bench/predict_latency.py
+MB = 1024 * 1024
+
+
+def pick_format(model_dirs: list[Path], requested: str = "auto") -> str:
+    """The requested format, or for 'auto' the fastest one every export has."""
+    from boneage.predictor import FORMAT_FILES
+
+    if requested != "auto":
+        return requested
+    for model_format in FORMAT_PREFERENCE:
+        if all((Path(d) / FORMAT_FILES[model_format]).exists() for d in model_dirs):
+            return model_format
+    return "keras"  # the one every export ships; Predictor names what is missing
+
+
+def create_app(model_dirs: list[str | Path], model_format: str = "auto",
+               max_upload_mb: float = 20.0):
+    """The FastAPI app with its models loaded (and warmed up) once."""
+    import numpy as np
+    from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    from boneage import __version__
+    from boneage.imaging import sniff
+    from boneage.predictor import Ensemble, parse_sex
+    from boneage.report import parse_age
+    from boneage.standards import RULE, SOURCE
+
+    model_dirs = [Path(d) for d in model_dirs]
+    chosen = pick_format(model_dirs, model_format)
+    ensemble = Ensemble(model_dirs, model_format=chosen)
+    limit = int(max_upload_mb * MB)
+    # Warm up: the first call of each model (and of Grad-CAM) builds its graph.
+    for settings in ensemble.settings:
+        blank = np.zeros((settings.size, settings.size), dtype=np.uint8)
+        for predictor in ensemble.predictors:
+            if predictor.settings == settings:
+                predictor.predict_prepared(blank[None], 1)
+    ensemble.explainers()
+
+    app = FastAPI(title="boneage", version=__version__,
+                  description="Bone age (months) from a hand radiograph and sex, with a "
+                              "Grad-CAM heatmap. Research and decision support only.")
+
+    @app.middleware("http")
+    async def refuse_large_bodies(request: Request, call_next):
+        # Refuse on the declared length, before the multipart body is read at all.
+        length = request.headers.get("content-length")
+        if request.url.path == "/api/predict" and length and length.isdigit() \
+                and int(length) > limit + 64 * 1024:
+            return JSONResponse({"detail": f"upload is {int(length) / MB:.1f} MB; the limit is "
+                                           f"{max_upload_mb:g} MB"}, status_code=413)
+        return await call_next(request)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return PAGE
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok", "models": [str(d) for d in model_dirs], "format": chosen,
+                "max_upload_mb": max_upload_mb}
+
+    @app.post("/api/predict")
+    async def predict(file: UploadFile = File(..., description="PNG, JPEG or DICOM film"),
+                      sex: str | None = Form(None, description="M or F; may be left out for "
+                                                               "a DICOM with PatientSex"),
+                      chronological_age: str | None = Form(
+                          None, description="months (122) or years and months (10y2m)"),
+                      explain: bool = Form(True, description="include the Grad-CAM heatmap")):
+        name = file.filename or "upload"
+        data = await file.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"{name}: upload is over the {max_upload_mb:g} MB limit")
+        if not data:
+            raise HTTPException(400, f"{name}: the uploaded file is empty")
+        kind = sniff(data)
+        if kind is None:
+            raise HTTPException(415, f"{name}: not a PNG, JPEG or DICOM image (unrecognised "
+                                     f"content {data[:8]!r})")
+        try:
+            if sex not in (None, ""):
+                parse_sex(sex)
+            age = parse_age(chronological_age) if chronological_age not in (None, "") else None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        try:
+            reading, png = await run_in_threadpool(
+                ensemble.predict_bytes, data, name, sex or None, age, explain)
+        except ImageError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        body = reading.to_dict()
+        body.update({"format": kind, "report": reading.text(), "sd_source": SOURCE,
+                     "rule": RULE})
+        if png is not None:
+            body["heatmap_png"] = "data:image/png;base64," + base64.b64encode(png).decode()
+        return body
+
+    return app
+
+
+def run_server(model_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000,
+               model_format: str = "auto", max_upload_mb: float = 20.0) -> None:
+    import uvicorn
+
+    app = create_app(model_dirs, model_format, max_upload_mb)
+    print(f"boneage: serving on http://{host}:{port}/ (API docs at /docs)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>boneage</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body { font-family: system-ui, sans-serif; max-width: 56rem; margin: 2rem auto; padding: 0 1rem; }
+ #drop { border: 2px dashed #888; border-radius: 8px; padding: 2rem; text-align: center; }
+ #drop.over { background: #eef; }
+ label { display: inline-block; margin: .5rem 1rem .5rem 0; }
+ #result pre { background: #f4f4f4; padding: 1rem; white-space: pre-wrap; }
+ #heatmap { max-width: 100%; max-height: 36rem; }
+ .error { color: #a00; font-weight: bold; }
+ .call-delayed, .call-advanced { color: #a00; } .call-normal { color: #070; }
+</style>
+</head>
+<body>
+<h1>Bone age</h1>
+<p>Research and decision support only: a radiologist reviews every reading.</p>
+<form id="form">
+ <div id="drop">Drop a hand radiograph here (PNG, JPEG or DICOM) or
+  <input type="file" id="file" name="file" accept=".png,.jpg,.jpeg,.dcm,image/png,image/jpeg,application/dicom"></div>
+ <label>Sex <select id="sex" name="sex">
+   <option value="">from DICOM</option><option value="F">F</option><option value="M">M</option>
+ </select></label>
+ <label>Chronological age <input id="age" name="chronological_age" placeholder="10y2m or 122"></label>
+ <button id="submit" type="submit">Predict</button>
+</form>
+<div id="status"></div>
+<div id="result" hidden>
+ <h2 id="boneage"></h2>
+ <p id="call"></p>
+ <pre id="report"></pre>
+ <img id="heatmap" alt="Grad-CAM heatmap over the film">
+</div>
+<script>
+const form = document.getElementById('form'), drop = document.getElementById('drop');
+const fileInput = document.getElementById('file'), status = document.getElementById('status');
+drop.addEventListener('dragover', e => { e.preventDefault(); drop.classList.add('over'); });
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', e => {
+  e.preventDefault(); drop.classList.remove('over');
+  fileInput.files = e.dataTransfer.files;
+});
+form.addEventListener('submit', async e => {
+  e.preventDefault();
+  const result = document.getElementById('result');
+  if (!fileInput.files.length) { status.innerHTML = '<p class="error">Choose a film first.</p>'; return; }
+  const body = new FormData();
+  body.append('file', fileInput.files[0]);
+  const sex = document.getElementById('sex').value, age = document.getElementById('age').value;
+  if (sex) body.append('sex', sex);
+  if (age) body.append('chronological_age', age);
+  status.textContent = 'Reading the film...'; result.hidden = true;
+  try {
+    const response = await fetch('/api/predict', { method: 'POST', body });
+    const data = await response.json();
+    if (!response.ok) {
+      status.innerHTML = ''; const p = document.createElement('p'); p.className = 'error';
+      p.textContent = 'Not read: ' + (typeof data.detail === 'string' ? data.detail : JSON.stringify(data.detail));
+      status.appendChild(p); return;
+    }
+    status.textContent = '';
+    document.getElementById('boneage').textContent =
+      `Bone age ${data.boneage_months} months (${data.boneage_text})`;
+    const call = document.getElementById('call');
+    call.textContent = data.call ? `${data.call.toUpperCase()}: ${data.difference_months} months, ${data.z_score} SD` : '';
+    call.className = data.call ? 'call-' + data.call : '';
+    document.getElementById('report').textContent = data.report;
+    const img = document.getElementById('heatmap');
+    if (data.heatmap_png) { img.src = data.heatmap_png; img.hidden = false; } else { img.hidden = true; }
+    result.hidden = false;
+  } catch (err) {
+    status.innerHTML = ''; const p = document.createElement('p'); p.className = 'error';
+    p.textContent = 'Request failed: ' + err; status.appendChild(p);
+  }
+});
+</script>
+</body>
+</html>
+"""

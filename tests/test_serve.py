@@ -1,0 +1,187 @@
+"""``boneage serve`` for real: a subprocess on a free loopback port, hit over HTTP, and a page
+driven by headless Chromium."""
+
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from factories import blob_film, make_export
+
+httpx = pytest.importorskip("httpx")
+
+pytestmark = pytest.mark.slow
+LIMIT_MB = 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    model = make_export(tmp, count=40, size=32)
+    port = free_port()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    log = open(tmp / "server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "boneage.cli", "serve", "--model", str(model), "--port", str(port),
+         "--max-upload-mb", str(LIMIT_MB)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited: {(tmp / 'server.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"server did not start: {(tmp / 'server.log').read_text()[-3000:]}")
+    yield url, tmp
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def film_png(server):
+    ok, png = cv2.imencode(".png", blob_film(120, 1, np.random.default_rng(3), height=120))
+    path = server[1] / "film.png"
+    path.write_bytes(png.tobytes())
+    return path
+
+
+def post(url, data: bytes, name="film.png", **fields):
+    return httpx.post(f"{url}/api/predict", files={"file": (name, data)}, data=fields, timeout=60)
+
+
+def test_health_and_docs(server):
+    url, _ = server
+    health = httpx.get(f"{url}/healthz").json()
+    assert health["status"] == "ok" and health["format"] == "savedmodel"
+    assert httpx.get(f"{url}/docs").status_code == 200
+    assert "/api/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]
+
+
+def test_predict_png_with_age_gives_a_report_and_a_heatmap(server, film_png):
+    url, _ = server
+    response = post(url, film_png.read_bytes(), sex="F", chronological_age="10y2m")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert 0 < body["boneage_months"] < 300 and "month" in body["boneage_text"]
+    assert body["sex"] == "F" and body["sex_source"] == "from --sex"
+    assert body["chronological_months"] == 122 and body["call"] in ("delayed", "normal", "advanced")
+    assert "Greulich" in body["rule"] and "bone age" in body["report"]
+    prefix = "data:image/png;base64,"
+    assert body["heatmap_png"].startswith(prefix)
+    heatmap = cv2.imdecode(np.frombuffer(base64.b64decode(body["heatmap_png"][len(prefix):]),
+                                         np.uint8), cv2.IMREAD_COLOR)
+    assert heatmap.shape[:2] == (120, 96)  # over the original film
+
+
+def test_dicom_sex_comes_from_the_tag(server, film_png):
+    from test_dicom import make_dicom
+
+    url, _ = server
+    pixels = cv2.imread(str(film_png), cv2.IMREAD_GRAYSCALE)
+    body = post(url, make_dicom(pixels, sex="M", age="012Y"), name="film.dcm").json()
+    assert body["sex"] == "M" and "PatientSex" in body["sex_source"]
+    assert body["chronological_months"] == 144 and body["format"] == "dicom"
+
+
+@pytest.mark.parametrize("case, status, message", [
+    ("text", 415, "not a PNG, JPEG or DICOM"),
+    ("empty", 400, "empty"),
+    ("truncated", 422, "truncated"),
+    ("wide", 422, "20000x100 px"),
+    ("dicom_no_pixels", 422, "no pixel data"),
+    ("too_big", 413, "limit"),
+    ("bad_sex", 422, "sex must be M or F"),
+    ("bad_age", 422, "cannot read age"),
+    ("no_sex", 422, "sex unknown"),
+])
+def test_bad_uploads_get_a_clear_4xx_and_the_server_keeps_serving(server, film_png, case, status,
+                                                                  message):
+    from test_dicom import make_dicom
+
+    url, _ = server
+    png = film_png.read_bytes()
+    wide = bytearray(png[:33])  # signature + IHDR only
+    wide[16:20], wide[20:24] = (20000).to_bytes(4, "big"), (100).to_bytes(4, "big")
+    uploads = {
+        "text": (b"hello, this is not a radiograph\n" * 10, {"sex": "F"}),
+        "empty": (b"", {"sex": "F"}),
+        "truncated": (png[: len(png) // 2], {"sex": "F"}),
+        "wide": (bytes(wide), {"sex": "F"}),
+        "dicom_no_pixels": (make_dicom(None, sex="F"), {}),
+        "too_big": (png + os.urandom(int(LIMIT_MB * 1024 * 1024) + 100_000), {"sex": "F"}),
+        "bad_sex": (png, {"sex": "X"}),
+        "bad_age": (png, {"sex": "F", "chronological_age": "ten"}),
+        "no_sex": (png, {}),
+    }
+    data, fields = uploads[case]
+    response = post(url, data, **fields)
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+    assert httpx.get(f"{url}/healthz").status_code == 200
+    assert post(url, png, sex="M").status_code == 200
+
+
+def test_default_host_is_loopback():
+    from boneage.cli import build_parser
+
+    args = build_parser().parse_args(["serve"])
+    assert args.host == "127.0.0.1" and args.max_upload_mb == 20.0
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                                             "(.ci/run installs it: apt-get install chromium)")
+def test_browser_upload_shows_bone_age_and_heatmap(server, film_png):
+    playwright = pytest.importorskip("playwright.sync_api")
+    url, tmp = server
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page()
+            page.goto(url + "/")
+            page.set_input_files("#file", str(film_png))
+            page.select_option("#sex", "F")
+            page.fill("#age", "8y")
+            page.click("#submit")
+            page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+            assert "months" in page.inner_text("#boneage")
+            assert page.inner_text("#call").split(":")[0] in ("DELAYED", "NORMAL", "ADVANCED")
+            page.wait_for_function(
+                "() => document.getElementById('heatmap').naturalWidth > 0", timeout=30_000)
+            assert page.evaluate("document.getElementById('heatmap').naturalWidth") == 96
+            page.screenshot(path=str(tmp / "page.png"))
+            # a bad file shows the server's message on the page
+            bad = Path(tmp) / "notes.png"
+            bad.write_bytes(b"not an image at all" * 10)
+            page.set_input_files("#file", str(bad))
+            page.click("#submit")
+            page.wait_for_selector("#status .error", timeout=30_000)
+            assert "not a PNG, JPEG or DICOM" in page.inner_text("#status")
+        finally:
+            browser.close()
