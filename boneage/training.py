@@ -344,7 +344,8 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
                                                      save_best_only=True, save_weights_only=True)]
     if params.lr_schedule == "plateau":
         all_callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_mae", factor=0.5, patience=max(1, params.early_stopping_patience // 3),
+            monitor="val_mae", mode="min", factor=0.5,
+            patience=max(1, params.early_stopping_patience // 3),
             min_lr=peak_lr(params, replicas) / 100))
     if params.early_stopping_patience:
         all_callbacks.append(keras.callbacks.EarlyStopping(
