@@ -99,3 +99,27 @@ def test_two_workers_end_with_identical_weights_and_a_falling_loss(tmp_path):
     summary = json.loads((out / "model" / "training.json").read_text())
     assert summary["replicas"] == 2 and summary["params"]["distribute"] == "multi_worker"
     assert (out / "live" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_runs_the_stage_with_its_callbacks(tmp_path):
+    """The replicated loop (one CPU replica here) keeps fit's logs, early stopping and the
+    plateau schedule, and saves a plain model (batch-norm sync switched off again)."""
+    import keras
+
+    from boneage.models import MODEL_FILE, SUMMARY_FILE
+    from boneage.training import run_training
+
+    store_dir, split_dir = make_store(tmp_path, count=40, size=32)
+    params = TrainParams(width=4, epochs=4, batch_size=8, warmup_epochs=0, distribute="mirrored",
+                         early_stopping_patience=1, lr_schedule="plateau")
+    result = run_training(store_dir, split_dir, params, tmp_path / "out", tmp_path / "live")
+    assert {"loss", "mae", "val_loss", "val_mae"} <= set(result.history)
+    assert result.best_epoch == 1 + min(range(len(result.history["val_mae"])),
+                                        key=result.history["val_mae"].__getitem__)
+    summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
+    assert summary["replicas"] == 1 and summary["params"]["distribute"] == "mirrored"
+    model = keras.saving.load_model(tmp_path / "out" / MODEL_FILE)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and not any(layer.synchronized for layer in norms)
+    assert (tmp_path / "live" / "plots" / "metrics" / "eval" / "mae.tsv").is_file()
