@@ -1,4 +1,5 @@
-"""``boneage`` command line: predict bone age for films, or serve a page and API that do."""
+"""``boneage`` command line: predict bone age for films, serve a page and API that do, and
+summarise cross-validation experiments."""
 
 from __future__ import annotations
 
@@ -68,6 +69,25 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crossval(args: argparse.Namespace) -> int:
+    from boneage.crossval import exp_show, summarize, write_summary
+
+    shown = json.loads(Path(args.from_json).read_text()) if args.from_json else exp_show()
+    summary = summarize(shown, args.exps)
+    out = write_summary(summary, args.out)
+    print(f"{len(summary['folds_run'])} folds ({', '.join(summary['runs'].values())}) -> {out}")
+    if summary["missing_folds"]:
+        print(f"warning: folds {summary['missing_folds']} of {summary['split_folds']} not run",
+              file=sys.stderr)
+    for key, stats in summary["metrics"].items():
+        line = f"  {key}: {stats['mean']:.3f} +- {stats['sd']:.3f} (sd over {stats['n']} folds)"
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf.startswith(("mae", "rmse")) or leaf == "best_val_mae":  # errors in months
+            line += f"  = {format_months(stats['mean'])} +- {format_months(stats['sd'])}"
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="boneage", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-upload-mb", type=float, default=20.0,
                        help="largest upload accepted (default 20 MB)")
     serve.set_defaults(handler=_serve)
+
+    crossval = commands.add_parser(
+        "crossval", help="mean and spread of the metrics of k-fold experiments",
+        description="Collect the experiments with train.fold >= 0 from `dvc exp show` and write "
+                    "each metric's mean, sd, min, max and per-fold values.")
+    crossval.add_argument("--out", type=Path, default=Path("metrics/crossval.json"),
+                          help="summary file (default metrics/crossval.json)")
+    crossval.add_argument("--exps", nargs="+", metavar="NAME",
+                          help="the fold experiments to use (default: every one with "
+                               "train.fold >= 0)")
+    crossval.add_argument("--from-json", metavar="FILE",
+                          help="read saved `dvc exp show --json` output instead of running dvc")
+    crossval.set_defaults(handler=_crossval)
     return parser
 
 

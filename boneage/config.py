@@ -123,6 +123,13 @@ class TrainParams(_Section):
         "float32", description="mixed_bfloat16 is about 2x faster on CPUs with AVX512-BF16/AMX"
     )
     augment: AugmentParams = AugmentParams()
+    # Several replicas (tf.distribute): see training.make_strategy and README "Train on several
+    # machines". Each replica takes batch_size films per step, so the global batch grows with
+    # the replica count and scale_lr grows the learning rate with it (the linear scaling rule).
+    distribute: Literal["none", "mirrored", "multi_worker"] = Field(
+        "none", description="none | mirrored (this machine's GPUs) | multi_worker (TF_CONFIG)"
+    )
+    scale_lr: bool = Field(True, description="multiply lr by the number of replicas")
 
 
 class EvaluateParams(_Section):

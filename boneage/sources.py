@@ -160,6 +160,33 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def local_source(source: str, cwd: str | Path | None = None) -> Path:
+    """A local ``fetch.source`` as a path, relative ones taken from the repository root.
+
+    ``dvc exp run --queue`` / ``dvc queue start`` run each experiment in a temporary copy of
+    the repository (``<repo>/.dvc/tmp/exps/<tmp>/``) that holds only tracked files, so a
+    relative path such as ``../datasets/rsna`` would point into ``.dvc/tmp``; there it is
+    resolved against the original repository instead.
+    """
+    path = Path(source).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    here = Path(cwd or os.getcwd()).resolve()
+    for workspace in (here, *here.parents):
+        exps = workspace.parent
+        if exps.name == "exps" and exps.parent.name == "tmp" and exps.parent.parent.name == ".dvc":
+            original = exps.parent.parent.parent / here.relative_to(workspace) / path
+            if not original.exists():
+                raise DataError(
+                    f"fetch.source {source!r}: not found next to the repository "
+                    f"({original}); queued experiments run in a temporary copy, so give "
+                    "fetch.source as an absolute path")
+            log.info("fetch: queued experiment; %s resolved against the repository: %s",
+                     source, original)
+            return original
+    return path
+
+
 def _fetch_real(
     params: FetchParams, source: str, out_dir: Path, staging: Path, download_dir: Path | None
 ) -> FetchReport:
@@ -168,7 +195,7 @@ def _fetch_real(
         _refuse_inside(ddir, out_dir, "download_dir")
         path = download(source, ddir)
     else:
-        path = Path(source).expanduser()
+        path = local_source(source)
         if not path.exists():
             raise DataError(
                 f"fetch.source {source!r}: no such folder or archive "

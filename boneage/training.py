@@ -12,6 +12,8 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,38 @@ def seed_everything(seed: int) -> None:
     """Python, NumPy, TF and Keras seeds plus deterministic TF kernels."""
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def make_strategy(kind: str) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy named by ``train.distribute``.
+
+    ``multi_worker`` reads the cluster and this process's place in it from ``TF_CONFIG``
+    and must be created before TensorFlow runs any op, so call this first.
+    """
+    if kind == "none":
+        return tf.distribute.get_strategy()
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if kind == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError(
+                "train.distribute=multi_worker needs TF_CONFIG in the environment of every "
+                "worker, e.g. TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:2222\", "
+                "\"host2:2222\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}' "
+                "(see README, Train on several machines)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"train.distribute must be none, mirrored or multi_worker, got {kind!r}")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True for the one process that writes outputs: the chief, else worker 0, else alone."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return not has_chief and resolver.task_type == "worker" and int(resolver.task_id) == 0
 
 
 def augmenter(params: AugmentParams, seed: int) -> keras.Sequential | None:
@@ -116,16 +150,23 @@ def make_loss(params: TrainParams):
     return keras.losses.Huber(delta=params.huber_delta_months)
 
 
-def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+def peak_lr(params: TrainParams, replicas: int = 1) -> float:
+    """``train.lr``, times the replica count when ``train.scale_lr`` (linear scaling rule)."""
+    return params.lr * replicas if params.scale_lr else params.lr
+
+
+def make_optimizer(params: TrainParams, steps_per_epoch: int,
+                   replicas: int = 1) -> keras.optimizers.Optimizer:
     total = max(1, params.epochs * steps_per_epoch)
     warmup = min(params.warmup_epochs * steps_per_epoch, total - 1)
+    lr = peak_lr(params, replicas)
     if params.lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=params.lr / 10 if warmup else params.lr,
+            initial_learning_rate=lr / 10 if warmup else lr,
             decay_steps=total - warmup, alpha=0.01,
-            warmup_target=params.lr if warmup else None, warmup_steps=warmup)
+            warmup_target=lr if warmup else None, warmup_steps=warmup)
     else:
-        learning_rate = params.lr
+        learning_rate = lr
     return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=params.weight_decay)
 
 
@@ -145,9 +186,125 @@ def _arrays(store: FilmStore, ids: list[str]):
     return images, rows["boneage"].to_numpy(float), rows["male"].to_numpy(float)
 
 
+def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Each worker reads the whole (in-memory) dataset and keeps its share of every batch."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def _batch_norm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    """Every BatchNormalization layer, nested backbones included."""
+    found, todo = [], list(model.layers)
+    while todo:
+        layer = todo.pop()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        todo.extend(getattr(layer, "layers", []))
+    return found
+
+
+def _fit_replicated(model: keras.Model, strategy: tf.distribute.Strategy, params: TrainParams,
+                    train_data: tf.data.Dataset, val_data: tf.data.Dataset,
+                    callbacks: list, global_batch: int) -> dict:
+    """``model.fit`` for several replicas: a plain synchronous loop with the same callbacks.
+
+    Keras 3 ``fit`` fails under MultiWorkerMirroredStrategy (its log reduction takes the
+    mean over axis 0 of scalars; tensorflow/tensorflow#72388), so replicated training runs
+    this loop instead: each replica computes its share of the global batch's loss, the
+    optimizer all-reduces the gradients, and the callbacks (best-epoch checkpoint, early
+    stopping, lr plateau, dvclive) see the same ``loss``/``mae``/``val_*`` logs as with fit.
+    """
+    loss_fn = make_loss(params)
+    loss_fn.reduction = None  # per film; summed and divided by the global batch below
+    train_dist = strategy.experimental_distribute_dataset(train_data)
+    val_dist = strategy.experimental_distribute_dataset(val_data)
+
+    def sums(inputs, target, prediction):
+        target = tf.cast(target, tf.float32)
+        prediction = tf.cast(prediction, tf.float32)
+        per_film = tf.reshape(tf.cast(loss_fn(target, prediction), tf.float32), [-1])
+        return (tf.reduce_sum(per_film), tf.reduce_sum(tf.abs(target - prediction)),
+                tf.cast(tf.shape(target)[0], tf.float32))
+
+    def train_replica(inputs, target):
+        with tf.GradientTape() as tape:
+            prediction = model(inputs, training=True)
+            loss_sum, abs_sum, count = sums(inputs, target, prediction)
+            loss = loss_sum / global_batch
+            if model.losses:
+                loss += tf.add_n(model.losses) / strategy.num_replicas_in_sync
+        grads = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss_sum, abs_sum, count
+
+    def eval_replica(inputs, target):
+        return sums(inputs, target, model(inputs, training=False))
+
+    def total(per_replica):
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in per_replica]
+
+    @tf.function
+    def train_step(batch):
+        return total(strategy.run(train_replica, args=batch))
+
+    @tf.function
+    def eval_step(batch):
+        return total(strategy.run(eval_replica, args=batch))
+
+    # Batch statistics over the global batch, so every replica keeps the same moving mean and
+    # variance (and the model matches one trained on the global batch). Switched off again
+    # afterwards: the saved model stays plain Keras that any backend can load.
+    batch_norms = _batch_norm_layers(model)
+    for layer in batch_norms:
+        layer.synchronized = True
+    try:
+        return _replicated_epochs(model, params, callbacks, train_step, eval_step, train_dist,
+                                  val_dist)
+    finally:
+        for layer in batch_norms:
+            layer.synchronized = False
+
+
+def _replicated_epochs(model, params, callbacks, train_step, eval_step, train_dist,
+                       val_dist) -> dict:
+    def run_epoch(step, dataset, prefix: str) -> dict:
+        loss = abs_error = count = 0.0
+        for batch in dataset:
+            batch_loss, batch_abs, batch_count = step(batch)
+            loss, abs_error = loss + float(batch_loss), abs_error + float(batch_abs)
+            count += float(batch_count)
+        count = max(count, 1.0)
+        return {f"{prefix}loss": loss / count, f"{prefix}mae": abs_error / count}
+
+    history = keras.callbacks.History()
+    callback_list = keras.callbacks.CallbackList([*callbacks, history], model=model,
+                                                 epochs=params.epochs)
+    model.stop_training = False
+    callback_list.on_train_begin()
+    for epoch in range(params.epochs):
+        callback_list.on_epoch_begin(epoch)
+        logs = {**run_epoch(train_step, train_dist, ""), **run_epoch(eval_step, val_dist, "val_")}
+        log.info("epoch %d/%d: loss %.4f mae %.2f val_loss %.4f val_mae %.2f", epoch + 1,
+                 params.epochs, logs["loss"], logs["mae"], logs["val_loss"], logs["val_mae"])
+        callback_list.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end()
+    return history.history
+
+
 def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: TrainParams, *,
-          out_dir: str | Path, callbacks: list | None = None, verbose: int = 2) -> TrainResult:
-    """Fit a model on ``train_ids``, keep the weights of the best validation MAE."""
+          out_dir: str | Path, callbacks: list | None = None, verbose: int = 2,
+          strategy: tf.distribute.Strategy | None = None) -> TrainResult:
+    """Fit a model on ``train_ids``, keep the weights of the best validation MAE.
+
+    Under a ``tf.distribute`` strategy every replica takes ``batch_size`` films per step,
+    so the global batch is ``batch_size x replicas`` (see :func:`peak_lr` for the lr).
+    """
+    strategy = strategy or make_strategy(params.distribute)  # before any other TF op
+    replicas = strategy.num_replicas_in_sync
+    global_batch = params.batch_size * replicas
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(params.seed)
@@ -157,42 +314,55 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
         if params.standardise_target else (0.0, 1.0)
     log.info("training on %d films, validating on %d; target mean %.1f sd %.1f months",
              len(train_ids), len(val_ids), mean, std)
+    if replicas > 1:
+        log.info("%d replicas (%s): global batch %d, peak lr %g", replicas, params.distribute,
+                 global_batch, peak_lr(params, replicas))
+    steps = math.ceil(len(train_ids) / global_batch)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(params.precision)  # layers take it when built
     try:
-        model = build_model(architecture=params.architecture, input_size=store.settings.size,
-                            width=params.width, head=params.head, weights=params.weights,
-                            use_sex=params.use_sex,
-                            dropout=params.dropout, target_mean=mean, target_std=std)
+        with strategy.scope():  # variables are mirrored on every replica
+            model = build_model(architecture=params.architecture, input_size=store.settings.size,
+                                width=params.width, head=params.head, weights=params.weights,
+                                use_sex=params.use_sex,
+                                dropout=params.dropout, target_mean=mean, target_std=std)
+            model.compile(optimizer=make_optimizer(params, steps, replicas),
+                          loss=make_loss(params),
+                          metrics=[keras.metrics.MeanAbsoluteError(name="mae")],
+                          jit_compile=False)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-    train_data = make_dataset(train_images, train_age, train_male, batch_size=params.batch_size,
-                              training=True, seed=params.seed, augment=params.augment)
-    val_data = make_dataset(val_images, val_age, val_male, batch_size=params.batch_size,
-                            training=False, seed=params.seed)
-    steps = math.ceil(len(train_ids) / params.batch_size)
-    model.compile(optimizer=make_optimizer(params, steps), loss=make_loss(params),
-                  metrics=[keras.metrics.MeanAbsoluteError(name="mae")], jit_compile=False)
+    train_data = _shard_by_data(make_dataset(
+        train_images, train_age, train_male, batch_size=global_batch, training=True,
+        seed=params.seed, augment=params.augment))
+    val_data = _shard_by_data(make_dataset(val_images, val_age, val_male,
+                                           batch_size=global_batch, training=False,
+                                           seed=params.seed))
 
     best_path = out_dir / "best.weights.h5"
     all_callbacks = [keras.callbacks.ModelCheckpoint(best_path, monitor="val_mae", mode="min",
                                                      save_best_only=True, save_weights_only=True)]
     if params.lr_schedule == "plateau":
         all_callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_mae", factor=0.5, patience=max(1, params.early_stopping_patience // 3),
-            min_lr=params.lr / 100))
+            monitor="val_mae", mode="min", factor=0.5,
+            patience=max(1, params.early_stopping_patience // 3),
+            min_lr=peak_lr(params, replicas) / 100))
     if params.early_stopping_patience:
         all_callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_mae", mode="min", patience=params.early_stopping_patience))
     all_callbacks.extend(callbacks or [])
 
     started = time.perf_counter()
-    fit = model.fit(train_data, validation_data=val_data, epochs=params.epochs,
-                    callbacks=all_callbacks, verbose=verbose, shuffle=False)
+    if strategy is tf.distribute.get_strategy():  # the default: one replica, plain fit
+        raw_history = model.fit(train_data, validation_data=val_data, epochs=params.epochs,
+                                callbacks=all_callbacks, verbose=verbose, shuffle=False).history
+    else:
+        raw_history = _fit_replicated(model, strategy, params, train_data, val_data,
+                                      all_callbacks, global_batch)
     seconds = time.perf_counter() - started
     model.load_weights(best_path)
     best_path.unlink()
-    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    history = {k: [float(v) for v in values] for k, values in raw_history.items()}
     best_epoch = int(np.argmin(history["val_mae"])) + 1
     log.info("best validation MAE %.2f months at epoch %d of %d (%.0f s)",
              min(history["val_mae"]), best_epoch, len(history["val_mae"]), seconds)
@@ -200,10 +370,22 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
 
 
 def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainParams,
-                 out_dir: str | Path, live_dir: str | Path | None = None) -> TrainResult:
-    """The train stage: data from the store and split, curves to dvclive, model to ``out_dir``."""
+                 out_dir: str | Path, live_dir: str | Path | None = None, *,
+                 strategy: tf.distribute.Strategy | None = None) -> TrainResult:
+    """The train stage: data from the store and split, curves to dvclive, model to ``out_dir``.
+
+    With ``train.distribute: multi_worker`` every worker runs this; only the chief writes
+    ``out_dir`` and ``live_dir``, the others write to a temporary folder they delete.
+    """
+    strategy = strategy or make_strategy(params.distribute)
     store = open_store(store_dir)
     train_ids, val_ids = training_ids(split_dir, params.fold)
+    if not is_chief(strategy):
+        scratch = Path(tempfile.mkdtemp(prefix="boneage-worker-"))
+        try:
+            return train(store, train_ids, val_ids, params, out_dir=scratch, strategy=strategy)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     callbacks = []
     live = None
     if live_dir is not None:
@@ -212,7 +394,8 @@ def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainPara
 
         live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
         callbacks.append(DVCLiveCallback(live=live))
-    result = train(store, train_ids, val_ids, params, out_dir=out_dir, callbacks=callbacks)
+    result = train(store, train_ids, val_ids, params, out_dir=out_dir, callbacks=callbacks,
+                   strategy=strategy)
     out_dir = Path(out_dir)
     result.model.save(out_dir / MODEL_FILE)
     summary = {
@@ -223,6 +406,7 @@ def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainPara
         "n_train": result.n_train,
         "n_val": result.n_val,
         "cpu_count": os.cpu_count(),
+        "replicas": strategy.num_replicas_in_sync,
         "history": result.history,
         "imaging": store.settings.to_dict(),
         "params": params.model_dump(mode="json"),

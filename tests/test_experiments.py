@@ -1,0 +1,118 @@
+"""Queued experiments and k-fold cross-validation: `dvc exp run --queue` + `dvc queue start -j 2`
+on the real pipeline, then `boneage crossval` over the fold runs."""
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dvc_project import TINY, commit_all, copy_project, env, merge, output, ran, run
+
+from boneage.crossval import summarize
+from boneage.errors import DataError
+from boneage.sources import local_source
+
+
+def _exp(name: str, fold: int, mae: float, lr: float = 0.002, state: str = "success") -> dict:
+    """One experiment as `dvc exp show --json` lists it."""
+    return {"revs": [{"rev": f"{fold:040d}", "name": name, "data": {
+        "params": {"params.yaml": {"data": {"split": {"folds": 3},
+                                            "train": {"fold": fold, "lr": lr}}}},
+        "metrics": {"metrics/evaluate.json": {"data": {"mae_months": mae, "n_test": 9}},
+                    "metrics/train/metrics.json": {"data": {"best_val_mae": mae + 1}}}}}],
+        "executor": {"state": state}}
+
+
+def _shown(*experiments) -> list:
+    return [{"rev": "workspace", "data": {}}, {"rev": "a" * 40, "experiments": list(experiments)}]
+
+
+def test_summary_has_mean_sd_and_per_fold_values():
+    summary = summarize(_shown(_exp("f0", 0, 10.0), _exp("f1", 1, 14.0),
+                               _exp("q", 2, 99.0, state="queued")))
+    mae = summary["metrics"]["evaluate.mae_months"]
+    assert mae["per_fold"] == {"0": 10.0, "1": 14.0}
+    assert mae["mean"] == pytest.approx(12.0) and mae["sd"] == pytest.approx(statistics.stdev([10, 14]))
+    assert summary["metrics"]["train.best_val_mae"]["mean"] == pytest.approx(13.0)
+    assert summary["missing_folds"] == [2] and summary["runs"] == {"0": "f0", "1": "f1"}
+
+
+def test_summary_refuses_mixed_settings_and_repeated_folds():
+    with pytest.raises(DataError, match=r"train.lr \(0.001, 0.002\)"):
+        summarize(_shown(_exp("f0", 0, 10.0), _exp("f1", 1, 14.0, lr=0.001)))
+    with pytest.raises(DataError, match="fold 0 was run twice"):
+        summarize(_shown(_exp("a", 0, 10.0), _exp("b", 0, 11.0)))
+    assert summarize(_shown(_exp("a", 0, 10.0), _exp("b", 0, 11.0), _exp("c", 1, 12.0)),
+                     ["b", "c"])["runs"] == {"0": "b", "1": "c"}
+    with pytest.raises(DataError, match="queue one experiment per fold"):
+        summarize(_shown(_exp("f0", 0, 10.0)))
+
+
+def test_relative_source_in_a_queued_workspace_resolves_against_the_repository(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "datasets" / "rsna").mkdir(parents=True)
+    workspace = repo / ".dvc" / "tmp" / "exps" / "tmpab12"
+    workspace.mkdir(parents=True)
+    assert local_source("datasets/rsna", cwd=workspace) == repo / "datasets" / "rsna"
+    with pytest.raises(DataError, match="absolute path"):
+        local_source("datasets/missing", cwd=workspace)
+    # Outside a queued workspace a missing relative path is left for fetch to report.
+    assert local_source("nowhere", cwd=repo) == Path("nowhere")
+    assert local_source("/abs/path", cwd=workspace).as_posix() == "/abs/path"
+
+
+def _wait_for_queue(work, timeout: float = 900) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = output(run(["dvc", "queue", "status"], work))
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        time.sleep(10)
+    raise AssertionError(f"queue still busy after {timeout} s:\n{status}")
+
+
+@pytest.mark.slow
+def test_queued_fold_runs_execute_in_parallel_and_crossval_summarises_them(tmp_path):
+    work = copy_project(tmp_path / "project", merge(TINY, {"split": {"folds": 2}}))
+    assert ran(output(run(["dvc", "repro"], work)))  # the baseline, so queued runs reuse data
+    commit_all(work, "baseline with 2 folds")
+
+    run(["dvc", "exp", "run", "--queue", "-S", "train.fold=0,1"], work)
+    queued = output(run(["dvc", "queue", "status"], work))
+    assert queued.count("Queued") == 2, queued
+    run(["dvc", "queue", "start", "-j", "2"], work)
+    status = _wait_for_queue(work)
+    assert status.count("Success") == 2, status
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], work).stdout)
+    exps = [rev for baseline in shown for group in baseline.get("experiments") or []
+            for rev in group["revs"]]
+    folds = {rev["data"]["params"]["params.yaml"]["data"]["train"]["fold"]: rev for rev in exps}
+    assert sorted(folds) == [0, 1]
+    for fold, rev in folds.items():
+        mae = rev["data"]["metrics"]["metrics/evaluate.json"]["data"]["mae_months"]
+        assert mae > 0
+        # The queued run trained on the other fold only: fetch/preprocess/split came from
+        # the cache, not rerun (DVC ignores untracked files in the temporary workspace).
+        logs = output(run(["dvc", "queue", "logs", rev["name"]], work))
+        assert ran(logs) == {"train", "evaluate", "export"}, logs
+
+    cli = subprocess.run([sys.executable, "-m", "boneage.cli", "crossval"], cwd=work,
+                         capture_output=True, text=True, env=env(),
+                         timeout=300)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "evaluate.mae_months" in cli.stdout and "months" in cli.stdout
+    summary = json.loads((work / "metrics" / "crossval.json").read_text())
+    mae = summary["metrics"]["evaluate.mae_months"]
+    per_fold = [folds[k]["data"]["metrics"]["metrics/evaluate.json"]["data"]["mae_months"]
+                for k in (0, 1)]
+    assert mae["per_fold"] == {"0": per_fold[0], "1": per_fold[1]}
+    assert mae["mean"] == pytest.approx(statistics.mean(per_fold))
+    assert mae["sd"] == pytest.approx(statistics.stdev(per_fold))
+    assert summary["missing_folds"] == []
+    # The two folds validate on different films, so their validation MAEs differ.
+    val = summary["metrics"]["train.best_val_mae"]["per_fold"]
+    assert val["0"] != val["1"]
