@@ -69,8 +69,20 @@ _ARCHIVE: zipfile.ZipFile | None = None
 _SETTINGS: ImagingSettings | None = None
 
 
-def _init_worker(archive_path: str, settings: dict) -> None:
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset), not the
+    machine's count: a pool sized by ``os.cpu_count()`` on a 2-core slice of a 64-core host
+    would start 64 workers that fight over 2 cores."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _init_worker(archive_path: str, settings: dict, threads: int = 1) -> None:
     global _ARCHIVE, _SETTINGS
+    # The pool's processes are the parallelism; OpenCV's own threads would oversubscribe.
+    cv2.setNumThreads(threads)
     _ARCHIVE = zipfile.ZipFile(archive_path)
     _SETTINGS = ImagingSettings.from_dict(settings)
 
@@ -143,7 +155,7 @@ def build_store(
     count, size = len(labels), settings.size
     images = np.lib.format.open_memmap(out_dir / IMAGES_FILE, mode="w+", dtype=np.uint8,
                                        shape=(count, size, size))
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cores()
     ordered = [members[i] for i in labels["id"]]
     failures: list[dict] = []
     ok = np.zeros(count, dtype=bool)
@@ -151,7 +163,7 @@ def build_store(
              settings.to_dict())
     chunk = max(1, min(64, count // (workers * 8) or 1))
     if workers == 1:
-        _init_worker(str(archive_path), settings.to_dict())
+        _init_worker(str(archive_path), settings.to_dict(), threads=cv2.getNumThreads())
         results = map(_prepare_member, ordered)
         pool = None
     else:
