@@ -79,10 +79,9 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _init_worker(archive_path: str, settings: dict, threads: int = 1) -> None:
+def _init_worker(archive_path: str, settings: dict) -> None:
+    # (cv2.setNumThreads here would deadlock: a forked child cannot resize OpenCV's pool.)
     global _ARCHIVE, _SETTINGS
-    # The pool's processes are the parallelism; OpenCV's own threads would oversubscribe.
-    cv2.setNumThreads(threads)
     _ARCHIVE = zipfile.ZipFile(archive_path)
     _SETTINGS = ImagingSettings.from_dict(settings)
 
@@ -163,7 +162,7 @@ def build_store(
              settings.to_dict())
     chunk = max(1, min(64, count // (workers * 8) or 1))
     if workers == 1:
-        _init_worker(str(archive_path), settings.to_dict(), threads=cv2.getNumThreads())
+        _init_worker(str(archive_path), settings.to_dict())
         results = map(_prepare_member, ordered)
         pool = None
     else:
