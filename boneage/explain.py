@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from boneage.imaging import ImagingSettings, crop_box
+from boneage.imaging import ImagingSettings, crop_box, reduce_for
 
 CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
 
@@ -110,9 +110,13 @@ def to_original(cam: np.ndarray, original: np.ndarray, settings: ImagingSettings
     height, width = original.shape
     top, bottom, left, right = 0, height, 0, width
     if settings.crop == "hand":
-        found = crop_box(original)  # the very function prepare's crop uses
+        # The very steps prepare's crop takes: reduce by a whole factor, then crop_box.
+        reduced, _ = reduce_for(original, settings.size)
+        found = crop_box(reduced)
         if found is not None:
-            top, bottom, left, right = found[1]
+            factor = height // reduced.shape[0]
+            top, bottom, left, right = (min(edge * factor, limit) for edge, limit in
+                                        zip(found[1], (height, height, width, width)))
     crop_h, crop_w = bottom - top, right - left
     if settings.resize == "pad":
         size = settings.size

@@ -69,7 +69,18 @@ _ARCHIVE: zipfile.ZipFile | None = None
 _SETTINGS: ImagingSettings | None = None
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset), not the
+    machine's count: a pool sized by ``os.cpu_count()`` on a 2-core slice of a 64-core host
+    would start 64 workers that fight over 2 cores."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def _init_worker(archive_path: str, settings: dict) -> None:
+    # (cv2.setNumThreads here would deadlock: a forked child cannot resize OpenCV's pool.)
     global _ARCHIVE, _SETTINGS
     _ARCHIVE = zipfile.ZipFile(archive_path)
     _SETTINGS = ImagingSettings.from_dict(settings)
@@ -143,7 +154,7 @@ def build_store(
     count, size = len(labels), settings.size
     images = np.lib.format.open_memmap(out_dir / IMAGES_FILE, mode="w+", dtype=np.uint8,
                                        shape=(count, size, size))
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cores()
     ordered = [members[i] for i in labels["id"]]
     failures: list[dict] = []
     ok = np.zeros(count, dtype=bool)

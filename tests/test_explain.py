@@ -6,7 +6,7 @@ import pytest
 from keras import layers
 
 from boneage.explain import GradCam, find_last_conv, overlay, to_original
-from boneage.imaging import ImagingSettings, crop_box
+from boneage.imaging import ImagingSettings, crop_box, reduce_for
 from boneage.models import IMAGE_INPUT, OUTPUT, SEX_INPUT, build_model
 
 
@@ -81,7 +81,13 @@ def test_heatmap_maps_back_through_pad_resize():
 def test_heatmap_maps_back_into_the_hand_crop(hand_film):
     original = hand_film(200, 160, marker=False).astype(np.float32) / 255
     settings = ImagingSettings(size=32, crop="hand")
-    _, (top, bottom, left, right) = crop_box(original)
+    # prepare crops a film reduced by a whole factor (here 2: 200x160 -> 100x80 >= 2 x 32)
+    reduced, _ = reduce_for(original, settings.size)
+    factor = original.shape[0] // reduced.shape[0]
+    assert factor == 2
+    top, bottom, left, right = (edge * factor for edge in crop_box(reduced)[1])
+    full_res_box = crop_box(original)[1]  # the same hand found at full resolution
+    assert max(abs(a - b) for a, b in zip((top, bottom, left, right), full_res_box)) <= 8
     full = to_original(np.ones((32, 32), np.float32), original, settings)
     assert full[top:bottom, left:right].min() > 0.99
     assert full.sum() == pytest.approx((bottom - top) * (right - left), rel=0.01)

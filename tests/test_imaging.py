@@ -393,3 +393,49 @@ def test_hand_crop_ignores_a_bright_surround_larger_than_the_hand():
     assert mask[140, 60]  # the hand is in
     assert not mask[10, 10] and not mask[100, 150]  # the surround is out
     assert mask.mean() < 0.2
+
+
+# ----------------------------------------------------------------------------- reduction
+
+
+def test_reduce_for_averages_whole_blocks_and_keeps_unaveraged_samples():
+    rng = np.random.default_rng(0)
+    film = rng.integers(0, 256, (203, 165), dtype=np.uint8)  # shorter side 165 // (2*16) = 5
+    reduced, samples = imaging.reduce_for(film, 16)
+    assert reduced.shape == samples.shape == (40, 33) and reduced.dtype == np.uint8
+    blocks = film[:200, :165].reshape(40, 5, 33, 5).astype(float).mean(axis=(1, 3))
+    assert np.abs(reduced - blocks).max() <= 0.5 + 1e-9  # box average, rounded
+    np.testing.assert_array_equal(samples, film[:200:5, :165:5])
+    # averaging narrows the spread; the samples keep the film's own extremes
+    assert reduced.std() < film.std() / 3
+    assert samples.min() < 5 and samples.max() > 250
+
+
+def test_reduce_for_leaves_films_near_the_output_size_alone():
+    film = np.zeros((200, 160), np.float32)
+    reduced, samples = imaging.reduce_for(film, 48)  # 160 // 96 = 1: nothing to gain
+    assert reduced is film and samples is film
+
+
+def test_prepare_of_a_large_film_matches_the_full_resolution_path(encode, hand_film):
+    """The reduced path gives what cropping, stretching and resizing every pixel gives: the
+    same hand area and brightness; crop edges may move by under one output pixel."""
+    small = hand_film(260, 200, seed=4, marker=True)
+    rng = np.random.default_rng(1)
+    large = cv2.resize(small, (1600, 2080), interpolation=cv2.INTER_CUBIC).astype(float)
+    large = np.clip(large + rng.normal(0, 6, large.shape), 0, 255).astype(np.uint8)  # film grain
+    for settings in (ImagingSettings(size=96, crop="hand"),
+                     ImagingSettings(size=128, crop="hand", resize="pad"),
+                     ImagingSettings(size=96, crop="none")):
+        fast = prepare(encode(large), settings).astype(int)
+        full = large.astype(np.float32) / 255.0
+        if settings.crop == "hand":
+            full = crop_to_hand(full)
+        full = resize(normalise_contrast(full, settings), settings)
+        slow = np.clip(np.round(full * 255.0), 0, 255).astype(int)
+        difference = np.abs(fast - slow)
+        assert abs((fast > 128).mean() - (slow > 128).mean()) < 0.02, settings  # same hand area
+        assert abs(fast.mean() - slow.mean()) < 3.0, settings
+        assert np.median(difference) <= 4, settings
+        if settings.crop == "none":
+            assert difference.mean() < 1.5 and np.percentile(difference, 99) <= 8

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from boneage.config import FetchParams
-from boneage.imaging import ImagingSettings, decode, hand_mask
+from boneage.imaging import (ImagingSettings, crop_to_hand, decode, hand_mask, normalise_contrast,
+                             prepare, resize)
 from boneage.sources import fetch
 from boneage.store import build_store, open_store
 
@@ -46,6 +47,20 @@ def test_hand_mask_finds_one_large_hand_on_fullres_films():
         image = decode(path.read_bytes(), path.name)
         share = hand_mask(image).mean()
         assert 0.15 < share < 0.8, f"{path.name}: hand covers {share:.0%} of the film"
+
+
+def test_fullres_films_prepared_from_a_reduced_copy_match_the_full_resolution_path():
+    """prepare() reduces a full-resolution film before the crop and stretch (speed); the result
+    stays what those steps give on every pixel."""
+    _need(FULLRES)
+    settings = ImagingSettings(size=96, crop="hand")
+    for path in sorted((FULLRES / "boneage-training-dataset").glob("*.png"))[:5]:
+        data = path.read_bytes()
+        full = resize(normalise_contrast(crop_to_hand(decode(data)), settings), settings)
+        slow = np.clip(np.round(full * 255.0), 0, 255).astype(int)
+        difference = np.abs(prepare(data, settings).astype(int) - slow)
+        assert difference.mean() < 4, f"{path.name}: mean difference {difference.mean():.1f}"
+        assert np.median(difference) <= 3, path.name
 
 
 def test_whole_100px_set_fetches_and_packs(tmp_path):

@@ -1,5 +1,6 @@
 import json
 
+import cv2
 import numpy as np
 import pytest
 from factories import make_store
@@ -7,7 +8,7 @@ from factories import make_store
 from boneage.config import AugmentParams, TrainParams
 from boneage.models import MODEL_FILE, SUMMARY_FILE
 from boneage.store import open_store
-from boneage.training import make_dataset, run_training
+from boneage.training import augment_films, make_dataset, run_training
 
 TINY = dict(width=4, epochs=2, batch_size=8, early_stopping_patience=0, warmup_epochs=0)
 
@@ -45,6 +46,44 @@ def test_mixup_mixes_targets_within_their_range():
     values = targets.numpy()[:, 0]
     assert values.min() >= 0 and values.max() <= 150
     assert not set(np.round(values, 3)).issubset(set(np.round(ages, 3)))
+
+
+def test_augment_films_without_changes_returns_the_films():
+    films = np.random.default_rng(1).integers(0, 255, (3, 20, 20), dtype=np.uint8)
+    off = AugmentParams(rotation_degrees=0, shift=0, zoom=0, brightness=0, contrast=0)
+    out = augment_films(films, 5, off)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, films, atol=1e-4)
+
+
+def test_augment_films_is_seeded_and_keeps_a_centred_hand_centred():
+    disc = np.zeros((48, 48), np.uint8)
+    cv2.circle(disc, (24, 24), 10, 200, -1)  # centre 23.5..24.5 of a 0..47 grid
+    films = np.repeat(disc[None], 16, axis=0)
+    pose = AugmentParams(rotation_degrees=30, shift=0, zoom=0.2, brightness=0, contrast=0)
+    first, again = augment_films(films, 7, pose), augment_films(films, 7, pose)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, augment_films(films, 8, pose))
+    areas = (first > 100).sum(axis=(1, 2)) / (disc > 100).sum()
+    assert areas.min() >= 1 / 1.2 ** 2 - 0.1 and areas.max() <= 1 / 0.8 ** 2 + 0.1
+    assert areas.max() - areas.min() > 0.1  # zoom varies film to film
+    for film in first:  # rotation and zoom are about the centre: the disc stays put
+        rows, cols = np.nonzero(film > 100)
+        assert abs(rows.mean() - 24) < 1 and abs(cols.mean() - 24) < 1
+
+
+def test_augment_films_shift_brightness_and_contrast_stay_in_range():
+    films = np.random.default_rng(2).integers(0, 255, (32, 24, 24), dtype=np.uint8)
+    shifted = augment_films(films, 3, AugmentParams(rotation_degrees=0, zoom=0, shift=0.2,
+                                                    brightness=0, contrast=0))
+    assert (shifted == 0).any(axis=(1, 2)).mean() > 0.5  # shifted films show black borders
+    out = augment_films(films, 3, AugmentParams(rotation_degrees=0, zoom=0, shift=0.2,
+                                                brightness=0.3, contrast=0.3))
+    assert out.min() >= 0 and out.max() <= 255
+    exposure = AugmentParams(rotation_degrees=0, zoom=0, shift=0, brightness=0.2, contrast=0)
+    offsets = augment_films(np.full((64, 8, 8), 128, np.uint8), 4, exposure)[:, 0, 0] - 128
+    assert offsets.min() >= -0.2 * 255 - 1e-3 and offsets.max() <= 0.2 * 255 + 1e-3
+    assert offsets.std() > 10  # one offset per film, not one per batch
 
 
 @pytest.mark.slow
