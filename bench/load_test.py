@@ -93,7 +93,7 @@ def main() -> int:
         "latency_ms": {"p50": round(float(np.percentile(ms, 50)), 1),
                        "p95": round(float(np.percentile(ms, 95)), 1),
                        "max": round(float(ms.max()), 1)},
-        "machine": f"{os.cpu_count()} cores (shared, noisy; run under nice)",
+        "machine": f"{os.cpu_count()} cores, 1-min load average {os.getloadavg()[0]:.2f} at the end",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -113,7 +113,8 @@ def main() -> None:
     result = {
         "model": str(args.model),
         "films": films_text,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared, noisy; run under nice)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, 1-min load average "
+                   f"{os.getloadavg()[0]:.2f} at the end",
         "single_film": {fmt: {**percentiles(v),
                               "p50_vs_keras": round(float(np.percentile(v, 50) / base), 2)}
                         for fmt, v in single.items()},
