@@ -35,7 +35,6 @@ import csv
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -541,7 +540,10 @@ def bench_precision_accuracy(work: Path, overrides: list[str]) -> dict:
         params["train"]["precision"] = policy
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         if not (project / ".git").exists():
-            for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+            # dvclive (the train stage) needs a git repository with a commit.
+            for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                            ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost",
+                             "commit", "-qm", "precision benchmark"]):
                 subprocess.run(command, cwd=project, env=ENV, check=True)
         started = time.perf_counter()
         subprocess.run(["dvc", "repro"], cwd=project, env=ENV, check=True,

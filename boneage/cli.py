@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from boneage.report import describe, format_months
+from boneage.report import format_months
 
 DEFAULT_MODEL = Path("models/boneage")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import zipfile
 from pathlib import Path
 
@@ -80,3 +81,15 @@ def make_export(tmp_path: Path, count: int = 40, size: int = 32, width: int = 4,
     run_export(tmp_path / "trained", store_dir / "store.json", tmp_path / "metrics" / "evaluate.json",
                tmp_path / "boneage", list(formats))
     return tmp_path / "boneage"
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (held together so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from factories import free_ports
+
 ACCESS_KEY = "boneage-test-key"
 SECRET_KEY = "boneage-test-secret-not-committed"
 BUCKET = "boneage"
@@ -21,17 +23,6 @@ BUCKET = "boneage"
 def weed_binary() -> str | None:
     beside = Path(sys.executable).parent / "weed"
     return str(beside) if beside.is_file() else shutil.which("weed")
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 class SeaweedS3:

@@ -3,31 +3,19 @@ MultiWorkerMirroredStrategy and must end with the same weights and a falling los
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from factories import make_store
+from factories import free_ports, make_store
 
 from boneage.config import TrainParams
 from boneage.distributed import compare
 from boneage.training import make_strategy, peak_lr
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def test_lr_scales_with_replicas_only_when_asked():
@@ -63,7 +51,7 @@ def test_two_workers_end_with_identical_weights_and_a_falling_loss(tmp_path):
         width=4, epochs=3, batch_size=8, lr=0.003, lr_schedule="constant", warmup_epochs=0,
         early_stopping_patience=0, distribute="multi_worker", augment=no_augment))
     out = tmp_path / "out"
-    hosts = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    hosts = [f"127.0.0.1:{port}" for port in free_ports(2)]
     workers = []
     for index in range(2):
         tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}

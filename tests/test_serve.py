@@ -4,7 +4,6 @@ driven by headless Chromium."""
 import base64
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from factories import blob_film, make_export
+from factories import blob_film, free_ports, make_export
 
 httpx = pytest.importorskip("httpx")
 
@@ -21,17 +20,11 @@ pytestmark = pytest.mark.slow
 LIMIT_MB = 1.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     model = make_export(tmp, count=40, size=32)
-    port = free_port()
+    (port,) = free_ports(1)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     log = open(tmp / "server.log", "w")
     process = subprocess.Popen(
