@@ -188,10 +188,14 @@ def predict_store(model, store, ids: list[str], batch_size: int = 64,
     sex = rows["male"].to_numpy(np.float32)[:, None]
     passes = []
     for index in range(max(1, tta)):
-        images = tta_films(films, index).astype(np.float32)[..., None]
-        predicted = model.predict({IMAGE_INPUT: images, SEX_INPUT: sex}, batch_size=batch_size,
-                                  verbose=0)
-        passes.append(np.asarray(predicted, dtype=float).reshape(-1))
+        predicted = []
+        # Batch by batch: the whole test set as float32 model input would be 4x the films.
+        for start in range(0, len(films), batch_size):
+            images = tta_films(films[start:start + batch_size], index).astype(np.float32)[..., None]
+            out = model.predict_on_batch({IMAGE_INPUT: images,
+                                          SEX_INPUT: sex[start:start + batch_size]})
+            predicted.append(np.asarray(out, dtype=float).reshape(-1))
+        passes.append(np.concatenate(predicted) if predicted else np.zeros(0))
     out = rows[["id", "boneage", "male"]].copy()
     out["predicted"] = passes[0]
     if tta > 1:

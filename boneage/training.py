@@ -133,9 +133,10 @@ def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, b
     """Batches of ({image, sex}, months): shuffled and augmented when ``training``.
 
     Augmentation works on whole batches gathered from the packed films (uint8, in memory),
-    in parallel map calls (OpenCV releases the GIL), prefetched ahead of the model.
+    in parallel map calls (OpenCV releases the GIL), prefetched ahead of the model. Batches
+    are gathered in numpy from ``images`` itself: a ``tf.constant`` would hold a second copy
+    of every film for the whole run.
     """
-    images_t = tf.constant(images)  # uint8 (N, S, S)
     targets = tf.constant(boneage.astype(np.float32)[:, None])
     sexes = tf.constant(male.astype(np.float32)[:, None])
     size = images.shape[1:]
@@ -153,16 +154,15 @@ def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, b
     randoms = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
     dataset = tf.data.Dataset.zip((dataset, randoms))
 
-    def augment_batch(films, random):
+    def load_batch(rows, random):
+        films = images[rows]  # one batch copied out of the films, uint8
+        if params is None:
+            return films.astype(np.float32)
         return augment_films(films, int(random) % 2**63, params)
 
     def gather(rows, random):
-        films = tf.gather(images_t, rows)
-        if params is not None:
-            image = tf.numpy_function(augment_batch, [films, random], tf.float32, stateful=False)
-            image = tf.ensure_shape(image, [None, *size])
-        else:
-            image = tf.cast(films, tf.float32)
+        image = tf.numpy_function(load_batch, [rows, random], tf.float32, stateful=False)
+        image = tf.ensure_shape(image, [None, *size])
         inputs = {IMAGE_INPUT: image[..., None], SEX_INPUT: tf.gather(sexes, rows)}
         return inputs, tf.gather(targets, rows)
 
