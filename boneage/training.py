@@ -129,20 +129,25 @@ def augment_films(films: np.ndarray, seed: int, params: AugmentParams) -> np.nda
 
 
 def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, batch_size: int,
-                 training: bool, seed: int, augment: AugmentParams | None = None) -> tf.data.Dataset:
+                 training: bool, seed: int, augment: AugmentParams | None = None,
+                 rows: np.ndarray | None = None) -> tf.data.Dataset:
     """Batches of ({image, sex}, months): shuffled and augmented when ``training``.
 
     Augmentation works on whole batches gathered from the packed films (uint8, in memory),
     in parallel map calls (OpenCV releases the GIL), prefetched ahead of the model. Batches
-    are gathered in numpy from ``images`` itself: a ``tf.constant`` would hold a second copy
-    of every film for the whole run.
+    are gathered in numpy from ``images`` itself, which may be the store's memory map with
+    ``rows`` naming the films of this set (``boneage`` and ``male`` follow ``rows``): no copy
+    of the films is held, so memory stays at most the packed store's size.
     """
+    if rows is None:
+        rows = np.arange(len(images))
+    rows = np.asarray(rows)
     targets = tf.constant(boneage.astype(np.float32)[:, None])
     sexes = tf.constant(male.astype(np.float32)[:, None])
     size = images.shape[1:]
-    dataset = tf.data.Dataset.range(len(images))
+    dataset = tf.data.Dataset.range(len(rows))
     if training:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=False)
     params = augment if training else None
     mixup = params.mixup_alpha if params is not None else 0.0
@@ -154,17 +159,17 @@ def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, b
     randoms = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
     dataset = tf.data.Dataset.zip((dataset, randoms))
 
-    def load_batch(rows, random):
-        films = images[rows]  # one batch copied out of the films, uint8
+    def load_batch(batch, random):
+        films = np.asarray(images[rows[batch]])  # one batch copied out of the films, uint8
         if params is None:
             return films.astype(np.float32)
         return augment_films(films, int(random) % 2**63, params)
 
-    def gather(rows, random):
-        image = tf.numpy_function(load_batch, [rows, random], tf.float32, stateful=False)
+    def gather(batch, random):
+        image = tf.numpy_function(load_batch, [batch, random], tf.float32, stateful=False)
         image = tf.ensure_shape(image, [None, *size])
-        inputs = {IMAGE_INPUT: image[..., None], SEX_INPUT: tf.gather(sexes, rows)}
-        return inputs, tf.gather(targets, rows)
+        inputs = {IMAGE_INPUT: image[..., None], SEX_INPUT: tf.gather(sexes, batch)}
+        return inputs, tf.gather(targets, batch)
 
     dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if mixup > 0:
@@ -236,10 +241,10 @@ class TrainResult:
     n_val: int
 
 
-def _arrays(store: FilmStore, ids: list[str]):
+def _labels(store: FilmStore, ids: list[str]):
+    """Store rows, ages and sexes of ``ids``; the films stay in the store's memory map."""
     rows = store.select(ids)
-    images = np.asarray(store.images[rows["row"].to_numpy()])
-    return images, rows["boneage"].to_numpy(float), rows["male"].to_numpy(float)
+    return rows["row"].to_numpy(), rows["boneage"].to_numpy(float), rows["male"].to_numpy(float)
 
 
 def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -364,8 +369,8 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(params.seed)
-    train_images, train_age, train_male = _arrays(store, train_ids)
-    val_images, val_age, val_male = _arrays(store, val_ids)
+    train_rows, train_age, train_male = _labels(store, train_ids)
+    val_rows, val_age, val_male = _labels(store, val_ids)
     mean, std = (float(train_age.mean()), float(train_age.std() or 1.0)) \
         if params.standardise_target else (0.0, 1.0)
     log.info("training on %d films, validating on %d; target mean %.1f sd %.1f months",
@@ -389,11 +394,11 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     train_data = _shard_by_data(make_dataset(
-        train_images, train_age, train_male, batch_size=global_batch, training=True,
-        seed=params.seed, augment=params.augment))
-    val_data = _shard_by_data(make_dataset(val_images, val_age, val_male,
-                                           batch_size=global_batch, training=False,
-                                           seed=params.seed))
+        store.images, train_age, train_male, rows=train_rows, batch_size=global_batch,
+        training=True, seed=params.seed, augment=params.augment))
+    val_data = _shard_by_data(make_dataset(
+        store.images, val_age, val_male, rows=val_rows, batch_size=global_batch,
+        training=False, seed=params.seed))
 
     best_path = out_dir / "best.weights.h5"
     all_callbacks = [keras.callbacks.ModelCheckpoint(best_path, monitor="val_mae", mode="min",

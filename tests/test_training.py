@@ -26,6 +26,15 @@ def test_dataset_batches_have_model_inputs_and_augmentation_changes_films():
     np.testing.assert_array_equal(first_targets.numpy()[:, 0], ages[:4])
     np.testing.assert_array_equal(first_inputs["sex"].numpy()[:, 0], male[:4])
 
+    # A subset named by store rows (the memory-mapped store is read in place, not copied).
+    rows = np.array([7, 2, 9])
+    subset = list(make_dataset(images, ages[rows], male[rows], rows=rows, batch_size=2,
+                               training=False, seed=0))
+    np.testing.assert_array_equal(
+        np.concatenate([b[0]["image"].numpy()[..., 0] for b in subset]), images[rows])
+    np.testing.assert_array_equal(np.concatenate([b[1].numpy()[:, 0] for b in subset]),
+                                  ages[rows])
+
     augmented = make_dataset(images, ages, male, batch_size=10, training=True, seed=0,
                              augment=AugmentParams(rotation_degrees=20, zoom=0.2))
     inputs, targets = next(iter(augmented))
