@@ -27,19 +27,19 @@ FULLRES = Path(os.environ.get(
 
 
 def fullres_mae(model_dir: Path) -> tuple[float, int] | tuple[None, int]:
-    from boneage.predictor import Predictor
+    from boneage.predictor import Ensemble
 
     labels_path = FULLRES / "boneage-training-dataset.csv"
     if not labels_path.is_file():
         return None, 0
     labels = pd.read_csv(labels_path)
-    predictor = Predictor(model_dir)
+    predictor = Ensemble([model_dir])
     errors = []
     for male in (0, 1):
         subset = labels[labels["male"].astype(str).str.lower().isin(
             ["true", "1"] if male else ["false", "0"])]
         paths = [FULLRES / "boneage-training-dataset" / f"{i}.png" for i in subset["id"]]
-        results = predictor.predict_paths(paths, male)
+        results = predictor.predict_paths(paths, "M" if male else "F")
         errors += [abs(r.months - age) for r, age in zip(results, subset["boneage"])]
     return float(np.mean(errors)), len(errors)
 

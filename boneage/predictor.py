@@ -16,7 +16,7 @@ import numpy as np
 
 from boneage.errors import DataError, ImageError
 from boneage.export import CARD_JSON, KERAS_FILE, SAVEDMODEL_DIR, SIGNATURE, TFLITE_FILE
-from boneage.imaging import Film, ImagingSettings, prepare, prepare_array, read_film
+from boneage.imaging import Film, ImagingSettings, prepare, prepare_array, read_film, sniff
 from boneage.models import IMAGE_INPUT, OUTPUT, SEX_INPUT
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,6 @@ def parse_sex(value: str | bool | int) -> int:
     if text in ("f", "female", "0", "false", "girl"):
         return 0
     raise ValueError(f"sex must be M or F, got {value!r}")
-
-
-@dataclass
-class Prediction:
-    path: str
-    months: float | None
-    error: str | None = None
 
 
 class Predictor:
@@ -110,38 +103,6 @@ class Predictor:
                               (len(films), 1)).copy()
         return np.asarray(self._run(image, sex), dtype=float).reshape(-1)
 
-    def predict_bytes(self, data: bytes, male: int, name: str = "image") -> float:
-        return float(self.predict_prepared(self.prepare(data, name)[None], male)[0])
-
-    def predict_paths(self, paths: list[Path], male: int, batch_size: int = 32,
-                      progress: bool = False) -> list[Prediction]:
-        """Predict many films in batches; an unreadable file is reported and skipped."""
-        from tqdm import tqdm
-
-        results: list[Prediction] = []
-        batch: list[tuple[int, np.ndarray]] = []
-
-        def flush():
-            if batch:
-                months = self.predict_prepared(np.stack([f for _, f in batch]), male)
-                for (slot, _), value in zip(batch, months):
-                    results[slot].months = float(value)
-                batch.clear()
-
-        for path in tqdm(paths, desc="predict", unit="film", disable=not progress):
-            results.append(Prediction(str(path), None))
-            try:
-                film = self.prepare(Path(path).read_bytes(), str(path))
-            except (ImageError, OSError) as exc:
-                results[-1].error = str(exc)
-                log.warning("skipping %s", exc)
-                continue
-            batch.append((len(results) - 1, film))
-            if len(batch) >= batch_size:
-                flush()
-        flush()
-        return results
-
 
 def expand_paths(paths: list[str | Path]) -> list[Path]:
     """Files as given, folders expanded (recursively) to the images they hold, sorted."""
@@ -166,7 +127,7 @@ def _has_dicom_magic(path: Path) -> bool:
     """DICOM files often have no suffix; their 'DICM' magic tells."""
     try:
         with open(path, "rb") as handle:
-            return handle.read(132)[128:132] == b"DICM"
+            return sniff(handle.read(132)) == "dicom"
     except OSError:
         return False
 

@@ -13,7 +13,7 @@ from boneage.config import TrainParams
 from boneage.evaluation import run_evaluation
 from boneage.export import CARD_JSON, CARD_MD, run_export
 from boneage.imaging import prepare
-from boneage.predictor import Predictor
+from boneage.predictor import Ensemble, Predictor
 from boneage.store import open_store
 from boneage.training import run_training
 
@@ -65,8 +65,7 @@ def test_all_formats_agree_and_match_the_stored_films(export_dir, films):
     store = open_store(export_dir / "prepared")
     predictions = {}
     for model_format in ("keras", "savedmodel", "tflite"):
-        predictor = Predictor(export_dir / "boneage", model_format=model_format)
-        results = predictor.predict_paths(films, male=1)
+        results = Ensemble([export_dir / "boneage"], model_format).predict_paths(films, "M")
         predictions[model_format] = np.array([r.months for r in results])
     np.testing.assert_allclose(predictions["savedmodel"], predictions["keras"], atol=0.05)
     np.testing.assert_allclose(predictions["tflite"], predictions["keras"], atol=0.05)
@@ -121,8 +120,8 @@ def test_bf16_trained_model_exports_as_float32_to_every_format(tmp_path, films):
     assert metrics["tta"]["passes"] == 4 and metrics["tta"]["mae_months"] > 0
     run_export(tmp_path / "trained", store_dir / "store.json", tmp_path / "metrics.json",
                tmp_path / "boneage", ["keras", "savedmodel", "tflite"])
-    keras_months = [r.months for r in Predictor(tmp_path / "boneage").predict_paths(films, 0)]
-    lite_months = [r.months for r in Predictor(tmp_path / "boneage", "tflite").predict_paths(films, 0)]
+    keras_months = [r.months for r in Ensemble([tmp_path / "boneage"]).predict_paths(films, "F")]
+    lite_months = [r.months for r in Ensemble([tmp_path / "boneage"], "tflite").predict_paths(films, "F")]
     np.testing.assert_allclose(lite_months, keras_months, atol=0.05)
 
 
@@ -152,7 +151,6 @@ def test_cli_ensemble_with_different_imaging_gets_each_its_own_input(export_dir,
     card["imaging"]["resize"] = "pad"  # same weights, films prepared differently
     (padded / CARD_JSON).write_text(json.dumps(card))
     from boneage.imaging import ImagingSettings, prepare_array, read_film
-    from boneage.predictor import Ensemble
 
     ensemble = Ensemble([export_dir / "boneage", padded])
     film = read_film(films[0].read_bytes())
@@ -176,7 +174,7 @@ def test_cli_ensemble_with_different_imaging_gets_each_its_own_input(export_dir,
 
 def test_cli_chronological_age_call_and_text(export_dir, films, capsys):
     model = str(export_dir / "boneage")
-    months = Predictor(export_dir / "boneage").predict_paths([films[0]], 1)[0].months
+    months = Ensemble([export_dir / "boneage"]).predict_paths([films[0]], "M")[0].months
     assert cli_main(["predict", str(films[0]), "--sex", "M", "--chronological-age",
                      f"{round(months)}", "--model", model]) == 0
     text = capsys.readouterr().out
@@ -217,7 +215,7 @@ def test_cli_reads_sex_and_age_from_dicom_tags(export_dir, films, tmp_path, caps
     row = json.loads(capsys.readouterr().out)[0]
     assert row["sex"] == "M" and row["sex_source"] == "from --sex"
     # a DICOM of the same pixels predicts what the PNG does (one imaging path)
-    png = Predictor(export_dir / "boneage").predict_paths([films[0]], 1)[0].months
+    png = Ensemble([export_dir / "boneage"]).predict_paths([films[0]], "M")[0].months
     assert row["boneage_months"] == pytest.approx(png, abs=0.06)
 
 
