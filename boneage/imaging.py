@@ -148,9 +148,16 @@ def reduce_for(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     if factor < 2:
         return image, image
     height, width = height // factor, width // factor
-    # An exact whole factor (edges trimmed by < factor px) takes OpenCV's fast box-average path.
-    reduced = cv2.resize(image[:height * factor, :width * factor], (width, height),
-                         interpolation=cv2.INTER_AREA)
+    # Exact whole factors (edges trimmed by < factor px) take OpenCV's fast box-average
+    # path; halving repeatedly (SIMD 2x2 means) is ~2x faster than one 8x8 box and differs
+    # from it by rounding only (at most 1 grey level).
+    reduced, remaining = image[:height * factor, :width * factor], factor
+    while remaining % 2 == 0:
+        remaining //= 2
+        reduced = cv2.resize(reduced, (width * remaining, height * remaining),
+                             interpolation=cv2.INTER_AREA)
+    if remaining > 1:
+        reduced = cv2.resize(reduced, (width, height), interpolation=cv2.INTER_AREA)
     return reduced, np.ascontiguousarray(image[:height * factor:factor, :width * factor:factor])
 
 

@@ -167,8 +167,16 @@ def build_store(
         pool = None
     else:
         context = multiprocessing.get_context("spawn" if os.name == "nt" else "fork")
-        pool = context.Pool(workers, initializer=_init_worker,
-                            initargs=(str(archive_path), settings.to_dict()))
+        # One OpenCV thread per worker: the workers already fill the cores, and OpenCV's own
+        # thread pool in each of them only adds hand-offs. Set before forking (the children
+        # inherit it) and restored after.
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            pool = context.Pool(workers, initializer=_init_worker,
+                                initargs=(str(archive_path), settings.to_dict()))
+        finally:
+            cv2.setNumThreads(threads)
         results = pool.imap(_prepare_member, ordered, chunksize=chunk)
     try:
         for row, (film, error) in enumerate(tqdm(results, total=count, desc="preprocess",
