@@ -120,6 +120,29 @@ def test_decode_truncated_png_names_the_file(encode, hand_film, keep):
         decode(data[: int(len(data) * keep)], "cut.png")
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_grey_png_fast_decoder_gives_opencvs_pixels(dtype):
+    """Grey PNGs are decoded by imagecodecs (faster); the pixels must be OpenCV's, bit for bit."""
+    top = np.iinfo(dtype).max
+    film = np.random.default_rng(5).integers(0, top, (301, 217), endpoint=True).astype(dtype)
+    film[100:200, 50:150] = top // 3  # flat areas and noise: every PNG filter type gets used
+    data = cv2.imencode(".png", film)[1].tobytes()
+    assert imaging._is_plain_grey_png(data)
+    fast = imaging._decode_grey_png(data, "film.png")
+    assert fast is not None and fast.dtype == dtype
+    np.testing.assert_array_equal(fast, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
+    np.testing.assert_array_equal(imaging.decode_raw(data), film)
+
+
+def test_colour_png_takes_opencvs_path():
+    colour = np.zeros((40, 30, 3), np.uint8)
+    colour[..., 2] = 200  # red in OpenCV's BGR order
+    data = cv2.imencode(".png", colour)[1].tobytes()
+    assert not imaging._is_plain_grey_png(data)
+    np.testing.assert_array_equal(imaging.decode_raw(data), colour)
+    assert decode(data)[0, 0] == pytest.approx(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)[0, 0] / 255)
+
+
 def test_decode_refuses_tiny_images(encode):
     with pytest.raises(ImageError, match=r"small\.png: .*4x6"):
         decode(encode(np.zeros((6, 4), np.uint8)), "small.png")
@@ -131,6 +154,7 @@ def test_huge_png_header_is_refused_before_decoding(monkeypatch, width, height):
         raise AssertionError("cv2.imdecode called on a decompression bomb")
 
     monkeypatch.setattr(imaging.cv2, "imdecode", no_decode)
+    monkeypatch.setattr(imaging, "_decode_grey_png", no_decode)
     with pytest.raises(ImageError, match=rf"bomb\.png: image is {width}x{height} px"):
         decode(png_claiming(width, height), "bomb.png")
 

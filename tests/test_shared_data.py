@@ -72,3 +72,18 @@ def test_whole_100px_set_fetches_and_packs(tmp_path):
     assert summary["n_films"] + summary["n_failed"] == 11_611
     assert summary["n_failed"] == 0
     assert (tmp_path / "prepared" / "films.npy").stat().st_size < 11_611 * 64 * 64 + 4096
+
+
+def test_fullres_films_decode_to_opencvs_pixels():
+    """The faster grey-PNG decoder reads the real RSNA films exactly as OpenCV does."""
+    import cv2
+
+    from boneage import imaging
+
+    _need(FULLRES)
+    for path in sorted((FULLRES / "boneage-training-dataset").glob("*.png"))[:6]:
+        data = path.read_bytes()
+        expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if imaging._is_plain_grey_png(data):
+            np.testing.assert_array_equal(imaging._decode_grey_png(data, path.name), expected)
+        np.testing.assert_array_equal(imaging.decode_raw(data, path.name), expected)
