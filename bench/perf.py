@@ -262,32 +262,42 @@ def imaging_settings(size: int | None = None) -> dict:
     return settings
 
 
-def bench_preprocess(work: Path, films: int) -> dict:
+def bench_preprocess(work: Path, films: int, rounds: int = 3) -> dict:
+    """Films/s of the preprocess against decode alone. The five measurements alternate for
+    ``rounds`` rounds and the medians are kept: a shared VM's speed drifts by 10-20% over
+    minutes, and alternating spreads that drift over all of them alike."""
     if not FULLRES.is_dir():
         return {"skipped": f"{FULLRES} not found"}
     settings = json.dumps(imaging_settings())
     quarter, full = replicated_raw(work / "raw-quarter", max(8, films // 4)), \
         replicated_raw(work / "raw", films)
-    decode = run_child(DECODE_ONLY, full / "films.zip")
-    decode_all = run_child(DECODE_ALL_CORES, full / "films.zip")
-    decode_own = run_child(DECODE_PIPELINE, full / "films.zip")
-    one = run_child(BUILD_STORE, full, work / "store-1", 1, settings, 1)
-    every = run_child(BUILD_STORE, full, work / "store-n", 0, settings, 0)
+    runs: dict[str, list[dict]] = {"decode": [], "decode_all_cores": [], "pipeline_decode": [],
+                                   "one_worker": [], "all_cores": []}
+    for _ in range(rounds):
+        runs["decode"].append(run_child(DECODE_ONLY, full / "films.zip"))
+        runs["decode_all_cores"].append(run_child(DECODE_ALL_CORES, full / "films.zip"))
+        runs["pipeline_decode"].append(run_child(DECODE_PIPELINE, full / "films.zip"))
+        runs["one_worker"].append(run_child(BUILD_STORE, full, work / "store-1", 1, settings, 1))
+        runs["all_cores"].append(run_child(BUILD_STORE, full, work / "store-n", 0, settings, 0))
+    rate = {name: statistics.median(run["films_per_s"] for run in values)
+            for name, values in runs.items()}
     small = run_child(BUILD_STORE, quarter, work / "store-q", 0, settings, 0)
+    every = runs["all_cores"][-1]
     store_mb = (work / "store-n" / "films.npy").stat().st_size / 2**20
     return {
-        "films": films, "workers_all": cores(), "settings": json.loads(settings),
-        "decode_only_1core_films_per_s": round(decode["films_per_s"], 1),
-        "preprocess_1worker_films_per_s": round(one["films_per_s"], 1),
-        "preprocess_all_cores_films_per_s": round(every["films_per_s"], 1),
-        "ratio_1worker_vs_decode": round(one["films_per_s"] / decode["films_per_s"], 2),
-        "ratio_all_cores_vs_decode_1core": round(every["films_per_s"] / decode["films_per_s"], 2),
+        "films": films, "rounds": rounds, "workers_all": cores(), "settings": json.loads(settings),
+        "decode_only_1core_films_per_s": round(rate["decode"], 1),
+        "preprocess_1worker_films_per_s": round(rate["one_worker"], 1),
+        "preprocess_all_cores_films_per_s": round(rate["all_cores"], 1),
+        "ratio_1worker_vs_decode": round(rate["one_worker"] / rate["decode"], 2),
+        "ratio_all_cores_vs_decode_1core": round(rate["all_cores"] / rate["decode"], 2),
         # What the machine allows: cv2 decode alone in one process per core.
-        "decode_only_all_cores_films_per_s": round(decode_all["films_per_s"], 1),
-        "ratio_decode_all_cores_vs_1core": round(decode_all["films_per_s"] / decode["films_per_s"], 2),
+        "decode_only_all_cores_films_per_s": round(rate["decode_all_cores"], 1),
+        "ratio_decode_all_cores_vs_1core": round(rate["decode_all_cores"] / rate["decode"], 2),
+        "ratio_all_cores_vs_decode_all_cores": round(rate["all_cores"] / rate["decode_all_cores"], 2),
         # The pipeline's own decoder (imaging.decode_raw: imagecodecs for grey PNGs).
-        "pipeline_decode_1core_films_per_s": round(decode_own["films_per_s"], 1),
-        "ratio_pipeline_decode_vs_cv2": round(decode_own["films_per_s"] / decode["films_per_s"], 2),
+        "pipeline_decode_1core_films_per_s": round(rate["pipeline_decode"], 1),
+        "ratio_pipeline_decode_vs_cv2": round(rate["pipeline_decode"] / rate["decode"], 2),
         "memory": {
             "films": [quarter_count(quarter), films],
             "main_process_peak_rss_mb": [round(small["main_rss_mb"], 1),
@@ -295,8 +305,8 @@ def bench_preprocess(work: Path, films: int) -> dict:
             "tree_peak_rss_mb": [small["tree_peak_rss_mb"], every["tree_peak_rss_mb"]],
             "store_mb": round(store_mb, 1),
         },
-        "runs": {"decode": decode, "decode_all_cores": decode_all, "pipeline_decode": decode_own,
-                 "one_worker": one, "all_cores": every, "quarter": small},
+        "runs": {**{name: [round(run["films_per_s"], 1) for run in values]
+                    for name, values in runs.items()}, "quarter": small},
     }
 
 
@@ -624,6 +634,9 @@ def table(results: dict) -> str:
             add(f"cv2 decode-only, {p['workers_all']} processes vs 1 core (the machine's ceiling)",
                 f"{p['ratio_decode_all_cores_vs_1core']}x",
                 f"{p['decode_only_all_cores_films_per_s']} films/s")
+            add(f"preprocess, {p['workers_all']} workers vs cv2 decode-only on as many processes",
+                f"{p['ratio_all_cores_vs_decode_all_cores']}x",
+                f"{p['preprocess_all_cores_films_per_s']} vs {p['decode_only_all_cores_films_per_s']} films/s")
             add("pipeline decoder (imaging.decode_raw) vs cv2 decode, 1 core",
                 f"{p['ratio_pipeline_decode_vs_cv2']}x",
                 f"{p['pipeline_decode_1core_films_per_s']} films/s")
@@ -704,7 +717,7 @@ def main() -> None:
             print(f"[perf] {name} ...", file=sys.stderr, flush=True)
             s = results["sections"]
             if name == "preprocess":
-                s[name] = bench_preprocess(work, 24 if quick else 500)
+                s[name] = bench_preprocess(work, 24 if quick else 500, 1 if quick else 3)
             elif name == "input":
                 model = s.get("train", {}).get("model_batches_per_s_default_precision")
                 if model is None:
@@ -723,7 +736,7 @@ def main() -> None:
                                        width=4 if quick else 8, precision="mixed_bfloat16")
             elif name == "scaling":
                 if "preprocess" not in s:
-                    s["preprocess"] = bench_preprocess(work, 24 if quick else 200)
+                    s["preprocess"] = bench_preprocess(work, 24 if quick else 200, 1)
                 s[name] = bench_scaling(s["preprocess"], [256, 512], 32 if quick else 128)
             elif name == "precision-accuracy":
                 overrides = args.precision_set or (
