@@ -134,6 +134,20 @@ def test_grey_png_fast_decoder_gives_opencvs_pixels(dtype):
     np.testing.assert_array_equal(imaging.decode_raw(data), film)
 
 
+def test_grey_png_falls_back_to_opencv_when_the_fast_decoder_fails(monkeypatch):
+    imagecodecs = pytest.importorskip("imagecodecs")
+
+    def broken(data):
+        raise imagecodecs.PngError("simulated failure")
+
+    monkeypatch.setattr(imagecodecs, "png_decode", broken)
+    film = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+    data = cv2.imencode(".png", film)[1].tobytes()
+    np.testing.assert_array_equal(imaging.decode_raw(data, "film.png"), film)
+    with pytest.raises(ImageError, match=r"^cut\.png: .*truncated"):
+        imaging.decode_raw(data[: len(data) // 2], "cut.png")
+
+
 def test_colour_png_takes_opencvs_path():
     colour = np.zeros((40, 30, 3), np.uint8)
     colour[..., 2] = 200  # red in OpenCV's BGR order
