@@ -328,10 +328,34 @@ for _ in range(epochs):
 print(json.dumps({"batches_per_s": batches / (time.perf_counter() - started)}))
 """
 
-NAIVE_DIRECTORY = r"""
+KERAS_AUGMENT = r"""
+# The naive way: the Keras augmentation layers, same ranges as training.augment_films.
+import keras
+from boneage.config import AugmentParams
+def augmenter(params, seed):  # the augmentation layers a Keras user would stack
+    steps = []
+    if params.horizontal_flip:
+        steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if params.rotation_degrees:
+        steps.append(keras.layers.RandomRotation(params.rotation_degrees / 360.0, fill_mode="constant",
+                                                 seed=seed + 1))
+    if params.shift:
+        steps.append(keras.layers.RandomTranslation(params.shift, params.shift,
+                                                    fill_mode="constant", seed=seed + 2))
+    if params.zoom:
+        steps.append(keras.layers.RandomZoom(params.zoom, fill_mode="constant", seed=seed + 3))
+    if params.brightness:
+        steps.append(keras.layers.RandomBrightness(params.brightness, value_range=(0, 255),
+                                                   seed=seed + 4))
+    if params.contrast:
+        steps.append(keras.layers.RandomContrast(params.contrast, value_range=(0, 255),
+                                                 seed=seed + 5))
+    return keras.Sequential(steps, name="augment") if steps else None
+"""
+
+NAIVE_DIRECTORY = KERAS_AUGMENT + r"""
 import json, sys, time, keras, tensorflow as tf
 from boneage.config import AugmentParams
-from boneage.training import augmenter
 folder, size, batches = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 data = keras.utils.image_dataset_from_directory(folder, labels=None, color_mode="grayscale",
                                                  image_size=(size, size), batch_size=32,
@@ -347,10 +371,9 @@ for _ in data.take(batches):
 print(json.dumps({"batches_per_s": batches / (time.perf_counter() - started)}))
 """
 
-NAIVE_PYDATASET = r"""
+NAIVE_PYDATASET = KERAS_AUGMENT + r"""
 import glob, json, sys, time, cv2, keras, numpy as np
 from boneage.config import AugmentParams
-from boneage.training import augmenter
 folder, size, batches = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 files = sorted(glob.glob(folder + "/*.png"))
 layer = augmenter(AugmentParams(), 0)

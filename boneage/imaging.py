@@ -115,7 +115,7 @@ def decode_raw(data: bytes, name: str = "image") -> np.ndarray:
 def _is_plain_grey_png(data: bytes) -> bool:
     """An 8- or 16-bit greyscale PNG (IHDR bit depth and colour type), how radiographs are
     stored; colour, palette and 1-4 bit films take OpenCV's path."""
-    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[12:16] == b"IHDR" \
+    return sniff(data) == "png" and len(data) > 25 and data[12:16] == b"IHDR" \
         and data[24] in (8, 16) and data[25] == 0
 
 
@@ -123,12 +123,10 @@ def _decode_grey_png(data: bytes, name: str) -> np.ndarray | None:
     """Decode a grey PNG with imagecodecs (libpng over zlib-ng): the same pixels as
     ``cv2.imdecode`` (a test checks), 6-14% faster on full-resolution films, and decoding
     is most of what preprocessing a full-resolution film costs. None (OpenCV decodes
-    instead, and words the error for a bad file) when imagecodecs is not installed, fails,
-    or gives anything but one grey plane."""
-    try:
-        import imagecodecs
-    except ImportError:
-        return None
+    instead, and words the error for a bad file) when imagecodecs fails or gives anything
+    but one grey plane. Imported on first use, not at start-up."""
+    import imagecodecs
+
     try:
         image = imagecodecs.png_decode(data)
     except Exception:  # noqa: BLE001 - any failure: OpenCV reads the file or reports it

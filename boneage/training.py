@@ -69,34 +69,13 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return not has_chief and resolver.task_type == "worker" and int(resolver.task_id) == 0
 
 
-def augmenter(params: AugmentParams, seed: int) -> keras.Sequential | None:
-    """Random pose and exposure changes a film may show; ``None`` when all are off."""
-    steps = []
-    if params.horizontal_flip:
-        steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if params.rotation_degrees:
-        steps.append(keras.layers.RandomRotation(params.rotation_degrees / 360.0, fill_mode="constant",
-                                                 seed=seed + 1))
-    if params.shift:
-        steps.append(keras.layers.RandomTranslation(params.shift, params.shift,
-                                                    fill_mode="constant", seed=seed + 2))
-    if params.zoom:
-        steps.append(keras.layers.RandomZoom(params.zoom, fill_mode="constant", seed=seed + 3))
-    if params.brightness:
-        steps.append(keras.layers.RandomBrightness(params.brightness, value_range=(0, 255),
-                                                   seed=seed + 4))
-    if params.contrast:
-        steps.append(keras.layers.RandomContrast(params.contrast, value_range=(0, 255),
-                                                 seed=seed + 5))
-    return keras.Sequential(steps, name="augment") if steps else None
-
-
 def augment_films(films: np.ndarray, seed: int, params: AugmentParams) -> np.ndarray:
     """Random pose and exposure for a batch of uint8 films ``(N, S, S)`` -> float32 0..255.
 
-    The same changes as :func:`augmenter`'s layers (flip, rotation, shift and zoom about the
-    centre with black outside, brightness offset, contrast about the film's mean, each
-    clipped to 0..255) but with pose as one affine warp per film in OpenCV: the Keras layers
+    The changes Keras' RandomFlip/Rotation/Translation/Zoom/Brightness/Contrast layers make
+    (flip, rotation, shift and zoom about the centre with black outside, brightness offset,
+    contrast about the film's mean, each clipped to 0..255) but with pose as one affine warp
+    per film in OpenCV: the Keras layers
     resample the batch once per layer with TensorFlow's projective-transform kernel, which
     made the input side only ~5x faster than the model it feeds on 2 cores. ``seed`` fixes
     every draw, so a seeded pipeline gives the same batches run after run.
