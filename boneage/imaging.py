@@ -187,17 +187,22 @@ def reduce_for(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return reduced, np.ascontiguousarray(image[:height * factor:factor, :width * factor:factor])
 
 
-def to_grey_float(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Convert a decoded array (uint8/uint16/float, 1-4 channels) to float32 grey in [0, 1]."""
+def grey_plane(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """One grey plane of a decoded array (1-4 channels), in its own dtype."""
     if image.ndim == 3:
         if image.shape[2] == 1:
-            image = image[:, :, 0]
-        elif image.shape[2] in (3, 4):
-            image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY)
-        else:
-            raise ImageError(f"{name}: unsupported channel count {image.shape[2]}")
-    elif image.ndim != 2:
+            return image[:, :, 0]
+        if image.shape[2] in (3, 4):
+            return cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY)
+        raise ImageError(f"{name}: unsupported channel count {image.shape[2]}")
+    if image.ndim != 2:
         raise ImageError(f"{name}: unsupported image shape {image.shape}")
+    return image
+
+
+def to_grey_float(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Convert a decoded array (uint8/uint16/float, 1-4 channels) to float32 grey in [0, 1]."""
+    image = grey_plane(image, name)
     if image.shape[0] < 8 or image.shape[1] < 8:
         raise ImageError(f"{name}: image is only {image.shape[1]}x{image.shape[0]} px")
     if image.dtype == np.uint8:
@@ -209,6 +214,68 @@ def to_grey_float(image: np.ndarray, name: str = "image") -> np.ndarray:
         raise ImageError(f"{name}: image holds NaN or infinite values")
     low, high = float(image.min()), float(image.max())
     return (image - low) / (high - low) if high > low else np.zeros_like(image)
+
+
+_INTEGER_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+@dataclass
+class Levels:
+    """The grey levels of a film's own pixels as a histogram, for percentile statistics.
+
+    Radiographs are stored as 8- or 16-bit integers, so counting the levels once and reading
+    a percentile off the cumulative counts replaces a partial sort of the pixels (``np.percentile``)
+    with the same figure (its linear interpolation). ``fill_count`` copies of the level ``fill``
+    stand for blanked pixels (the background outside the hand), which need not be a whole level.
+    Levels are in the stored units; :meth:`percentiles` returns them scaled to [0, 1].
+    """
+
+    counts: np.ndarray
+    scale: float
+    fill: float = 0.0
+    fill_count: int = 0
+
+    @classmethod
+    def of(cls, values: np.ndarray, fill: float = 0.0, fill_count: int = 0) -> "Levels":
+        """Levels of a uint8/uint16 array; ``fill`` is in [0, 1] units."""
+        scale = _INTEGER_SCALE[values.dtype]
+        return cls(np.bincount(values.ravel()), scale, fill * scale, int(fill_count))
+
+    def percentiles(self, qs) -> np.ndarray:
+        cumulative = np.cumsum(self.counts)
+        counted = int(cumulative[-1]) if cumulative.size else 0
+        total = counted + self.fill_count
+        if total == 0:
+            raise ValueError("percentiles of no pixels")
+        below = 0  # counted pixels darker than the fill level
+        if self.fill_count and cumulative.size:
+            level = int(np.ceil(self.fill)) - 1
+            below = int(cumulative[min(level, cumulative.size - 1)]) if level >= 0 else 0
+
+        def value(rank: int) -> float:
+            if rank < below:
+                return float(np.searchsorted(cumulative, rank, side="right"))
+            if rank < below + self.fill_count:
+                return self.fill
+            return float(np.searchsorted(cumulative, rank - self.fill_count, side="right"))
+
+        out = []
+        for q in np.atleast_1d(qs):
+            position = float(q) / 100.0 * (total - 1)
+            rank = int(np.floor(position))
+            low = value(rank)
+            fraction = position - rank
+            out.append(low + (value(rank + 1) - low) * fraction if fraction > 0 else low)
+        return np.asarray(out) / self.scale
+
+
+def _percentiles(samples, qs) -> np.ndarray:
+    """Percentiles in [0, 1] of float pixels, of integer pixels (scaled) or of :class:`Levels`."""
+    if isinstance(samples, np.ndarray) and samples.dtype in _INTEGER_SCALE:
+        samples = Levels.of(samples)
+    if isinstance(samples, Levels):
+        return samples.percentiles(qs)
+    return np.percentile(samples, qs)
 
 
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -329,31 +396,37 @@ def crop_box(image: np.ndarray, margin: float = 0.03):
     return mask, (int(top), int(bottom), int(left), int(right))
 
 
-def _crop_to_hand(image: np.ndarray, samples: np.ndarray,
-                  margin: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`crop_to_hand` of ``image`` and of its same-shape ``samples`` (see :func:`reduce_for`),
-    with the background level taken from ``samples``."""
+def _crop_to_hand(image: np.ndarray, samples, margin: float = 0.03):
+    """:func:`crop_to_hand` of ``image`` and of its ``samples`` (see :func:`reduce_for`: the same
+    shape, float or the stored integers), with the background level taken from ``samples``.
+    Integer samples come back as the :class:`Levels` of the cropped, blanked film."""
     found = crop_box(image, margin)
     if found is None:
         return image, samples
     mask, (top, bottom, left, right) = found
-    background = float(np.percentile(samples[~mask], 5)) if (~mask).any() else 0.0
+    outside = ~mask
+    background = float(_percentiles(samples[outside], [5])[0]) if outside.any() else 0.0
     box = (slice(top, bottom), slice(left, right))
-    out = np.where(mask[box], image[box], background).astype(np.float32)
+    inside = mask[box]
+    out = np.where(inside, image[box], background).astype(np.float32)
     if samples is image:
         return out, out
-    return out, np.where(mask[box], samples[box], background).astype(np.float32)
+    if samples.dtype in _INTEGER_SCALE:
+        kept = samples[box][inside]
+        return out, Levels.of(kept, fill=background, fill_count=inside.size - kept.size)
+    return out, np.where(inside, samples[box], background).astype(np.float32)
 
 
 def normalise_contrast(image: np.ndarray, settings: ImagingSettings,
                        samples: np.ndarray | None = None) -> np.ndarray:
     """Stretch contrast so dark, low-contrast films look like the rest; returns [0, 1].
 
-    The percentiles come from ``samples`` when given (the unaveraged pixels of a reduced film).
+    The percentiles come from ``samples`` when given (the unaveraged pixels of a reduced film,
+    as floats, stored integers or their :class:`Levels`).
     """
     if settings.contrast == "none":
         return np.clip(image, 0.0, 1.0)
-    low, high = np.percentile(image if samples is None else samples, settings.percentiles)
+    low, high = _percentiles(image if samples is None else samples, settings.percentiles)
     if high <= low:
         high = low + 1e-6
     stretched = np.clip((image - low) / (high - low), 0.0, 1.0).astype(np.float32)
@@ -391,6 +464,8 @@ def prepare_array(image: np.ndarray, settings: ImagingSettings, name: str = "ima
 
 def _prepare_reduced(image: np.ndarray, samples: np.ndarray,
                      settings: ImagingSettings) -> np.ndarray:
+    """``image``: the (reduced) film as float in [0, 1]; ``samples``: its unaveraged pixels,
+    as floats or as the stored integers (percentiles from a histogram, see :class:`Levels`)."""
     if settings.crop == "hand":
         image, samples = _crop_to_hand(image, samples)
     image = normalise_contrast(image, settings, samples)
@@ -408,7 +483,13 @@ def prepare(data: bytes, settings: ImagingSettings, name: str = "image") -> np.n
 
     if data and dicom.is_dicom(data):
         return prepare_array(decode(data, name), settings, name)
-    reduced, samples = reduce_for(decode_raw(data, name), settings.size)
+    raw = decode_raw(data, name)
+    reduced, samples = reduce_for(raw, settings.size)
     image = to_grey_float(reduced, name)
-    return _prepare_reduced(image, image if samples is reduced else to_grey_float(samples, name),
-                            settings)
+    if samples.dtype in _INTEGER_SCALE:
+        samples = grey_plane(samples, name)  # percentiles from the stored levels
+    elif samples is reduced:
+        samples = image
+    else:
+        samples = to_grey_float(samples, name)
+    return _prepare_reduced(image, samples, settings)

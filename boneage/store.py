@@ -79,16 +79,55 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+class _MemberReader:
+    """Reads members of the fetch stage's ZIP_STORED archive with one ``os.pread`` each.
+
+    ``ZipFile.read`` opens a member object and checks its CRC-32 as it copies: on a
+    full-resolution film that is several per cent of its decode, for a check the archive
+    does not need here (DVC hashes ``films.zip``; PNG chunks carry their own CRCs, and a
+    damaged film fails to decode and is reported). Compressed or encrypted members, and
+    systems without ``pread``, take ``ZipFile.read``.
+    """
+
+    _LOCAL_HEADER = 30  # fixed part of a ZIP local file header
+
+    def __init__(self, archive_path: str):
+        self.archive = zipfile.ZipFile(archive_path)
+        self.descriptor = os.open(archive_path, os.O_RDONLY) if hasattr(os, "pread") else None
+
+    def read(self, member: str) -> bytes:
+        info = self.archive.getinfo(member)
+        if (self.descriptor is None or info.compress_type != zipfile.ZIP_STORED
+                or info.flag_bits & 0x1):
+            return self.archive.read(member)
+        header = os.pread(self.descriptor, self._LOCAL_HEADER, info.header_offset)
+        if len(header) < self._LOCAL_HEADER or header[:4] != b"PK\x03\x04":
+            raise zipfile.BadZipFile(f"{self.archive.filename}: bad local header for {member}")
+        start = (info.header_offset + self._LOCAL_HEADER
+                 + int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little"))
+        data = os.pread(self.descriptor, info.file_size, start)
+        if len(data) != info.file_size:
+            raise zipfile.BadZipFile(f"{self.archive.filename}: {member} is truncated "
+                                     f"({len(data)} of {info.file_size} bytes)")
+        return data
+
+    def close(self) -> None:
+        self.archive.close()
+        if self.descriptor is not None:
+            os.close(self.descriptor)
+            self.descriptor = None
+
+
 def _init_worker(archive_path: str, settings: dict) -> None:
     # (cv2.setNumThreads here would deadlock: a forked child cannot resize OpenCV's pool.)
-    global _ARCHIVE, _SETTINGS
-    _ARCHIVE = zipfile.ZipFile(archive_path)
+    global _READER, _SETTINGS
+    _READER = _MemberReader(archive_path)
     _SETTINGS = ImagingSettings.from_dict(settings)
 
 
 def _prepare_member(member: str) -> tuple[np.ndarray | None, str | None]:
     try:
-        data = _ARCHIVE.read(member)
+        data = _READER.read(member)
         return prepare(data, _SETTINGS, name=member), None
     except ImageError as exc:
         return None, str(exc)
@@ -191,6 +230,8 @@ def build_store(
         if pool is not None:
             pool.close()
             pool.join()
+        else:
+            _READER.close()
     images.flush()
     del images
 

@@ -477,3 +477,38 @@ def test_prepare_of_a_large_film_matches_the_full_resolution_path(encode, hand_f
         assert np.median(difference) <= 4, settings
         if settings.crop == "none":
             assert difference.mean() < 1.5 and np.percentile(difference, 99) <= 8
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_levels_percentiles_equal_numpys(dtype):
+    """The histogram percentiles are np.percentile's (linear interpolation) of the same pixels,
+    with blanked pixels at a fractional level among them."""
+    rng = np.random.default_rng(3)
+    top = np.iinfo(dtype).max
+    for trial in range(60):
+        values = rng.integers(0, int(rng.integers(1, top + 1)), int(rng.integers(1, 2000)),
+                              dtype=np.int64).astype(dtype)
+        fill, fill_count = float(rng.uniform(0, 1)), int(rng.integers(0, 40)) * (trial % 2)
+        qs = [0.0, 1.0, 5.0, 50.0, 99.0, 100.0, float(rng.uniform(0, 100))]
+        levels = imaging.Levels.of(values, fill=fill, fill_count=fill_count)
+        expected = np.percentile(np.concatenate([values / float(top), np.full(fill_count, fill)]), qs)
+        np.testing.assert_allclose(levels.percentiles(qs), expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("crop", ["hand", "none"])
+def test_prepare_from_stored_levels_matches_float_samples(encode, hand_film, dtype, crop):
+    """prepare() takes the percentiles (background level, contrast stretch) from a histogram
+    of the stored integers instead of sorting them as floats: the same film comes out, up
+    to the rounding of a level sitting on .5."""
+    film = hand_film(260, 200, seed=5, marker=True).astype(np.float64) / 255.0
+    stored = np.round(film * np.iinfo(dtype).max).astype(dtype)
+    for settings in (ImagingSettings(size=48, crop=crop), ImagingSettings(size=96, crop=crop)):
+        reduced, samples = imaging.reduce_for(stored, settings.size)
+        image = to_grey_float(reduced)
+        float_samples = image if samples is reduced else to_grey_float(samples)
+        from_levels = imaging._prepare_reduced(image, samples, settings).astype(int)
+        from_floats = imaging._prepare_reduced(image, float_samples, settings).astype(int)
+        np.testing.assert_array_equal(prepare(encode(stored), settings), from_levels)
+        assert np.abs(from_levels - from_floats).max() <= 1, settings
+        assert (from_levels != from_floats).mean() < 0.01, settings

@@ -184,3 +184,41 @@ def test_settings_change_the_store(tiny_raw_dir, tmp_path):
     store = open_store(tmp_path / "store")
     assert store.images.shape == (10, 24, 24)
     assert store.settings == padded and summary["imaging"]["resize"] == "pad"
+
+
+def test_member_reader_reads_stored_and_compressed_members_like_zipfile(tmp_path):
+    import zipfile
+
+    from boneage.store import _MemberReader
+
+    path = tmp_path / "films.zip"
+    payloads = {"a.png": b"\x89PNG" + bytes(range(256)) * 40, "b.png": b"second film" * 99}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("a.png", payloads["a.png"])
+        archive.writestr(zipfile.ZipInfo("sub/with-extra.png"), payloads["b.png"])
+        archive.writestr("c.png", payloads["b.png"], compress_type=zipfile.ZIP_DEFLATED)
+    reader = _MemberReader(str(path))
+    try:
+        assert reader.read("a.png") == payloads["a.png"]
+        assert reader.read("sub/with-extra.png") == payloads["b.png"]
+        assert reader.read("c.png") == payloads["b.png"]  # deflated: ZipFile.read
+    finally:
+        reader.close()
+
+
+def test_damaged_member_header_is_reported_by_film(tiny_raw_dir, tmp_path):
+    """A films.zip whose member header was overwritten (a broken copy) reports that film
+    and keeps the rest, not a stack trace."""
+    import zipfile
+
+    archive_path = tiny_raw_dir.path / "films.zip"
+    with zipfile.ZipFile(archive_path) as archive:
+        damaged = archive.infolist()[3]
+    data = bytearray(archive_path.read_bytes())
+    data[damaged.header_offset:damaged.header_offset + 4] = b"\0\0\0\0"
+    archive_path.write_bytes(bytes(data))
+    summary = build_store(tiny_raw_dir.path, tmp_path / "store", SETTINGS, workers=1)
+    assert (summary["n_films"], summary["n_failed"]) == (9, 1)
+    failure = summary["failures"][0]
+    assert failure["id"] == damaged.filename.rsplit(".", 1)[0]
+    assert "BadZipFile" in failure["error"] and damaged.filename in failure["error"]
