@@ -20,6 +20,9 @@ Sections (see bench/README.md for what each compares):
               (keras.utils.image_dataset_from_directory, and a PyDataset reading files).
   train       films/s of a training step of the default model: float32 vs mixed_bfloat16 and
               thread settings, alternating.
+  epochs      whole-epoch wall time of model.fit over several epochs (train + validation):
+              Keras's default with a finite dataset (a new iterator every epoch) against
+              training.fit_epochs (one iterator for the run), alternating.
   dvc         bench/dvc_overhead.py: status / no-op repro vs an empty DVC project, in a fresh
               clone after dvc pull, and repro after a train-only param change.
   memory      peak RSS of the fetch, preprocess, split, train (1 epoch), evaluate stage commands
@@ -50,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 FULLRES = SHARED / "rsna-bone-age-fullres-sample"
 SMALL = SHARED / "rsna-bone-age-100px"
-DEFAULT_SECTIONS = ("preprocess", "train", "input", "dvc", "memory", "scaling")  # run order
+DEFAULT_SECTIONS = ("preprocess", "train", "epochs", "input", "dvc", "memory", "scaling")  # run order
 ALL_SECTIONS = DEFAULT_SECTIONS + ("precision-accuracy",)
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT),
        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -473,6 +476,61 @@ def bench_train(films: int, rounds: int) -> dict:
                 medians[train["precision"]] / 32, 2) if train["precision"] in medians else None}
 
 
+EPOCHS = r"""
+import json, math, sys, time, keras, numpy as np
+size, width, films, epochs, mode = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]),
+                                    int(sys.argv[4]), sys.argv[5])
+from boneage.config import AugmentParams
+from boneage.models import build_model
+from boneage.training import fit_epochs, make_dataset
+keras.mixed_precision.set_global_policy("mixed_bfloat16")
+rng = np.random.default_rng(0)
+images = rng.integers(0, 255, (films, size, size), dtype=np.uint8)
+ages, male = rng.uniform(0, 228, films), rng.integers(0, 2, films)
+n_val = films // 8
+train = make_dataset(images, ages[n_val:], male[n_val:], rows=np.arange(n_val, films),
+                     batch_size=32, training=True, seed=0, augment=AugmentParams())
+val = make_dataset(images, ages[:n_val], male[:n_val], rows=np.arange(n_val), batch_size=32,
+                   training=False, seed=0)
+model = build_model(architecture="compact", input_size=size, width=width)
+model.compile(optimizer="adamw", loss="huber", metrics=["mae"], jit_compile=False)
+times = []
+class Clock(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.begin = time.perf_counter()
+    def on_epoch_end(self, epoch, logs=None):
+        times.append(time.perf_counter() - self.begin)
+started = time.perf_counter()
+if mode == "keras":  # what model.fit does with a finite dataset: a new iterator every epoch
+    model.fit(train, validation_data=val, epochs=epochs, callbacks=[Clock()], verbose=0)
+else:
+    fit_epochs(model, train, val, train_batches=math.ceil((films - n_val) / 32),
+               val_batches=math.ceil(n_val / 32), epochs=epochs, callbacks=[Clock()], verbose=0)
+print(json.dumps({"fit_s": time.perf_counter() - started, "epoch_s": times}))
+"""
+
+
+def bench_epochs(films: int, epochs: int, rounds: int) -> dict:
+    """Whole-epoch wall time of ``model.fit`` (train + validation), Keras's default handling
+    of a finite dataset vs ``training.fit_epochs`` (the train stage's), alternating."""
+    train = default_params()["train"]
+    size, width = default_params()["preprocess"]["size"], train["width"]
+    runs = {"keras": [], "fit_epochs": []}
+    for _ in range(rounds):
+        for mode in runs:
+            runs[mode].append(run_child(EPOCHS, size, width, films, epochs, mode))
+    # Epoch 1 holds the graph tracing; later epochs are what a long run is made of.
+    later = {mode: statistics.median(t for r in rs for t in r["epoch_s"][1:])
+             for mode, rs in runs.items()}
+    return {"size": size, "width": width, "films": films, "epochs": epochs, "rounds": rounds,
+            "precision": "mixed_bfloat16",
+            "median_epoch_s_after_first": {m: round(v, 2) for m, v in later.items()},
+            "fit_s": {m: [round(r["fit_s"], 1) for r in rs] for m, rs in runs.items()},
+            "epoch_s": {m: [[round(t, 2) for t in r["epoch_s"]] for r in rs]
+                        for m, rs in runs.items()},
+            "ratio_epoch_time_keras_vs_fit_epochs": round(later["keras"] / later["fit_epochs"], 2)}
+
+
 # ----------------------------------------------------------------------------- 4 dvc
 
 
@@ -675,6 +733,13 @@ def table(results: dict) -> str:
         t = s["train"]
         add("train step, mixed_bfloat16 vs float32", f"{t['ratio_bf16_vs_float32']}x",
             ", ".join(f"{k}: {v}" for k, v in t["films_per_s"].items()) + " films/s")
+    if "epochs" in s:
+        e = s["epochs"]
+        add("epoch wall time, Keras default (new iterator each epoch) vs training.fit_epochs",
+            f"{e['ratio_epoch_time_keras_vs_fit_epochs']}x",
+            f"{e['median_epoch_s_after_first']['keras']} vs "
+            f"{e['median_epoch_s_after_first']['fit_epochs']} s an epoch ({e['films']} films, "
+            f"{e['size']} px)")
     if "dvc" in s and "skipped" not in s["dvc"]:
         d = s["dvc"]
         for label, block in (("", d), ("fresh clone + dvc pull, ", d.get("clone", {}))):
@@ -744,6 +809,8 @@ def main() -> None:
                                       8 if quick else 200, model)
             elif name == "train":
                 s[name] = bench_train(64 if quick else 1536, 1 if quick else 2)
+            elif name == "epochs":
+                s[name] = bench_epochs(128 if quick else 3072, 3 if quick else 4, 1)
             elif name == "dvc":
                 s[name] = bench_dvc(1 if quick else 3)
             elif name == "memory":

@@ -257,8 +257,14 @@ def _fit_replicated(model: keras.Model, strategy: tf.distribute.Strategy, params
     """
     loss_fn = make_loss(params)
     loss_fn.reduction = None  # per film; summed and divided by the global batch below
-    train_dist = strategy.experimental_distribute_dataset(train_data)
-    val_dist = strategy.experimental_distribute_dataset(val_data)
+    # One iterator of each (repeated) dataset for the whole run, as in fit_epochs.
+    train_batches = int(train_data.cardinality())
+    val_batches = int(val_data.cardinality())
+    if train_batches < 1 or val_batches < 1:
+        raise ValueError(f"training needs a finite, non-empty train and validation set; got "
+                         f"{train_batches} and {val_batches} batches")
+    train_dist = iter(strategy.experimental_distribute_dataset(train_data.repeat()))
+    val_dist = iter(strategy.experimental_distribute_dataset(val_data.repeat()))
 
     def sums(inputs, target, prediction):
         target = tf.cast(target, tf.float32)
@@ -299,8 +305,8 @@ def _fit_replicated(model: keras.Model, strategy: tf.distribute.Strategy, params
     for layer in batch_norms:
         layer.synchronized = True
     try:
-        return _replicated_epochs(model, params, callbacks, train_step, eval_step, train_dist,
-                                  val_dist)
+        return _replicated_epochs(model, params, callbacks, train_step, eval_step,
+                                  (train_dist, train_batches), (val_dist, val_batches))
     finally:
         for layer in batch_norms:
             layer.synchronized = False
@@ -308,10 +314,12 @@ def _fit_replicated(model: keras.Model, strategy: tf.distribute.Strategy, params
 
 def _replicated_epochs(model, params, callbacks, train_step, eval_step, train_dist,
                        val_dist) -> dict:
-    def run_epoch(step, dataset, prefix: str) -> dict:
+    """``train_dist``/``val_dist``: (iterator over the repeated data, batches an epoch)."""
+    def run_epoch(step, source, prefix: str) -> dict:
+        iterator, batches = source
         loss = abs_error = count = 0.0
-        for batch in dataset:
-            batch_loss, batch_abs, batch_count = step(batch)
+        for _ in range(batches):
+            batch_loss, batch_abs, batch_count = step(next(iterator))
             loss, abs_error = loss + float(batch_loss), abs_error + float(batch_abs)
             count += float(batch_count)
         count = max(count, 1.0)
@@ -332,6 +340,22 @@ def _replicated_epochs(model, params, callbacks, train_step, eval_step, train_di
             break
     callback_list.on_train_end()
     return history.history
+
+
+def fit_epochs(model: keras.Model, train_data: tf.data.Dataset, val_data: tf.data.Dataset, *,
+               train_batches: int, val_batches: int, epochs: int, callbacks: list,
+               verbose: int = 2) -> keras.callbacks.History:
+    """``model.fit`` reading one iterator of each dataset for the whole run.
+
+    Given a finite dataset, Keras makes a new iterator every epoch, and destroying the old
+    one while ``tf.numpy_function`` batches are in flight stalled every epoch by 15-35 s
+    with the CPU idle (an 80 px RSNA epoch took ~80 s instead of ~40 s). Repeated datasets
+    with the epoch length given keep one iterator; the training set is still reshuffled and
+    re-augmented every pass, and each validation pass reads every validation film once.
+    """
+    return model.fit(train_data.repeat(), steps_per_epoch=train_batches,
+                     validation_data=val_data.repeat(), validation_steps=val_batches,
+                     epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
 
 
 def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: TrainParams, *,
@@ -394,15 +418,10 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
 
     started = time.perf_counter()
     if strategy is tf.distribute.get_strategy():  # the default: one replica, plain fit
-        # Repeated datasets with the epoch length given: Keras then keeps one iterator for
-        # the whole fit. Without it Keras makes a new iterator every epoch, and destroying
-        # the old one (with tf.numpy_function batches in flight) stalled every epoch by
-        # 15-35 s with the CPU idle (an 80 px RSNA epoch: ~80 s instead of ~49 s).
-        raw_history = model.fit(train_data.repeat(), steps_per_epoch=steps,
-                                validation_data=val_data.repeat(),
-                                validation_steps=math.ceil(len(val_ids) / global_batch),
-                                epochs=params.epochs, callbacks=all_callbacks, verbose=verbose,
-                                shuffle=False).history
+        raw_history = fit_epochs(model, train_data, val_data, train_batches=steps,
+                                 val_batches=math.ceil(len(val_ids) / global_batch),
+                                 epochs=params.epochs, callbacks=all_callbacks,
+                                 verbose=verbose).history
     else:
         raw_history = _fit_replicated(model, strategy, params, train_data, val_data,
                                       all_callbacks, global_batch)
