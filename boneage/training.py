@@ -26,7 +26,7 @@ import tensorflow as tf
 from boneage.config import AugmentParams, TrainParams
 from boneage.models import IMAGE_INPUT, MODEL_FILE, SEX_INPUT, SUMMARY_FILE, build_model
 from boneage.splits import training_ids
-from boneage.store import FilmStore, open_store
+from boneage.store import FilmStore, open_store, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def augment_films(films: np.ndarray, seed: int, params: AugmentParams) -> np.nda
 
 def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, batch_size: int,
                  training: bool, seed: int, augment: AugmentParams | None = None,
-                 rows: np.ndarray | None = None) -> tf.data.Dataset:
+                 rows: np.ndarray | None = None, autotune: bool = False) -> tf.data.Dataset:
     """Batches of ({image, sex}, months): shuffled and augmented when ``training``.
 
     Augmentation works on whole batches gathered from the packed films (uint8, in memory),
@@ -117,6 +117,11 @@ def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, b
     are gathered in numpy from ``images`` itself, which may be the store's memory map with
     ``rows`` naming the films of this set (``boneage`` and ``male`` follow ``rows``): no copy
     of the films is held, so memory stays at most the packed store's size.
+
+    tf.data's autotuning is off (``autotune=True`` only for benchmarks comparing against it):
+    its optimisation thread sleeps for a period that doubles up to a minute, and destroying an
+    iterator waits for that thread, so every epoch (Keras makes new iterators) stalled for up to
+    a minute with the CPU idle. The map runs one call per core, with two batches prefetched.
     """
     if rows is None:
         rows = np.arange(len(images))
@@ -150,13 +155,16 @@ def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, b
         inputs = {IMAGE_INPUT: image[..., None], SEX_INPUT: tf.gather(sexes, batch)}
         return inputs, tf.gather(targets, batch)
 
-    dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    parallel = tf.data.AUTOTUNE if autotune else usable_cores()
+    dataset = dataset.map(gather, num_parallel_calls=parallel, deterministic=True)
     if mixup > 0:
         # One fresh random number per batch (new each epoch) seeds the stateless mixing ops.
         randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         dataset = tf.data.Dataset.zip((dataset, randoms)).map(
-            _mixup_fn(mixup), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+            _mixup_fn(mixup), num_parallel_calls=parallel, deterministic=True)
+    options = tf.data.Options()
+    options.autotune.enabled = autotune
+    return dataset.prefetch(tf.data.AUTOTUNE if autotune else 2).with_options(options)
 
 
 def _mixup_fn(alpha: float):
