@@ -454,6 +454,16 @@ def train_rate(size, width, films, policy, head, intra=0, inter=0, onednn=None) 
                      env=env)["films_per_s"]
 
 
+def default_policy() -> str:
+    """params.yaml's train.precision as a Keras policy, ``auto`` resolved as the train stage
+    does (in a child: the bench process itself does not load TensorFlow)."""
+    precision = default_params()["train"]["precision"]
+    if precision != "auto":
+        return precision
+    return run_child("import json; from boneage.training import resolve_precision; "
+                     "print(json.dumps({'policy': resolve_precision('auto')}))")["policy"]
+
+
 def bench_train(films: int, rounds: int) -> dict:
     train = default_params()["train"]
     size, width, head = default_params()["preprocess"]["size"], train["width"], train["head"]
@@ -473,7 +483,7 @@ def bench_train(films: int, rounds: int) -> dict:
             "ratio_bf16_vs_float32": round(medians["mixed_bfloat16"] / medians["float32"], 2),
             "fastest": max(medians, key=medians.get),
             "model_batches_per_s_default_precision": round(
-                medians[train["precision"]] / 32, 2) if train["precision"] in medians else None}
+                medians[default_policy()] / 32, 2) if default_policy() in medians else None}
 
 
 EPOCHS = r"""
@@ -809,7 +819,7 @@ def main() -> None:
                 if model is None:
                     train = default_params()["train"]
                     model = train_rate(default_params()["preprocess"]["size"], train["width"],
-                                       64 if quick else 1024, train["precision"],
+                                       64 if quick else 1024, default_policy(),
                                        train["head"]) / 32
                 s[name] = bench_input(256 if quick else 4096, default_params()["preprocess"]["size"],
                                       8 if quick else 200, model)

@@ -119,8 +119,9 @@ class TrainParams(_Section):
     weight_decay: float = Field(1e-4, ge=0)
     early_stopping_patience: int = Field(8, ge=0, description="0 disables early stopping")
     fold: int = Field(-1, ge=-1, description="-1 uses train/val; k trains on all folds but k")
-    precision: Literal["float32", "mixed_bfloat16"] = Field(
-        "float32", description="mixed_bfloat16 is about 2x faster on CPUs with AVX512-BF16/AMX"
+    precision: Literal["auto", "float32", "mixed_bfloat16"] = Field(
+        "auto", description="auto: mixed_bfloat16 where the CPU has AVX512-BF16/AMX (about 2x "
+        "faster there) or a GPU is visible, else float32 (bf16 is emulated, slow, elsewhere)"
     )
     augment: AugmentParams = AugmentParams()
     # Several replicas (tf.distribute): see training.make_strategy and README "Train on several

@@ -37,6 +37,28 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_precision(precision: str) -> str:
+    """``train.precision`` as a Keras policy: ``auto`` takes mixed_bfloat16 where bf16 runs
+    natively (AVX512-BF16 or AMX on the CPU, or a GPU) and float32 elsewhere, where TensorFlow
+    would emulate bf16 slower than float32."""
+    if precision != "auto":
+        return precision
+    native = {"avx512_bf16", "amx_bf16"} & cpu_flags()
+    return "mixed_bfloat16" if native or tf.config.list_physical_devices("GPU") else "float32"
+
+
 def make_strategy(kind: str) -> tf.distribute.Strategy:
     """The ``tf.distribute`` strategy named by ``train.distribute``.
 
@@ -391,7 +413,9 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
                  global_batch, peak_lr(params, replicas))
     steps = math.ceil(len(train_ids) / global_batch)
     previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(params.precision)  # layers take it when built
+    precision = resolve_precision(params.precision)
+    log.info("precision %s (train.precision: %s)", precision, params.precision)
+    keras.mixed_precision.set_global_policy(precision)  # layers take it when built
     try:
         with strategy.scope():  # variables are mirrored on every replica
             model = build_model(architecture=params.architecture, input_size=store.settings.size,
@@ -481,6 +505,7 @@ def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainPara
         "n_val": result.n_val,
         "cpu_count": os.cpu_count(),
         "replicas": strategy.num_replicas_in_sync,
+        "precision": resolve_precision(params.precision),
         "history": result.history,
         "imaging": store.settings.to_dict(),
         "params": params.model_dump(mode="json"),

@@ -145,3 +145,27 @@ def test_training_learns_a_learnable_signal(tmp_path):
     val_ages = store.index["boneage"].to_numpy()
     mean_mae = np.abs(val_ages - val_ages.mean()).mean()
     assert min(result.history["val_mae"]) < 0.6 * mean_mae
+
+
+def test_auto_precision_takes_bf16_only_where_it_runs_natively(monkeypatch):
+    import boneage.training as training
+
+    monkeypatch.setattr(training.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(training, "cpu_flags", lambda: {"sse2", "avx2", "avx512f"})
+    assert training.resolve_precision("auto") == "float32"  # bf16 would be emulated
+    monkeypatch.setattr(training, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert training.resolve_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(training, "cpu_flags", lambda: {"amx_bf16", "amx_tile"})
+    assert training.resolve_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(training, "cpu_flags", lambda: set())
+    monkeypatch.setattr(training.tf.config, "list_physical_devices",
+                        lambda kind=None: ["/physical_device:GPU:0"] if kind == "GPU" else [])
+    assert training.resolve_precision("auto") == "mixed_bfloat16"
+    assert training.resolve_precision("float32") == "float32"  # explicit settings are kept
+    assert training.resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+
+
+def test_training_summary_records_the_precision_it_used(tmp_path):
+    store_dir, split_dir = make_store(tmp_path, count=40, size=32)
+    run_training(store_dir, split_dir, TrainParams(**TINY, precision="float32"), tmp_path / "out")
+    assert json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())["precision"] == "float32"
