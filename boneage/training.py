@@ -377,11 +377,13 @@ def fit_epochs(model: keras.Model, train_data: tf.data.Dataset, val_data: tf.dat
                verbose: int = 2) -> keras.callbacks.History:
     """``model.fit`` reading one iterator of each dataset for the whole run.
 
-    Given a finite dataset, Keras makes a new iterator every epoch, and destroying the old
-    one while ``tf.numpy_function`` batches are in flight stalled every epoch by 15-35 s
-    with the CPU idle (an 80 px RSNA epoch took ~80 s instead of ~40 s). Repeated datasets
-    with the epoch length given keep one iterator; the training set is still reshuffled and
-    re-augmented every pass, and each validation pass reads every validation film once.
+    Given a finite dataset, Keras makes a new training iterator every epoch; destroying one
+    waited for tf.data's autotuner thread and stalled every epoch with the CPU idle (an 80 px
+    RSNA epoch took ~80 s instead of ~40 s). :func:`make_dataset` now turns the autotuner
+    off, and one iterator per run also spares rebuilding the shuffle buffer and map threads
+    every epoch. Repeated datasets with the epoch length given keep one iterator: the training
+    set is still reshuffled and re-augmented every pass, and each validation pass reads every
+    validation film once (Keras still resets the validation iterator for each evaluation).
     """
     return model.fit(train_data.repeat(), steps_per_epoch=train_batches,
                      validation_data=val_data.repeat(), validation_steps=val_batches,
