@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import platform
@@ -454,9 +455,10 @@ def train_rate(size, width, films, policy, head, intra=0, inter=0, onednn=None) 
                      env=env)["films_per_s"]
 
 
+@functools.lru_cache(maxsize=None)
 def default_policy() -> str:
     """params.yaml's train.precision as a Keras policy, ``auto`` resolved as the train stage
-    does (in a child: the bench process itself does not load TensorFlow)."""
+    does (in a child: the bench process itself does not load TensorFlow; asked once a run)."""
     precision = default_params()["train"]["precision"]
     if precision != "auto":
         return precision
