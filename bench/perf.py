@@ -333,7 +333,7 @@ print(json.dumps({"batches_per_s": batches / (time.perf_counter() - started)}))
 """
 
 KERAS_AUGMENT = r"""
-# The naive way: the Keras augmentation layers, same ranges as training.augment_films.
+# The naive way: the Keras augmentation layers, same ranges as recipe.augment_films.
 import keras
 from boneage.config import AugmentParams
 def augmenter(params, seed):  # the augmentation layers a Keras user would stack

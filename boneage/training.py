@@ -1,8 +1,8 @@
 """Train a bone-age model from the packed store with ``tf.data`` and ``model.fit``.
 
-The input pipeline gathers batches from the in-memory store and augments them with
-Keras preprocessing layers in parallel map calls, prefetching ahead of the model, so
-the CPU spends its time in the model rather than decoding files. Seeds and op
+The input pipeline gathers batches from the store's memory map and augments them
+(:class:`boneage.recipe.FilmBatches`) in parallel map calls, prefetching ahead of the model,
+so the CPU spends its time in the model rather than decoding files. Seeds and op
 determinism make the same params give the same model on CPU.
 """
 
@@ -18,13 +18,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import keras
 import numpy as np
 import tensorflow as tf
 
 from boneage.config import AugmentParams, TrainParams
 from boneage.models import IMAGE_INPUT, MODEL_FILE, SEX_INPUT, SUMMARY_FILE, build_model
+from boneage.recipe import FilmBatches, make_loss, make_optimizer, peak_lr
 from boneage.splits import training_ids
 from boneage.store import FilmStore, open_store, usable_cores
 
@@ -91,44 +91,6 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return not has_chief and resolver.task_type == "worker" and int(resolver.task_id) == 0
 
 
-def augment_films(films: np.ndarray, seed: int, params: AugmentParams) -> np.ndarray:
-    """Random pose and exposure for a batch of uint8 films ``(N, S, S)`` -> float32 0..255.
-
-    The changes Keras' RandomFlip/Rotation/Translation/Zoom/Brightness/Contrast layers make
-    (flip, rotation, shift and zoom about the centre with black outside, brightness offset,
-    contrast about the film's mean, each clipped to 0..255) but with pose as one affine warp
-    per film in OpenCV: the Keras layers
-    resample the batch once per layer with TensorFlow's projective-transform kernel, which
-    made the input side only ~5x faster than the model it feeds on 2 cores. ``seed`` fixes
-    every draw, so a seeded pipeline gives the same batches run after run.
-    """
-    rng = np.random.default_rng(seed)
-    count, height, width = films.shape
-    angles = rng.uniform(-params.rotation_degrees, params.rotation_degrees, count)
-    zooms = 1.0 + rng.uniform(-params.zoom, params.zoom, count)  # > 1 shows more of the film
-    shifts = rng.uniform(-params.shift, params.shift, (count, 2)) * (width, height)
-    flips = rng.random(count) < 0.5 if params.horizontal_flip else np.zeros(count, bool)
-    out = np.empty(films.shape, np.float32)
-    centre = ((width - 1) / 2.0, (height - 1) / 2.0)
-    for index in range(count):
-        matrix = cv2.getRotationMatrix2D(centre, angles[index], 1.0 / zooms[index])
-        if flips[index]:  # mirror first: x -> width - 1 - x
-            matrix = matrix @ np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-        matrix[:, 2] += shifts[index]
-        out[index] = cv2.warpAffine(films[index], matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if params.brightness:
-        out += (rng.uniform(-params.brightness, params.brightness, count) * 255.0)[:, None, None]
-        np.clip(out, 0.0, 255.0, out=out)
-    if params.contrast:
-        factors = rng.uniform(1.0 - params.contrast, 1.0 + params.contrast, count)
-        factors = factors.astype(np.float32)[:, None, None]
-        means = out.mean(axis=(1, 2), keepdims=True)
-        out = (out - means) * factors + means
-        np.clip(out, 0.0, 255.0, out=out)
-    return out.astype(np.float32, copy=False)
-
-
 def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, batch_size: int,
                  training: bool, seed: int, augment: AugmentParams | None = None,
                  rows: np.ndarray | None = None, autotune: bool = False) -> tf.data.Dataset:
@@ -148,96 +110,33 @@ def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, b
     if rows is None:
         rows = np.arange(len(images))
     rows = np.asarray(rows)
-    targets = tf.constant(boneage.astype(np.float32)[:, None])
-    sexes = tf.constant(male.astype(np.float32)[:, None])
     size = images.shape[1:]
     dataset = tf.data.Dataset.range(len(rows))
     if training:
         dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=False)
-    params = augment if training else None
-    mixup = params.mixup_alpha if params is not None else 0.0
-    if params is not None and not (params.rotation_degrees or params.shift or params.zoom
-                                   or params.brightness or params.contrast
-                                   or params.horizontal_flip):
-        params = None
     # One fresh random number per batch (new each epoch) seeds that batch's augmentation.
     randoms = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
     dataset = tf.data.Dataset.zip((dataset, randoms))
+    batch_maker = FilmBatches(images, boneage, male, rows=rows,
+                              augment=augment if training else None)
 
     def load_batch(batch, random):
-        films = np.asarray(images[rows[batch]])  # one batch copied out of the films, uint8
-        if params is None:
-            return films.astype(np.float32)
-        return augment_films(films, int(random) % 2**63, params)
+        return batch_maker.batch(batch, int(random) % 2**63)
 
     def gather(batch, random):
-        image = tf.numpy_function(load_batch, [batch, random], tf.float32, stateful=False)
+        image, sex, target = tf.numpy_function(load_batch, [batch, random],
+                                               (tf.float32, tf.float32, tf.float32),
+                                               stateful=False)
         image = tf.ensure_shape(image, [None, *size])
-        inputs = {IMAGE_INPUT: image[..., None], SEX_INPUT: tf.gather(sexes, batch)}
-        return inputs, tf.gather(targets, batch)
+        inputs = {IMAGE_INPUT: image[..., None], SEX_INPUT: tf.ensure_shape(sex, [None, 1])}
+        return inputs, tf.ensure_shape(target, [None, 1])
 
     parallel = tf.data.AUTOTUNE if autotune else usable_cores()
     dataset = dataset.map(gather, num_parallel_calls=parallel, deterministic=True)
-    if mixup > 0:
-        # One fresh random number per batch (new each epoch) seeds the stateless mixing ops.
-        randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        dataset = tf.data.Dataset.zip((dataset, randoms)).map(
-            _mixup_fn(mixup), num_parallel_calls=parallel, deterministic=True)
     options = tf.data.Options()
     options.autotune.enabled = autotune
     return dataset.prefetch(tf.data.AUTOTUNE if autotune else 2).with_options(options)
-
-
-def _mixup_fn(alpha: float):
-    """MixUp within a batch: convex mixes of films, sexes and ages with Beta(alpha, alpha) weights."""
-
-    def mix(batch_data, random):
-        inputs, target = batch_data
-        size = tf.shape(target)[0]
-        seeds = tf.stack([random, tf.constant(0, tf.int64)])
-        gamma_a = tf.random.stateless_gamma([size], seeds, alpha)
-        gamma_b = tf.random.stateless_gamma([size], seeds + [0, 1], alpha)
-        lam = gamma_a / (gamma_a + gamma_b)
-        order = tf.random.experimental.stateless_shuffle(tf.range(size), seeds + [0, 2])
-        lam_img = tf.reshape(lam, [-1, 1, 1, 1])
-        lam_vec = tf.reshape(lam, [-1, 1])
-        image, sex = inputs[IMAGE_INPUT], inputs[SEX_INPUT]
-        mixed = {
-            IMAGE_INPUT: lam_img * image + (1 - lam_img) * tf.gather(image, order),
-            SEX_INPUT: lam_vec * sex + (1 - lam_vec) * tf.gather(sex, order),
-        }
-        return mixed, lam_vec * target + (1 - lam_vec) * tf.gather(target, order)
-
-    return mix
-
-
-def make_loss(params: TrainParams):
-    if params.loss == "mae":
-        return keras.losses.MeanAbsoluteError()
-    if params.loss == "mse":
-        return keras.losses.MeanSquaredError()
-    return keras.losses.Huber(delta=params.huber_delta_months)
-
-
-def peak_lr(params: TrainParams, replicas: int = 1) -> float:
-    """``train.lr``, times the replica count when ``train.scale_lr`` (linear scaling rule)."""
-    return params.lr * replicas if params.scale_lr else params.lr
-
-
-def make_optimizer(params: TrainParams, steps_per_epoch: int,
-                   replicas: int = 1) -> keras.optimizers.Optimizer:
-    total = max(1, params.epochs * steps_per_epoch)
-    warmup = min(params.warmup_epochs * steps_per_epoch, total - 1)
-    lr = peak_lr(params, replicas)
-    if params.lr_schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=lr / 10 if warmup else lr,
-            decay_steps=total - warmup, alpha=0.01,
-            warmup_target=lr if warmup else None, warmup_steps=warmup)
-    else:
-        learning_rate = lr
-    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=params.weight_decay)
 
 
 @dataclass

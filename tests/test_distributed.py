@@ -13,7 +13,8 @@ from factories import free_ports, make_store
 
 from boneage.config import TrainParams
 from boneage.distributed import compare
-from boneage.training import make_strategy, peak_lr
+from boneage.recipe import peak_lr
+from boneage.training import make_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 

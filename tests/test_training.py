@@ -8,7 +8,8 @@ from factories import make_store
 from boneage.config import AugmentParams, TrainParams
 from boneage.models import MODEL_FILE, SUMMARY_FILE
 from boneage.store import open_store
-from boneage.training import augment_films, make_dataset, run_training
+from boneage.recipe import FilmBatches, augment_films, mixup_batch
+from boneage.training import make_dataset, run_training
 
 TINY = dict(width=4, epochs=2, batch_size=8, early_stopping_patience=0, warmup_epochs=0)
 
@@ -43,6 +44,30 @@ def test_dataset_batches_have_model_inputs_and_augmentation_changes_films():
     moved = inputs["image"].numpy()[order, ..., 0]
     assert not np.allclose(moved, images)
     assert moved.min() >= 0 and moved.max() <= 255
+
+
+def test_mixup_mixes_each_film_with_the_same_weight_as_its_age_and_sex():
+    ages = np.linspace(0, 200, 32, dtype=np.float32)[:, None]
+    images = np.broadcast_to(ages[:, :, None], (32, 4, 4)).astype(np.float32)  # film = its age
+    sexes = (ages > 100).astype(np.float32)
+    mixed_images, mixed_sexes, mixed_ages = mixup_batch(images, sexes, ages, 5, 0.4)
+    np.testing.assert_allclose(mixed_images[:, 0, 0], mixed_ages[:, 0], rtol=1e-5, atol=1e-4)
+    # the same weights mix the sexes: lam*s_i + (1-lam)*s_j lies between the two
+    assert ((mixed_sexes >= 0) & (mixed_sexes <= 1)).all()
+    assert not np.allclose(mixed_ages, ages)
+    again = mixup_batch(images, sexes, ages, 5, 0.4)
+    np.testing.assert_array_equal(again[2], mixed_ages)  # seeded
+
+
+def test_film_batches_checks_that_labels_follow_the_rows():
+    with pytest.raises(ValueError, match="ages and sexes must follow rows"):
+        FilmBatches(np.zeros((10, 4, 4), np.uint8), np.zeros(3), np.zeros(3), rows=np.arange(4))
+    batches = FilmBatches(np.arange(10 * 4, dtype=np.uint8).reshape(10, 2, 2), np.arange(3.0),
+                          np.array([0.0, 1.0, 0.0]), rows=np.array([7, 2, 5]))
+    images, sexes, ages = batches.batch(np.array([2, 0]), seed=1)
+    np.testing.assert_array_equal(images[:, 0, 0], [20, 28])  # rows 5 and 7, unaugmented
+    np.testing.assert_array_equal(ages[:, 0], [2, 0])
+    np.testing.assert_array_equal(sexes[:, 0], [0, 0])
 
 
 def test_mixup_mixes_targets_within_their_range():
