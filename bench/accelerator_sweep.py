@@ -39,8 +39,8 @@ def pack(store_dir: Path, split_dir: Path, out_dir: Path) -> Path:
     """Train and validation films of a prepared store as lossless WebP, with their labels."""
     import cv2
 
-    from boneage.store import open_store
     from boneage.splits import training_ids
+    from boneage.store import open_store
 
     store = open_store(store_dir)
     train_ids, val_ids = training_ids(split_dir, -1)

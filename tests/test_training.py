@@ -7,8 +7,8 @@ from factories import make_store
 
 from boneage.config import AugmentParams, TrainParams
 from boneage.models import MODEL_FILE, SUMMARY_FILE
-from boneage.store import open_store
 from boneage.recipe import FilmBatches, augment_films, mixup_batch
+from boneage.store import open_store
 from boneage.training import make_dataset, run_training
 
 TINY = dict(width=4, epochs=2, batch_size=8, early_stopping_patience=0, warmup_epochs=0)
