@@ -16,7 +16,8 @@ Two steps:
         --base epochs=40,seed=7 --setting base: --setting mae:loss=mae --parallel 4
 
 Each ``--setting name:key=value,...`` overrides ``train`` params (``augment.x=...`` for the
-augmentation); values are read as YAML. Test films are never packed.
+augmentation); values are read as YAML. Test films are never packed. ``precision: auto``
+means mixed_bfloat16 here: the tool is meant for accelerators, where bf16 is native.
 """
 
 from __future__ import annotations
