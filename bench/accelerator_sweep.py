@@ -85,8 +85,8 @@ def parse_overrides(text: str) -> dict:
 
     result: dict = {}
     for item in filter(None, text.split(",")):
-        key, _, value = item.partition("=")
-        if not _:
+        key, equals, value = item.partition("=")
+        if not equals:
             raise ValueError(f"setting {item!r}: expected key=value")
         target = result
         *parents, leaf = key.strip().split(".")

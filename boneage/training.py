@@ -107,19 +107,16 @@ def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, b
     iterator waits for that thread, so every epoch (Keras makes new iterators) stalled for up to
     a minute with the CPU idle. The map runs one call per core, with two batches prefetched.
     """
-    if rows is None:
-        rows = np.arange(len(images))
-    rows = np.asarray(rows)
+    batch_maker = FilmBatches(images, boneage, male, rows=rows,
+                              augment=augment if training else None)
     size = images.shape[1:]
-    dataset = tf.data.Dataset.range(len(rows))
+    dataset = tf.data.Dataset.range(len(batch_maker))
     if training:
-        dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(len(batch_maker), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=False)
     # One fresh random number per batch (new each epoch) seeds that batch's augmentation.
     randoms = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
     dataset = tf.data.Dataset.zip((dataset, randoms))
-    batch_maker = FilmBatches(images, boneage, male, rows=rows,
-                              augment=augment if training else None)
 
     def load_batch(batch, random):
         return batch_maker.batch(batch, int(random) % 2**63)
