@@ -109,7 +109,7 @@ def train_one(data_dir: Path, name: str, overrides: dict, workers: int) -> dict:
 
     from boneage.config import TrainParams
     from boneage.models import IMAGE_INPUT, SEX_INPUT, build_model
-    from boneage.recipe import FilmBatches, make_loss, make_optimizer
+    from boneage.recipe import FilmBatches, head_arguments, make_loss, make_optimizer
 
     params = TrainParams(**overrides)
     films, ages, males, subsets, imaging = load_pack(data_dir)
@@ -148,7 +148,8 @@ def train_one(data_dir: Path, name: str, overrides: dict, workers: int) -> dict:
         model = build_model(architecture=params.architecture, input_size=imaging["size"],
                             width=params.width, head=params.head, weights=params.weights,
                             use_sex=params.use_sex, dropout=params.dropout,
-                            target_mean=mean, target_std=std)
+                            target_mean=mean, target_std=std,
+                            **head_arguments(params, ages[train_rows]))
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     train_data = Batches(train_rows, params.augment, shuffle=True)

@@ -105,6 +105,15 @@ class TrainParams(_Section):
         "gap", description="compact CNN: average the last feature map (gap) or keep where "
         "each feature is (flatten)"
     )
+    output: Literal["regression", "age_bins"] = Field(
+        "regression", description="regression: one linear unit; age_bins: softmax over age bins "
+        "and its expected age (models.AgeBinExpectation)"
+    )
+    age_bin_months: float = Field(6.0, gt=0, description="width of an age bin (output: age_bins)")
+    age_bin_variance_weight: float = Field(
+        0.0, ge=0, description="output: age_bins: weight of the predicted distribution's "
+        "variance (months squared) added to the loss (mean-variance loss; 0 = off)"
+    )
     weights: str = Field("none", description="'none', 'imagenet' or a path to a weights file")
     use_sex: bool = True
     standardise_target: bool = True

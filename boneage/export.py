@@ -18,7 +18,9 @@ from pathlib import Path
 import keras
 
 from boneage import __version__
-from boneage.models import IMAGE_INPUT, MODEL_FILE, OUTPUT, SEX_INPUT, SUMMARY_FILE, build_model
+from boneage.models import (
+    IMAGE_INPUT, MODEL_FILE, OUTPUT, SEX_INPUT, SUMMARY_FILE, AgeBinExpectation, build_model,
+)
 from boneage.report import format_months
 
 log = logging.getLogger(__name__)
@@ -70,14 +72,18 @@ def float32_model(model: keras.Model, training: dict) -> keras.Model:
     if all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
     params = training["params"]
-    scaling = model.get_layer(OUTPUT)
+    output = model.get_layer(OUTPUT)
+    if isinstance(output, AgeBinExpectation):
+        head = {"age_bins": output.centres, "variance_weight": output.variance_weight}
+    else:
+        head = {"target_mean": output.mean, "target_std": output.std}
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
         copy = build_model(architecture=params["architecture"],
                            input_size=int(training["imaging"]["size"]), width=params["width"],
-                           head=params.get("head", "gap"), weights="none", use_sex=params["use_sex"], dropout=params["dropout"],
-                           target_mean=scaling.mean, target_std=scaling.std)
+                           head=params.get("head", "gap"), weights="none",
+                           use_sex=params["use_sex"], dropout=params["dropout"], **head)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     copy.set_weights(model.get_weights())

@@ -7,6 +7,7 @@ output layer, so every saved model speaks months and no caller can forget to und
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -63,6 +64,50 @@ class GreyToBackboneInput(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="boneage")
+class AgeBinExpectation(layers.Layer):
+    """Softmax over age bins -> the expected age in months: an age-bin expectation head.
+
+    The network scores each bin of a fixed grid of ages; the output is the mean of the
+    grid under the softmax (soft-argmax, as in DEX and the mean-variance loss of Pan et al.
+    2018), so the model still speaks months and is trained with the same regression loss.
+    ``variance_weight`` adds the mean-variance loss's second term, the variance of the
+    predicted distribution in months squared (the unit of a squared-error loss in months),
+    which pushes the network to commit to one age rather than average distant bins.
+    """
+
+    def __init__(self, centres=(), variance_weight: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.centres = [float(c) for c in centres]
+        if len(self.centres) < 2:
+            raise ValueError(f"an age-bin head needs at least 2 bin centres, got {self.centres}")
+        self.variance_weight = float(variance_weight)
+
+    def call(self, logits, training=None):
+        probabilities = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+        centres = ops.convert_to_tensor(self.centres, dtype="float32")
+        mean = ops.sum(probabilities * centres, axis=-1, keepdims=True)
+        if training and self.variance_weight:
+            variance = ops.sum(probabilities * ops.square(centres - mean), axis=-1)
+            self.add_loss(self.variance_weight * ops.mean(variance))
+        return mean
+
+    def get_config(self):
+        return {**super().get_config(), "centres": self.centres,
+                "variance_weight": self.variance_weight}
+
+
+def age_bin_centres(ages, bin_months: float) -> list[float]:
+    """A grid of bin centres ``bin_months`` apart covering ``ages`` with one bin to spare on
+    each side (never below 0), so every training age lies inside the grid."""
+    if bin_months <= 0:
+        raise ValueError(f"train.age_bin_months must be > 0, got {bin_months}")
+    low = max(0.0, (math.floor(float(min(ages)) / bin_months) - 1) * bin_months)
+    high = (math.ceil(float(max(ages)) / bin_months) + 1) * bin_months
+    count = int(round((high - low) / bin_months)) + 1
+    return [low + i * bin_months for i in range(count)]
 
 
 def _conv_block(x, filters: int, name: str):
@@ -131,8 +176,14 @@ def load_backbone_weights(backbone: keras.Model, path: str | Path) -> None:
 def build_model(*, architecture: str, input_size: int, width: int = 32, head: str = "gap",
                 weights: str = "none",
                 use_sex: bool = True, dropout: float = 0.2, target_mean: float = 0.0,
-                target_std: float = 1.0) -> keras.Model:
-    """The bone-age model: inputs ``image`` (size x size x 1, 0..255) and ``sex`` (1 = male)."""
+                target_std: float = 1.0, age_bins: list[float] | None = None,
+                variance_weight: float = 0.0) -> keras.Model:
+    """The bone-age model: inputs ``image`` (size x size x 1, 0..255) and ``sex`` (1 = male).
+
+    The output is one linear unit scaled by ``target_mean``/``target_std`` or, with
+    ``age_bins`` (bin centres in months), the expected age under a softmax over those bins
+    (``variance_weight``: see :class:`AgeBinExpectation`).
+    """
     if weights != "none" and architecture == "compact":
         raise ValueError("train.weights applies to keras.applications backbones only; "
                          "the compact CNN trains from scratch (set weights: none)")
@@ -151,7 +202,12 @@ def build_model(*, architecture: str, input_size: int, width: int = 32, head: st
     x = layers.Dense(256, activation="relu", name="head_dense")(features)
     if dropout:
         x = layers.Dropout(dropout, name="head_dropout")(x)
-    z = layers.Dense(1, name="standardised_age", dtype="float32")(x)
-    months = Destandardise(target_mean, target_std, name=OUTPUT, dtype="float32")(z)
+    if age_bins:
+        logits = layers.Dense(len(age_bins), name="age_bin_logits", dtype="float32")(x)
+        months = AgeBinExpectation(age_bins, variance_weight,
+                                   name=OUTPUT, dtype="float32")(logits)
+    else:
+        z = layers.Dense(1, name="standardised_age", dtype="float32")(x)
+        months = Destandardise(target_mean, target_std, name=OUTPUT, dtype="float32")(z)
     # The sex input stays in the signature even when unused, so every model is called alike.
     return keras.Model({IMAGE_INPUT: image, SEX_INPUT: sex}, months, name=f"boneage_{architecture}")

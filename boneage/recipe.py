@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from boneage.config import AugmentParams, TrainParams
+from boneage.models import age_bin_centres
 
 
 def augment_films(films: np.ndarray, seed: int, params: AugmentParams) -> np.ndarray:
@@ -109,6 +110,15 @@ class FilmBatches:
         if self.mixup_alpha > 0:
             images, sexes, ages = mixup_batch(images, sexes, ages, seed + 1, self.mixup_alpha)
         return images, sexes, ages
+
+
+def head_arguments(params: TrainParams, train_age: np.ndarray) -> dict:
+    """``build_model``'s output-head arguments for ``params``: the age-bin grid covers the
+    training ages (so it is part of the trained model, recorded in its config)."""
+    if params.output != "age_bins":
+        return {}
+    return {"age_bins": age_bin_centres(train_age, params.age_bin_months),
+            "variance_weight": params.age_bin_variance_weight}
 
 
 def make_loss(params: TrainParams):

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from boneage.config import AugmentParams, TrainParams
 from boneage.models import IMAGE_INPUT, MODEL_FILE, SEX_INPUT, SUMMARY_FILE, build_model
-from boneage.recipe import FilmBatches, make_loss, make_optimizer, peak_lr
+from boneage.recipe import FilmBatches, head_arguments, make_loss, make_optimizer, peak_lr
 from boneage.splits import training_ids
 from boneage.store import FilmStore, open_store, usable_cores
 
@@ -319,7 +319,8 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
             model = build_model(architecture=params.architecture, input_size=store.settings.size,
                                 width=params.width, head=params.head, weights=params.weights,
                                 use_sex=params.use_sex,
-                                dropout=params.dropout, target_mean=mean, target_std=std)
+                                dropout=params.dropout, target_mean=mean, target_std=std,
+                                **head_arguments(params, train_age))
             model.compile(optimizer=make_optimizer(params, steps, replicas),
                           loss=make_loss(params),
                           metrics=[keras.metrics.MeanAbsoluteError(name="mae")],
