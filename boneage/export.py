@@ -19,7 +19,13 @@ import keras
 
 from boneage import __version__
 from boneage.models import (
-    IMAGE_INPUT, MODEL_FILE, OUTPUT, SEX_INPUT, SUMMARY_FILE, AgeBinExpectation, build_model,
+    IMAGE_INPUT,
+    MODEL_FILE,
+    OUTPUT,
+    SEX_INPUT,
+    SUMMARY_FILE,
+    AgeBinExpectation,
+    build_model,
 )
 from boneage.report import format_months
 

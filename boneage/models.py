@@ -106,7 +106,7 @@ def age_bin_centres(ages, bin_months: float) -> list[float]:
         raise ValueError(f"train.age_bin_months must be > 0, got {bin_months}")
     low = max(0.0, (math.floor(float(min(ages)) / bin_months) - 1) * bin_months)
     high = (math.ceil(float(max(ages)) / bin_months) + 1) * bin_months
-    count = int(round((high - low) / bin_months)) + 1
+    count = round((high - low) / bin_months) + 1
     return [low + i * bin_months for i in range(count)]
 
 

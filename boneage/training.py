@@ -24,7 +24,13 @@ import tensorflow as tf
 
 from boneage.config import AugmentParams, TrainParams
 from boneage.models import IMAGE_INPUT, MODEL_FILE, SEX_INPUT, SUMMARY_FILE, build_model
-from boneage.recipe import FilmBatches, head_arguments, make_loss, make_optimizer, peak_lr
+from boneage.recipe import (
+    FilmBatches,
+    head_arguments,
+    make_loss,
+    make_optimizer,
+    peak_lr,
+)
 from boneage.splits import training_ids
 from boneage.store import FilmStore, open_store, usable_cores
 

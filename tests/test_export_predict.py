@@ -109,10 +109,12 @@ def test_cli_errors_are_one_clear_line(export_dir, films, tmp_path, capsys):
     assert "missing.png" in capsys.readouterr().err
 
 
-def test_bf16_trained_model_exports_as_float32_to_every_format(tmp_path, films):
+@pytest.mark.parametrize("output", ["regression", "age_bins"])
+def test_bf16_trained_model_exports_as_float32_to_every_format(tmp_path, films, output):
     store_dir, split_dir = make_store(tmp_path, count=40, size=32)
     run_training(store_dir, split_dir,
-                 TrainParams(width=4, epochs=1, batch_size=8, warmup_epochs=0,
+                 TrainParams(width=4, epochs=1, batch_size=8, warmup_epochs=0, output=output,
+                             age_bin_variance_weight=0.1 if output == "age_bins" else 0.0,
                              precision="mixed_bfloat16"), tmp_path / "trained")
     run_evaluation(tmp_path / "trained", store_dir, split_dir, [0, 120, 240],
                    tmp_path / "metrics.json", tmp_path / "plots", tta=4)

@@ -99,3 +99,64 @@ def test_flatten_head_keeps_the_last_feature_map_whole():
     assert out.shape == (2, 1) and np.isfinite(out).all()
     with pytest.raises(ValueError, match="unknown head"):
         build_model(architecture="compact", input_size=32, width=4, head="max")
+
+
+def test_age_bin_centres_cover_the_ages_with_a_bin_to_spare():
+    from boneage.models import age_bin_centres
+
+    centres = age_bin_centres([3.0, 100.0, 228.0], 6.0)
+    assert centres[0] == 0.0  # 3 - one bin would be below 0: clipped
+    assert centres[-1] == 234.0  # 228 is a bin edge: one bin above it
+    assert np.allclose(np.diff(centres), 6.0)
+    assert age_bin_centres([30.0, 60.0], 12.0) == [12.0, 24.0, 36.0, 48.0, 60.0, 72.0]
+    with pytest.raises(ValueError, match="age_bin_months"):
+        age_bin_centres([30.0], 0.0)
+
+
+def test_age_bin_head_outputs_the_expected_age_of_its_bins():
+    centres = [0.0, 60.0, 120.0, 180.0, 240.0]
+    model = build_model(architecture="compact", input_size=32, width=4, age_bins=centres)
+    logits = model.get_layer("age_bin_logits")
+    kernel, bias = logits.get_weights()
+    logits.set_weights([np.zeros_like(kernel), np.zeros_like(bias)])  # uniform: mean of the grid
+    np.testing.assert_allclose(model.predict(_inputs(), verbose=0), 120.0, rtol=1e-5)
+    logits.set_weights([np.zeros_like(kernel), np.array([0, 0, 0, 50.0, 0], "float32")])
+    np.testing.assert_allclose(model.predict(_inputs(), verbose=0), 180.0, rtol=1e-5)
+    bias = np.log(np.array([1e-9, 1e-9, 1.0, 3.0, 1e-9], "float32"))  # 1:3 between 120 and 180
+    logits.set_weights([np.zeros_like(kernel), bias])
+    np.testing.assert_allclose(model.predict(_inputs(), verbose=0), 165.0, rtol=1e-4)
+
+
+def test_age_bin_variance_penalty_is_a_training_loss_only():
+    centres = [0.0, 60.0, 120.0]
+    model = build_model(architecture="compact", input_size=32, width=4, age_bins=centres,
+                        variance_weight=0.5)
+    logits = model.get_layer("age_bin_logits")
+    kernel, bias = logits.get_weights()
+    logits.set_weights([np.zeros_like(kernel), np.zeros_like(bias)])  # uniform over 3 bins
+    model(_inputs(), training=False)
+    assert not model.losses
+    model(_inputs(), training=True)
+    variance = np.var(centres)  # of the uniform distribution over the grid: 2400 months^2
+    np.testing.assert_allclose(float(sum(model.losses)), 0.5 * variance, rtol=1e-5)
+    plain = build_model(architecture="compact", input_size=32, width=4, age_bins=centres)
+    plain(_inputs(), training=True)
+    assert not plain.losses
+
+
+def test_age_bin_model_file_round_trip_keeps_grid_and_predictions(tmp_path):
+    model = build_model(architecture="compact", input_size=32, width=4,
+                        age_bins=[0.0, 50.0, 100.0, 150.0], variance_weight=0.2)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    output = loaded.get_layer("boneage_months")
+    assert output.centres == [0.0, 50.0, 100.0, 150.0] and output.variance_weight == 0.2
+    np.testing.assert_allclose(loaded.predict(_inputs(), verbose=0),
+                               model.predict(_inputs(), verbose=0), rtol=1e-5)
+
+
+def test_age_bin_head_needs_a_grid():
+    from boneage.models import AgeBinExpectation
+
+    with pytest.raises(ValueError, match="at least 2 bin centres"):
+        AgeBinExpectation([120.0])

@@ -194,3 +194,19 @@ def test_training_summary_records_the_precision_it_used(tmp_path):
     store_dir, split_dir = make_store(tmp_path, count=40, size=32)
     run_training(store_dir, split_dir, TrainParams(**TINY, precision="float32"), tmp_path / "out")
     assert json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())["precision"] == "float32"
+
+
+def test_age_bin_head_is_built_over_the_training_ages(tmp_path):
+    from boneage.models import OUTPUT, AgeBinExpectation
+
+    store_dir, split_dir = make_store(tmp_path, count=40, size=32)
+    params = TrainParams(**TINY, output="age_bins", age_bin_months=12.0)
+    result = run_training(store_dir, split_dir, params, tmp_path / "out")
+    output = result.model.get_layer(OUTPUT)
+    assert isinstance(output, AgeBinExpectation)
+    summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
+    ages = open_store(store_dir).index["boneage"].to_numpy()
+    assert output.centres[0] <= ages.min() and output.centres[-1] >= ages.max()
+    assert np.allclose(np.diff(output.centres), 12.0)
+    assert summary["params"]["output"] == "age_bins"
+    assert np.isfinite(result.history["val_mae"]).all()
