@@ -108,15 +108,13 @@ def train_one(data_dir: Path, name: str, overrides: dict, workers: int) -> dict:
     import keras
 
     from boneage.config import TrainParams
-    from boneage.models import IMAGE_INPUT, SEX_INPUT, build_model
-    from boneage.recipe import FilmBatches, head_arguments, make_loss, make_optimizer
+    from boneage.models import IMAGE_INPUT, SEX_INPUT
+    from boneage.recipe import FilmBatches, build_for, make_loss, make_optimizer
 
     params = TrainParams(**overrides)
     films, ages, males, subsets, imaging = load_pack(data_dir)
     train_rows, val_rows = np.flatnonzero(subsets == 0), np.flatnonzero(subsets == 1)
     keras.utils.set_random_seed(params.seed)
-    mean, std = ((float(ages[train_rows].mean()), float(ages[train_rows].std()))
-                 if params.standardise_target else (0.0, 1.0))
 
     class Batches(keras.utils.PyDataset):
         def __init__(self, rows, augment, shuffle):
@@ -145,11 +143,7 @@ def train_one(data_dir: Path, name: str, overrides: dict, workers: int) -> dict:
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)  # layers take it when built
     try:
-        model = build_model(architecture=params.architecture, input_size=imaging["size"],
-                            width=params.width, head=params.head, weights=params.weights,
-                            use_sex=params.use_sex, dropout=params.dropout,
-                            target_mean=mean, target_std=std,
-                            **head_arguments(params, ages[train_rows]))
+        model = build_for(params, imaging["size"], ages[train_rows])
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     train_data = Batches(train_rows, params.augment, shuffle=True)

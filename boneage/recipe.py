@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from boneage.config import AugmentParams, TrainParams
-from boneage.models import age_bin_centres
+from boneage.models import age_bin_centres, build_model
 
 
 def augment_films(films: np.ndarray, seed: int, params: AugmentParams) -> np.ndarray:
@@ -112,13 +112,27 @@ class FilmBatches:
         return images, sexes, ages
 
 
-def head_arguments(params: TrainParams, train_age: np.ndarray) -> dict:
-    """``build_model``'s output-head arguments for ``params``: the age-bin grid covers the
-    training ages (so it is part of the trained model, recorded in its config)."""
-    if params.output != "age_bins":
-        return {}
-    return {"age_bins": age_bin_centres(train_age, params.age_bin_months),
-            "variance_weight": params.age_bin_variance_weight}
+def target_scaling(params: TrainParams, train_age: np.ndarray) -> tuple[float, float]:
+    """Mean and sd of the training ages where ``train.standardise_target`` (sd 1 for a set
+    of one age), else ``(0, 1)``: the network learns ``(age - mean) / sd``."""
+    if not params.standardise_target:
+        return 0.0, 1.0
+    return float(np.mean(train_age)), float(np.std(train_age) or 1.0)
+
+
+def build_for(params: TrainParams, input_size: int, train_age: np.ndarray) -> keras.Model:
+    """The model ``params`` describe, for films of ``input_size``: its target scaling (or its
+    age-bin grid) from ``train_age``. The one place a model is built from params, for the
+    train stage and a run on another backend alike; the caller sets the precision policy."""
+    mean, std = target_scaling(params, train_age)
+    head = {}
+    if params.output == "age_bins":  # the grid covers the training ages, saved in the model
+        head = {"age_bins": age_bin_centres(train_age, params.age_bin_months),
+                "variance_weight": params.age_bin_variance_weight}
+    return build_model(architecture=params.architecture, input_size=input_size,
+                       width=params.width, head=params.head, weights=params.weights,
+                       use_sex=params.use_sex, dropout=params.dropout, target_mean=mean,
+                       target_std=std, **head)
 
 
 def make_loss(params: TrainParams):

@@ -23,13 +23,14 @@ import numpy as np
 import tensorflow as tf
 
 from boneage.config import AugmentParams, TrainParams
-from boneage.models import IMAGE_INPUT, MODEL_FILE, SEX_INPUT, SUMMARY_FILE, build_model
+from boneage.models import IMAGE_INPUT, MODEL_FILE, SEX_INPUT, SUMMARY_FILE
 from boneage.recipe import (
     FilmBatches,
-    head_arguments,
+    build_for,
     make_loss,
     make_optimizer,
     peak_lr,
+    target_scaling,
 )
 from boneage.splits import training_ids
 from boneage.store import FilmStore, open_store, usable_cores
@@ -308,8 +309,7 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
     seed_everything(params.seed)
     train_rows, train_age, train_male = _labels(store, train_ids)
     val_rows, val_age, val_male = _labels(store, val_ids)
-    mean, std = (float(train_age.mean()), float(train_age.std() or 1.0)) \
-        if params.standardise_target else (0.0, 1.0)
+    mean, std = target_scaling(params, train_age)
     log.info("training on %d films, validating on %d; target mean %.1f sd %.1f months",
              len(train_ids), len(val_ids), mean, std)
     if replicas > 1:
@@ -322,11 +322,7 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
     keras.mixed_precision.set_global_policy(precision)  # layers take it when built
     try:
         with strategy.scope():  # variables are mirrored on every replica
-            model = build_model(architecture=params.architecture, input_size=store.settings.size,
-                                width=params.width, head=params.head, weights=params.weights,
-                                use_sex=params.use_sex,
-                                dropout=params.dropout, target_mean=mean, target_std=std,
-                                **head_arguments(params, train_age))
+            model = build_for(params, store.settings.size, train_age)
             model.compile(optimizer=make_optimizer(params, steps, replicas),
                           loss=make_loss(params),
                           metrics=[keras.metrics.MeanAbsoluteError(name="mae")],
