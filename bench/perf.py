@@ -456,14 +456,35 @@ def train_rate(size, width, films, policy, head, intra=0, inter=0, onednn=None) 
 
 
 @functools.lru_cache(maxsize=None)
-def default_policy() -> str:
+def auto_precision_rule() -> dict:
+    """Whether the train stage's ``precision: auto`` may take bf16 on this machine, and the
+    speed-up over float32 it asks of it (in a child: the bench process does not load
+    TensorFlow; asked once a run)."""
+    return run_child("import json; from boneage.training import BF16_MIN_SPEEDUP, "
+                     "bf16_may_be_faster; print(json.dumps({'native': bf16_may_be_faster(), "
+                     "'min_speedup': BF16_MIN_SPEEDUP}))")
+
+
+def default_policy(rates: dict | None = None) -> str:
     """params.yaml's train.precision as a Keras policy, ``auto`` resolved as the train stage
-    does (in a child: the bench process itself does not load TensorFlow; asked once a run)."""
+    does: float32 unless bf16 runs natively here and ``rates`` (films/s by policy, measured by
+    the caller as the stage's probe measures them) show it at least the asked speed-up faster."""
     precision = default_params()["train"]["precision"]
     if precision != "auto":
         return precision
-    return run_child("import json; from boneage.training import resolve_precision; "
-                     "print(json.dumps({'policy': resolve_precision('auto')}))")["policy"]
+    rule = auto_precision_rule()
+    if not rule["native"]:
+        return "float32"
+    if rates is None:
+        raise ValueError("precision auto with native bf16: pass the measured films/s of "
+                         "float32 and mixed_bfloat16")
+    faster = rates["mixed_bfloat16"] >= rule["min_speedup"] * rates["float32"]
+    return "mixed_bfloat16" if faster else "float32"
+
+
+def needs_both_rates() -> bool:
+    """Whether resolving the default precision takes measuring both policies."""
+    return default_params()["train"]["precision"] == "auto" and auto_precision_rule()["native"]
 
 
 def bench_train(films: int, rounds: int) -> dict:
@@ -485,7 +506,8 @@ def bench_train(films: int, rounds: int) -> dict:
             "ratio_bf16_vs_float32": round(medians["mixed_bfloat16"] / medians["float32"], 2),
             "fastest": max(medians, key=medians.get),
             "model_batches_per_s_default_precision": round(
-                medians[default_policy()] / 32, 2) if default_policy() in medians else None}
+                medians[default_policy(medians)] / 32, 2)
+            if default_policy(medians) in medians else None}
 
 
 EPOCHS = r"""
@@ -820,9 +842,12 @@ def main() -> None:
                 model = s.get("train", {}).get("model_batches_per_s_default_precision")
                 if model is None:
                     train = default_params()["train"]
-                    model = train_rate(default_params()["preprocess"]["size"], train["width"],
-                                       64 if quick else 1024, default_policy(),
-                                       train["head"]) / 32
+                    size, films = default_params()["preprocess"]["size"], 64 if quick else 1024
+                    policies = (("float32", "mixed_bfloat16") if needs_both_rates()
+                                else (default_policy(),))
+                    rates = {policy: train_rate(size, train["width"], films, policy,
+                                                train["head"]) for policy in policies}
+                    model = rates[default_policy(rates)] / 32
                 s[name] = bench_input(256 if quick else 4096, default_params()["preprocess"]["size"],
                                       8 if quick else 200, model)
             elif name == "train":

@@ -98,8 +98,14 @@ class AugmentParams(_Section):
 class TrainParams(_Section):
     seed: int = 42
     architecture: Literal[
-        "compact", "efficientnetb0", "mobilenetv3small", "mobilenetv3large", "resnet50"
+        "compact", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+        "efficientnetb0", "mobilenetv3small", "mobilenetv3large", "resnet50"
     ] = "compact"
+    frozen_stages: int = Field(
+        0, ge=-1, le=7, description="EfficientNet-Lite: freeze the stem and the first k of its "
+        "7 stages (0 = train all, -1 = the whole backbone); frozen BatchNormalization keeps its "
+        "ImageNet statistics"
+    )
     width: int = Field(32, ge=4, le=512, description="filters of the compact CNN's first block")
     head: Literal["gap", "flatten"] = Field(
         "gap", description="compact CNN: average the last feature map (gap) or keep where "
@@ -117,6 +123,11 @@ class TrainParams(_Section):
     weights: str = Field("none", description="'none', 'imagenet' or a path to a weights file")
     use_sex: bool = True
     standardise_target: bool = True
+    calibration: Literal["none", "linear", "linear_by_sex"] = Field(
+        "linear", description="after training, fit months = slope * predicted + intercept on "
+        "the validation films (pooled, or per sex) against regression to the mean; evaluate "
+        "reports and export applies it (boneage.calibration)"
+    )
     loss: Literal["mae", "huber", "mse"] = "huber"
     huber_delta_months: float = Field(12.0, gt=0)
     dropout: float = Field(0.2, ge=0, lt=1)
@@ -129,8 +140,9 @@ class TrainParams(_Section):
     early_stopping_patience: int = Field(8, ge=0, description="0 disables early stopping")
     fold: int = Field(-1, ge=-1, description="-1 uses train/val; k trains on all folds but k")
     precision: Literal["auto", "float32", "mixed_bfloat16"] = Field(
-        "auto", description="auto: mixed_bfloat16 where the CPU has AVX512-BF16/AMX (about 2x "
-        "faster there) or a GPU is visible, else float32 (bf16 is emulated, slow, elsewhere)"
+        "auto", description="auto: where bf16 can run natively (AVX512-BF16/AMX or a GPU), time "
+        "a few training steps of the model under each and take mixed_bfloat16 only if it is "
+        ">= 10% faster; float32 elsewhere (bf16 is emulated, slow, there)"
     )
     augment: AugmentParams = AugmentParams()
     # Several replicas (tf.distribute): see training.make_strategy and README "Train on several

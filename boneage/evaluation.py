@@ -2,7 +2,9 @@
 
 Bone-age readers think in months and in age bands (infancy, childhood, puberty), so
 the metrics are broken down by sex and age band, and the share of films within 6 and
-12 months is reported: the spread two radiologists show is about that size.
+12 months is reported: the spread two radiologists show is about that size. The headline
+metrics are those of the calibrated predictions (the train stage's fit, which the export
+applies too); the raw model's MAE is reported beside them.
 """
 
 from __future__ import annotations
@@ -41,8 +43,23 @@ def regression_metrics(true: np.ndarray, predicted: np.ndarray) -> dict:
     }
 
 
+def mae_by_age_band(true: np.ndarray, predicted: np.ndarray, age_bands: list[float]) -> dict:
+    """``{"low-high": {"mae_months", "n"}}`` for every band of ``age_bands``; a band without
+    test films says so (``n`` 0, MAE None) rather than vanishing from the table."""
+    errors = np.abs(predicted - true)
+    by_band = {}
+    for low, high in zip(age_bands, age_bands[1:]):
+        # Bands are half-open [low, high), except the last, which also holds its top edge.
+        inside = (true >= low) & ((true < high) | ((high == age_bands[-1]) & (true == high)))
+        by_band[band_label(low, high)] = {
+            "mae_months": float(errors[inside].mean()) if inside.any() else None,
+            "n": int(inside.sum())}
+    return by_band
+
+
 def evaluate_predictions(frame: pd.DataFrame, train_median: float, age_bands: list[float]) -> dict:
-    """Metrics of ``frame`` (columns boneage, predicted, male) plus the median baseline."""
+    """Metrics of ``frame`` (columns boneage, predicted, male) plus the median baseline; with a
+    ``predicted_uncalibrated`` column also the raw model's MAE, overall and by age band."""
     true = frame["boneage"].to_numpy(float)
     predicted = frame["predicted"].to_numpy(float)
     metrics = {"n_test": int(len(frame)), **regression_metrics(true, predicted)}
@@ -52,14 +69,12 @@ def evaluate_predictions(frame: pd.DataFrame, train_median: float, age_bands: li
         for name, flag in (("female", 0), ("male", 1))
         if (frame["male"].to_numpy() == flag).any()
     }
-    by_band = {}
-    for low, high in zip(age_bands, age_bands[1:]):
-        # Bands are half-open [low, high), except the last, which also holds its top edge.
-        inside = (true >= low) & ((true < high) | ((high == age_bands[-1]) & (true == high)))
-        if inside.any():
-            by_band[band_label(low, high)] = {"mae_months": float(errors[inside].mean()),
-                                              "n": int(inside.sum())}
-    metrics["mae_by_age_band"] = by_band
+    metrics["mae_by_age_band"] = mae_by_age_band(true, predicted, age_bands)
+    if "predicted_uncalibrated" in frame:
+        raw = frame["predicted_uncalibrated"].to_numpy(float)
+        metrics["mae_months_uncalibrated"] = float(np.abs(raw - true).mean())
+        metrics["bias_months_uncalibrated"] = float((raw - true).mean())
+        metrics["mae_by_age_band_uncalibrated"] = mae_by_age_band(true, raw, age_bands)
     baseline = regression_metrics(true, np.full_like(true, train_median))
     metrics["baseline_median"] = {"prediction_months": float(train_median),
                                   "mae_months": baseline["mae_months"],
@@ -69,8 +84,27 @@ def evaluate_predictions(frame: pd.DataFrame, train_median: float, age_bands: li
     return metrics
 
 
+def calibrate_frame(frame: pd.DataFrame, calibration: dict | None) -> pd.DataFrame:
+    """``frame`` with its predictions (and TTA averages) calibrated by the train stage's fit
+    (:func:`boneage.calibration.fit_calibration`); the raw ones move to
+    ``predicted_uncalibrated``. Without a calibration (a model trained before there was one)
+    the predictions stay as they are."""
+    from boneage.calibration import apply_calibration
+
+    out = frame.copy()
+    out["predicted_uncalibrated"] = frame["predicted"]
+    if calibration is None:
+        return out
+    male = frame["male"].to_numpy(float)
+    for column in ("predicted", "predicted_tta"):
+        if column in frame:
+            out[column] = apply_calibration(calibration, frame[column].to_numpy(float), male)
+    return out
+
+
 def write_plot_data(frame: pd.DataFrame, plots_dir: Path) -> None:
-    """Per-film predictions for ``dvc plots``: scatter, Bland-Altman and error by age."""
+    """Per-film predictions for ``dvc plots``: scatter, Bland-Altman and error by age (with
+    the raw model's prediction last, where the frame has it)."""
     data = pd.DataFrame({
         "id": frame["id"],
         "sex": np.where(frame["male"].to_numpy() == 1, "M", "F"),
@@ -80,6 +114,8 @@ def write_plot_data(frame: pd.DataFrame, plots_dir: Path) -> None:
         "difference": (frame["predicted"] - frame["boneage"]).round(2),
         "abs_error": (frame["predicted"] - frame["boneage"]).abs().round(2),
     })
+    if "predicted_uncalibrated" in frame:
+        data["predicted_uncalibrated"] = frame["predicted_uncalibrated"].round(2)
     data.to_csv(plots_dir / "predictions.csv", index=False)
 
 
@@ -92,6 +128,8 @@ def plot_all(frame: pd.DataFrame, metrics: dict, history: dict | None, plots_dir
     caption = (f"MAE {metrics['mae_months']:.1f} mo ({format_months(metrics['mae_months'])}), "
                f"median baseline {metrics['baseline_median']['mae_months']:.1f} mo, "
                f"n={metrics['n_test']}")
+    if "mae_months_uncalibrated" in metrics:
+        caption += f"; uncalibrated MAE {metrics['mae_months_uncalibrated']:.1f} mo"
 
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     ax.scatter(true[~male], predicted[~male], s=8, alpha=0.6, label="female", color="tab:red")
@@ -120,11 +158,12 @@ def plot_all(frame: pd.DataFrame, metrics: dict, history: dict | None, plots_dir
     bands = metrics["mae_by_age_band"]
     fig, ax = plt.subplots(figsize=(6.5, 4.0))
     names = list(bands)
-    ax.bar(names, [bands[n]["mae_months"] for n in names], color="tab:green")
+    heights = [bands[n]["mae_months"] or 0.0 for n in names]  # an empty band: no bar, n=0
+    ax.bar(names, heights, color="tab:green")
     ax.axhline(metrics["mae_months"], color="black", lw=1, label="overall MAE")
     ax.set(xlabel="reference bone age band (months)", ylabel="MAE (months)", title="Error by age")
     for i, n in enumerate(names):
-        ax.text(i, bands[n]["mae_months"], f"n={bands[n]['n']}", ha="center", va="bottom", fontsize=7)
+        ax.text(i, heights[i], f"n={bands[n]['n']}", ha="center", va="bottom", fontsize=7)
     ax.legend()
     written.append(_save(fig, plots_dir / "error_by_age.png"))
 
@@ -220,18 +259,24 @@ def run_evaluation(model_dir: str | Path, store_dir: str | Path, split_dir: str 
     test_ids = read_ids(Path(split_dir) / "test.txt")
     train_ids = read_ids(Path(split_dir) / "train.txt")
     train_median = float(store.select(train_ids)["boneage"].median())
-    frame = predict_store(model, store, test_ids, tta=tta)
+    summary_path = model_dir / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    history, calibration = summary.get("history"), summary.get("calibration")
+    if calibration is None:
+        log.warning("%s holds no calibration (trained before train.calibration existed): "
+                    "test metrics are the raw model's", summary_path)
+    frame = calibrate_frame(predict_store(model, store, test_ids, tta=tta), calibration)
     metrics = evaluate_predictions(frame, train_median, age_bands)
+    metrics["calibration"] = calibration["kind"] if calibration else "none"
     if "predicted_tta" in frame:
         tta_metrics = regression_metrics(frame["boneage"].to_numpy(float),
                                          frame["predicted_tta"].to_numpy(float))
         metrics["tta"] = {"passes": tta, **tta_metrics}
-    summary_path = model_dir / SUMMARY_FILE
-    history = json.loads(summary_path.read_text())["history"] if summary_path.is_file() else None
     write_metrics(metrics, Path(metrics_path))
     write_plot_data(frame, plots_dir)
     plot_all(frame, metrics, history, plots_dir)
-    log.info("test MAE %.2f months (%s) on %d films; median baseline %.2f months",
-             metrics["mae_months"], format_months(metrics["mae_months"]), metrics["n_test"],
+    log.info("test MAE %.2f months (%s) on %d films, %.2f uncalibrated; median baseline "
+             "%.2f months", metrics["mae_months"], format_months(metrics["mae_months"]),
+             metrics["n_test"], metrics["mae_months_uncalibrated"],
              metrics["baseline_median"]["mae_months"])
     return metrics

@@ -76,6 +76,7 @@ class GradCam:
     def from_export(cls, model_dir: str | Path) -> "GradCam":
         import keras
 
+        import boneage.calibration  # noqa: F401  (registers the custom layers)
         import boneage.models  # noqa: F401  (registers the custom layers)
         from boneage.export import KERAS_FILE
 

@@ -3,7 +3,8 @@ and a model card that records how films must be prepared for it.
 
 The card's ``imaging`` block is what :mod:`boneage.predictor` feeds to
 :func:`boneage.imaging.prepare`, so a deployed model always sees films prepared as in
-training.
+training. The train stage's calibration (:mod:`boneage.calibration`) becomes the exported
+model's last layer, so every format gives calibrated ages with nothing for a caller to apply.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 import keras
 
 from boneage import __version__
+from boneage.calibration import Calibration, is_identity
 from boneage.models import (
+    backbone_card,
     IMAGE_INPUT,
     MODEL_FILE,
     OUTPUT,
@@ -89,12 +92,28 @@ def float32_model(model: keras.Model, training: dict) -> keras.Model:
         copy = build_model(architecture=params["architecture"],
                            input_size=int(training["imaging"]["size"]), width=params["width"],
                            head=params.get("head", "gap"), weights="none",
+                           frozen_stages=params.get("frozen_stages", 0),
                            use_sex=params["use_sex"], dropout=params["dropout"], **head)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     copy.set_weights(model.get_weights())
     log.info("exporting a float32 copy of the mixed-precision model")
     return copy
+
+
+def calibrated_model(model: keras.Model, calibration: dict | None) -> keras.Model:
+    """``model`` followed by the train stage's calibration (a :class:`Calibration` layer named
+    like the model's output, so the SavedModel and TFLite signatures keep their output name);
+    ``model`` itself where the calibration changes nothing (``none``, or none recorded)."""
+    if is_identity(calibration):
+        return model
+    image = keras.Input(tuple(model.input[IMAGE_INPUT].shape[1:]), name=IMAGE_INPUT)
+    sex = keras.Input(tuple(model.input[SEX_INPUT].shape[1:]), name=SEX_INPUT)
+    months = model({IMAGE_INPUT: image, SEX_INPUT: sex})
+    calibrated = Calibration.from_record(calibration, name=OUTPUT)([months, sex])
+    log.info("exporting with the %s calibration of the train stage", calibration["kind"])
+    return keras.Model({IMAGE_INPUT: image, SEX_INPUT: sex}, calibrated,
+                       name=f"{model.name}_calibrated")
 
 
 def model_card(*, training: dict, store_info: dict, metrics: dict, formats: list[str]) -> dict:
@@ -111,6 +130,7 @@ def model_card(*, training: dict, store_info: dict, metrics: dict, formats: list
         },
         "output": {OUTPUT: "bone age in months, shape (N, 1)"},
         "imaging": store_info["imaging"],
+        "backbone": backbone_card(training.get("params") or {}),
         "data": {
             "source": store_info.get("source"),
             "fingerprint": store_info.get("source_fingerprint"),
@@ -127,6 +147,8 @@ def model_card(*, training: dict, store_info: dict, metrics: dict, formats: list
             "keras_version": keras.__version__,
             "python": platform.python_version(),
         },
+        # Applied by the exported model itself: months = slope * raw + intercept, by sex.
+        "calibration": training.get("calibration") or {"kind": "none"},
         "metrics": metrics,
         "formats": formats,
         "intended_use": "research and decision support; a radiologist reviews every reading",
@@ -157,13 +179,18 @@ def card_markdown(card: dict) -> str:
         f"- within 12 months: {100 * metrics['within_12_months']:.1f}% of {metrics['n_test']} films",
         "- MAE by sex: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics["mae_by_sex"].items()),
         "- MAE by age band (months): " + ", ".join(
-            f"{k}: {v['mae_months']:.1f} (n={v['n']})" for k, v in metrics["mae_by_age_band"].items()),
+            f"{k}: {_months_or_dash(v['mae_months'])} (n={v['n']})"
+            for k, v in metrics["mae_by_age_band"].items()),
         "",
+        *_calibration_lines(card.get("calibration") or {"kind": "none"}, metrics),
         "## Preprocessing the model expects",
         "Every film must go through `boneage.imaging.prepare` with these settings "
         "(`boneage predict` does this from this card):",
         "",
         *[f"- `{k}`: {v}" for k, v in imaging.items()],
+        "",
+        "## Backbone",
+        *[f"- {k}: {v}" for k, v in card["backbone"].items()],
         "",
         "## Data",
         *[f"- {k}: {v}" for k, v in card["data"].items()],
@@ -183,6 +210,28 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
+def _months_or_dash(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _calibration_lines(calibration: dict, metrics: dict) -> list[str]:
+    """The card's calibration section: what the model applies, and what it did to the MAE."""
+    if is_identity(calibration):
+        return ["## Calibration", "None: the model's raw prediction is its output.", ""]
+    lines = ["## Calibration",
+             f"The model's last layer applies `months = slope x raw + intercept` "
+             f"({calibration['kind']}, fitted on {calibration.get('n_val')} validation films):",
+             *[f"- {sex}: slope {calibration[sex]['slope']:.4f}, intercept "
+               f"{calibration[sex]['intercept']:+.2f} months" for sex in ("female", "male")]]
+    if calibration.get("val_mae_raw") is not None:
+        lines.append(f"- validation MAE {calibration['val_mae_raw']:.2f} months raw, "
+                     f"{calibration['val_mae_calibrated']:.2f} calibrated")
+    if "mae_months_uncalibrated" in metrics:
+        lines.append(f"- test MAE {metrics['mae_months_uncalibrated']:.2f} months raw, "
+                     f"{metrics['mae_months']:.2f} calibrated")
+    return [*lines, ""]
+
+
 def run_export(model_dir: str | Path, store_info_path: str | Path, metrics_path: str | Path,
                out_dir: str | Path, formats: list[str]) -> dict:
     """The export stage: every requested format plus the model card in ``out_dir``."""
@@ -192,6 +241,7 @@ def run_export(model_dir: str | Path, store_info_path: str | Path, metrics_path:
     out_dir.mkdir(parents=True)
     training = json.loads((model_dir / SUMMARY_FILE).read_text())
     model = float32_model(keras.saving.load_model(model_dir / MODEL_FILE), training)
+    model = calibrated_model(model, training.get("calibration"))
     store_info = json.loads(Path(store_info_path).read_text())
     metrics = json.loads(Path(metrics_path).read_text())
     size = int(store_info["imaging"]["size"])

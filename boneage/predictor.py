@@ -61,6 +61,7 @@ class Predictor:
         if self.format == "keras":
             import keras
 
+            import boneage.calibration  # noqa: F401  (registers the custom layers)
             import boneage.models  # noqa: F401  (registers the custom layers)
 
             self.model = keras.saving.load_model(target)

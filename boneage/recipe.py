@@ -131,6 +131,7 @@ def build_for(params: TrainParams, input_size: int, train_age: np.ndarray) -> ke
                 "variance_weight": params.age_bin_variance_weight}
     return build_model(architecture=params.architecture, input_size=input_size,
                        width=params.width, head=params.head, weights=params.weights,
+                       frozen_stages=params.frozen_stages,
                        use_sex=params.use_sex, dropout=params.dropout, target_mean=mean,
                        target_std=std, **head)
 

@@ -15,13 +15,15 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from boneage.calibration import fit_calibration
 from boneage.config import AugmentParams, TrainParams
 from boneage.models import IMAGE_INPUT, MODEL_FILE, SEX_INPUT, SUMMARY_FILE
 from boneage.recipe import (
@@ -56,14 +58,110 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def resolve_precision(precision: str) -> str:
-    """``train.precision`` as a Keras policy: ``auto`` takes mixed_bfloat16 where bf16 runs
-    natively (AVX512-BF16 or AMX on the CPU, or a GPU) and float32 elsewhere, where TensorFlow
-    would emulate bf16 slower than float32."""
-    if precision != "auto":
-        return precision
+BF16_MIN_SPEEDUP = 1.10  # auto takes bf16 only this much faster: a tie keeps float32's precision
+PROBE_POLICIES = ("float32", "mixed_bfloat16")
+
+
+def bf16_may_be_faster() -> bool:
+    """Whether bf16 can run natively here: AVX512-BF16 or AMX on the CPU, or a GPU. Elsewhere
+    TensorFlow emulates bf16, always slower than float32, so there is nothing to measure."""
     native = {"avx512_bf16", "amx_bf16"} & cpu_flags()
-    return "mixed_bfloat16" if native or tf.config.list_physical_devices("GPU") else "float32"
+    return bool(native or tf.config.list_physical_devices("GPU"))
+
+
+def probe_precision(make_step: Callable[[str], Callable[[], object]], batch_size: int, *,
+                    warmup: int = 3, steps: int = 5, budget_seconds: float = 20.0,
+                    clock: Callable[[], float] = time.perf_counter) -> dict:
+    """Films per second of a training step under float32 and under mixed_bfloat16, and the
+    policy ``auto`` takes: bf16 only when at least ``BF16_MIN_SPEEDUP`` times as fast.
+
+    Native bf16 is not always faster: a small model, or one whose time goes to ops without a
+    bf16 kernel, can run slower in bf16 than in float32, so the flags alone cannot decide.
+    ``make_step(policy)`` returns a function running one training step of the model built
+    under ``policy``. The policies alternate step by step, in turn first, so noise (another
+    process, the CPU's clock) hits both alike. The first ``warmup`` steps of each (tracing and
+    first-touch allocations) are not timed, and the timed steps are cut so the whole probe
+    stays near ``budget_seconds``; ``clock`` is injectable for tests.
+    """
+    if batch_size < 1 or warmup < 1 or steps < 1:
+        raise ValueError(f"the precision probe needs batch_size, warmup and steps >= 1, got "
+                         f"{batch_size}, {warmup} and {steps}")
+    started = clock()
+    run = {policy: make_step(policy) for policy in PROBE_POLICIES}
+    last = {}
+    for index in range(warmup):
+        for policy in PROBE_POLICIES:
+            before = clock()
+            run[policy]()
+            last[policy] = clock() - before
+        if index and clock() - started > budget_seconds / 2:
+            break  # a slow model: its warm-up has had half the budget
+    per_round = max(sum(last.values()), 1e-9)
+    rounds = int(max(1, min(steps, (budget_seconds - (clock() - started)) // per_round)))
+    elapsed = dict.fromkeys(PROBE_POLICIES, 0.0)
+    for index in range(rounds):
+        for policy in PROBE_POLICIES if index % 2 == 0 else PROBE_POLICIES[::-1]:
+            before = clock()
+            run[policy]()
+            elapsed[policy] += clock() - before
+    rates = {policy: batch_size * rounds / max(seconds, 1e-9)
+             for policy, seconds in elapsed.items()}
+    chosen = ("mixed_bfloat16"
+              if rates["mixed_bfloat16"] >= BF16_MIN_SPEEDUP * rates["float32"] else "float32")
+    log.info("precision probe (%d timed steps each): float32 %.1f films/s, mixed_bfloat16 "
+             "%.1f films/s -> %s", rounds, rates["float32"], rates["mixed_bfloat16"], chosen)
+    return {"float32_films_per_s": round(rates["float32"], 1),
+            "mixed_bfloat16_films_per_s": round(rates["mixed_bfloat16"], 1),
+            "chosen": chosen, "timed_steps": rounds,
+            "probe_seconds": round(clock() - started, 1)}
+
+
+def choose_precision(precision: str,
+                     make_step: Callable[[str], Callable[[], object]] | None = None, *,
+                     batch_size: int = 1, replicas: int = 1, **probe_options) -> dict:
+    """``train.precision`` as a Keras policy, with how it was chosen: ``{"chosen": policy,
+    "reason": ...}``, or the probe's films/s of each policy (:func:`probe_precision`).
+
+    ``auto`` takes float32 without measuring where bf16 would be emulated, and where several
+    replicas train (each worker would measure its own machine, and replicas must agree) takes
+    bf16 where it is native; otherwise it times ``make_step`` under each policy.
+    """
+    if precision not in ("auto", *PROBE_POLICIES):
+        raise ValueError(f"train.precision must be auto, float32 or mixed_bfloat16, got "
+                         f"{precision!r}")
+    if precision != "auto":
+        return {"chosen": precision, "reason": "set in train.precision"}
+    if not bf16_may_be_faster():
+        return {"chosen": "float32", "reason": "no native bf16 here (no AVX512-BF16 or AMX, "
+                "no GPU): TensorFlow would emulate it, slower than float32"}
+    if replicas > 1:
+        return {"chosen": "mixed_bfloat16", "reason": f"{replicas} replicas must agree, so no "
+                "per-machine probe: bf16 as it runs natively"}
+    if make_step is None:
+        raise ValueError("train.precision auto on a machine with native bf16 needs a probe: "
+                         "pass make_step, one training step of the model under a policy")
+    return probe_precision(make_step, batch_size, **probe_options)
+
+
+def precision_step(params: TrainParams, input_size: int, train_age: np.ndarray,
+                   steps_per_epoch: int, policy: str) -> Callable[[], object]:
+    """One training step of the model ``params`` describe, built and compiled as :func:`train`
+    does under ``policy``, on one batch of random films of the real shape: what the precision
+    probe times. Its own random generator leaves the global seeds alone."""
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = build_for(params, input_size, train_age)
+        model.compile(optimizer=make_optimizer(params, steps_per_epoch), loss=make_loss(params),
+                      metrics=[keras.metrics.MeanAbsoluteError(name="mae")], jit_compile=False)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    rng = np.random.default_rng(params.seed)
+    count = params.batch_size
+    films = rng.uniform(0, 255, (count, input_size, input_size, 1)).astype(np.float32)
+    inputs = {IMAGE_INPUT: films, SEX_INPUT: rng.integers(0, 2, (count, 1)).astype(np.float32)}
+    target = rng.choice(np.asarray(train_age, np.float32), count)[:, None]
+    return lambda: model.train_on_batch(inputs, target)
 
 
 def make_strategy(kind: str) -> tf.distribute.Strategy:
@@ -151,6 +249,8 @@ class TrainResult:
     train_seconds: float
     n_train: int
     n_val: int
+    precision: str = "float32"  # the Keras policy it trained under
+    precision_probe: dict = field(default_factory=dict)  # how that policy was chosen
 
 
 def _labels(store: FilmStore, ids: list[str]):
@@ -316,9 +416,15 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
         log.info("%d replicas (%s): global batch %d, peak lr %g", replicas, params.distribute,
                  global_batch, peak_lr(params, replicas))
     steps = math.ceil(len(train_ids) / global_batch)
-    previous_policy = keras.mixed_precision.global_policy()
-    precision = resolve_precision(params.precision)
+    precision_probe = choose_precision(
+        params.precision, lambda policy: precision_step(params, store.settings.size, train_age,
+                                                        steps, policy),
+        batch_size=params.batch_size, replicas=replicas)
+    precision = precision_probe["chosen"]
+    if "timed_steps" in precision_probe:  # the probe's models drew from the seeds:
+        seed_everything(params.seed)  # training starts from them as if it had not run
     log.info("precision %s (train.precision: %s)", precision, params.precision)
+    previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)  # layers take it when built
     try:
         with strategy.scope():  # variables are mirrored on every replica
@@ -365,7 +471,26 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
     best_epoch = int(np.argmin(history["val_mae"])) + 1
     log.info("best validation MAE %.2f months at epoch %d of %d (%.0f s)",
              min(history["val_mae"]), best_epoch, len(history["val_mae"]), seconds)
-    return TrainResult(model, history, best_epoch, seconds, len(train_ids), len(val_ids))
+    return TrainResult(model, history, best_epoch, seconds, len(train_ids), len(val_ids),
+                       precision, precision_probe)
+
+
+def predict_films(model: keras.Model, images: np.ndarray, rows: np.ndarray, male: np.ndarray,
+                  batch_size: int = 64) -> np.ndarray:
+    """Months for the films at ``rows`` of ``images`` (the store's memory map), as they are (no
+    augmentation), batch by batch: the whole set as float32 input would be 4x the films.
+
+    The model is called directly rather than through ``predict``: under a multi-worker
+    strategy only the chief gets here, and ``predict`` would wait for the other workers.
+    """
+    predicted = []
+    for start in range(0, len(rows), batch_size):
+        films = np.asarray(images[rows[start:start + batch_size]], np.float32)[..., None]
+        sexes = np.asarray(male[start:start + batch_size], np.float32)[:, None]
+        months = model({IMAGE_INPUT: keras.ops.convert_to_tensor(films),
+                        SEX_INPUT: keras.ops.convert_to_tensor(sexes)}, training=False)
+        predicted.append(keras.ops.convert_to_numpy(keras.ops.cast(months, "float32")).reshape(-1))
+    return np.concatenate(predicted).astype(float) if predicted else np.zeros(0)
 
 
 def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainParams,
@@ -397,6 +522,14 @@ def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainPara
                    strategy=strategy)
     out_dir = Path(out_dir)
     result.model.save(out_dir / MODEL_FILE)
+    # Fitted on the validation films with the best epoch's model: evaluate and export apply it.
+    val_rows, val_age, val_male = _labels(store, val_ids)
+    calibration = fit_calibration(val_age, predict_films(result.model, store.images, val_rows,
+                                                         val_male, params.batch_size),
+                                  val_male, params.calibration)
+    log.info("calibration %s: validation MAE %.2f -> %.2f months (female %s, male %s)",
+             calibration["kind"], calibration["val_mae_raw"], calibration["val_mae_calibrated"],
+             calibration["female"], calibration["male"])
     summary = {
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history["loss"]),
@@ -406,7 +539,9 @@ def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainPara
         "n_val": result.n_val,
         "cpu_count": os.cpu_count(),
         "replicas": strategy.num_replicas_in_sync,
-        "precision": resolve_precision(params.precision),
+        "precision": result.precision,
+        "precision_probe": result.precision_probe,
+        "calibration": calibration,
         "history": result.history,
         "imaging": store.settings.to_dict(),
         "params": params.model_dump(mode="json"),

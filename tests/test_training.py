@@ -172,28 +172,35 @@ def test_training_learns_a_learnable_signal(tmp_path):
     assert min(result.history["val_mae"]) < 0.6 * mean_mae
 
 
-def test_auto_precision_takes_bf16_only_where_it_runs_natively(monkeypatch):
-    import boneage.training as training
+def test_training_summary_records_the_precision_and_the_calibration(tmp_path):
+    """The calibration is fitted on every validation film with the best epoch's model: its
+    raw MAE is that epoch's validation MAE, and its line is the least-squares one of those
+    films' reference ages on their predictions (which lowers the squared error, not always
+    the MAE)."""
+    from boneage.splits import training_ids
+    from boneage.training import predict_films
 
-    monkeypatch.setattr(training.tf.config, "list_physical_devices", lambda kind=None: [])
-    monkeypatch.setattr(training, "cpu_flags", lambda: {"sse2", "avx2", "avx512f"})
-    assert training.resolve_precision("auto") == "float32"  # bf16 would be emulated
-    monkeypatch.setattr(training, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
-    assert training.resolve_precision("auto") == "mixed_bfloat16"
-    monkeypatch.setattr(training, "cpu_flags", lambda: {"amx_bf16", "amx_tile"})
-    assert training.resolve_precision("auto") == "mixed_bfloat16"
-    monkeypatch.setattr(training, "cpu_flags", lambda: set())
-    monkeypatch.setattr(training.tf.config, "list_physical_devices",
-                        lambda kind=None: ["/physical_device:GPU:0"] if kind == "GPU" else [])
-    assert training.resolve_precision("auto") == "mixed_bfloat16"
-    assert training.resolve_precision("float32") == "float32"  # explicit settings are kept
-    assert training.resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
-
-
-def test_training_summary_records_the_precision_it_used(tmp_path):
     store_dir, split_dir = make_store(tmp_path, count=40, size=32)
-    run_training(store_dir, split_dir, TrainParams(**TINY, precision="float32"), tmp_path / "out")
-    assert json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())["precision"] == "float32"
+    result = run_training(store_dir, split_dir,
+                          TrainParams(**TINY, precision="float32", calibration="linear"),
+                          tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
+    assert summary["precision"] == "float32"
+    assert summary["precision_probe"] == {"chosen": "float32", "reason": "set in train.precision"}
+    calibration = summary["calibration"]
+    assert calibration["kind"] == "linear" and calibration["n_val"] == summary["n_val"]
+    assert calibration["female"] == calibration["male"]
+    assert calibration["val_mae_raw"] == pytest.approx(
+        result.history["val_mae"][result.best_epoch - 1], rel=1e-4)
+    rows = open_store(store_dir).select(training_ids(split_dir, -1)[1])
+    true = rows["boneage"].to_numpy(float)
+    predicted = predict_films(result.model, open_store(store_dir).images, rows["row"].to_numpy(),
+                              rows["male"].to_numpy(float))
+    slope, intercept = np.polyfit(predicted, true, 1)
+    assert calibration["male"]["slope"] == pytest.approx(slope, rel=1e-6)
+    assert calibration["male"]["intercept"] == pytest.approx(intercept, rel=1e-6, abs=1e-6)
+    raw_squares = ((predicted - true) ** 2).mean()
+    assert ((slope * predicted + intercept - true) ** 2).mean() <= raw_squares
 
 
 def test_age_bin_head_is_built_over_the_training_ages(tmp_path):
