@@ -41,15 +41,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model: Path, model_format: str = "auto", nice: bool = True):
-    """Start `boneage serve` on a free loopback port; returns (process, url) once healthy."""
+def start_server(model: Path, model_format: str = "auto", nice: bool = True,
+                 args: tuple[str, ...] = (), log: Path | None = None):
+    """Start `boneage serve` on a free loopback port; returns (process, url) once healthy.
+
+    ``args`` are added to the command line (e.g. ``("--max-upload-mb", "1")``); ``log``
+    receives the server's output (else it is discarded).
+    """
     import httpx
 
     port = free_port()
     command = [sys.executable, "-m", "boneage.cli", "serve", "--model", str(model),
-               "--port", str(port), "--format", model_format]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+               "--port", str(port), "--format", model_format, *args]
+    output = open(log, "ab") if log is not None else subprocess.DEVNULL
+    try:
+        process = subprocess.Popen(command, stdout=output, stderr=output,
+                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    finally:
+        if log is not None:
+            output.close()  # the child holds its own copy
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

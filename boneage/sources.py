@@ -22,13 +22,16 @@ extracting it first would need that much again on disk and twice the I/O.
 Everything the user can get wrong (bad label rows, missing columns, archives that try to
 write outside their folder, downloads cut short) ends in a :class:`DataError` that names
 the file, the line and the field, because "KeyError: 'boneage'" three stages later costs
-an afternoon.
+an afternoon. Archive members are bounded before they are read (:data:`MAX_FILM_BYTES`,
+:data:`MAX_RATIO`): a 1 MB zip can hold a 1 GiB "film" of zeros.
 """
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import csv
+import gzip
 import hashlib
 import http.client
 import io
@@ -81,15 +84,23 @@ _FOLDER_DEPTH = 3  # label CSV at most 1 below the root, images at most 2 below 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member time: same input, same bytes
 _USER_AGENT = "boneage-fetch/1 (python urllib)"
 _CHUNK = 1 << 20
+# Bounds on one archive member, checked on the declared sizes before it is read and again
+# on the bytes while it is copied. The largest RSNA film is ~10 MB and an uncompressed
+# 16-bit DICOM of a 4k x 4k detector ~35 MB, so 256 MB leaves room for any radiograph.
+MAX_FILM_BYTES = 256 << 20
+MAX_RATIO = 100  # expanded:packed; PNG/JPEG barely compress, DICOM ~2-4:1, zeros ~1000:1
+RATIO_FROM_BYTES = 4 << 20  # members smaller than this are not ratio-checked
+MAX_CSV_BYTES = 64 << 20  # a label CSV; the RSNA training one is 200 kB
 
 
 @dataclass
 class FetchReport:
     """What ``fetch`` found and wrote; saved as ``fetch-report.json`` beside the data.
 
-    Invariants: ``n_labels == n_written + len(labels_without_images)`` (valid label rows
-    only; bad rows are in ``skipped_rows``) and ``n_images == n_written +
-    len(images_without_labels)`` (an image whose row was skipped counts as without label).
+    Invariants: ``n_labels == n_written + len(labels_without_images) + len(skipped_films)``
+    (valid label rows only; bad rows are in ``skipped_rows``) and ``n_images == n_written +
+    len(images_without_labels) + len(skipped_films)`` (an image whose row was skipped counts
+    as without label; ``skipped_films`` are labelled images refused for their size).
     """
 
     source: str
@@ -100,6 +111,7 @@ class FetchReport:
     labels_without_images: list[str] = field(default_factory=list)
     images_without_labels: list[str] = field(default_factory=list)
     skipped_rows: list[dict] = field(default_factory=list)
+    skipped_films: list[dict] = field(default_factory=list)
     fingerprint: str = ""
 
     def to_json(self) -> str:
@@ -190,10 +202,12 @@ def local_source(source: str, cwd: str | Path | None = None) -> Path:
 def _fetch_real(
     params: FetchParams, source: str, out_dir: Path, staging: Path, download_dir: Path | None
 ) -> FetchReport:
+    note = ""
     if re.match(r"^https?://", source, re.IGNORECASE):
         ddir = Path(download_dir) if download_dir is not None else Path("data/downloads")
         _refuse_inside(ddir, out_dir, "download_dir")
         path = download(source, ddir)
+        note = f"; it was downloaded from {source}: delete {path} to download it again"
     else:
         path = local_source(source)
         if not path.exists():
@@ -207,9 +221,9 @@ def _fetch_real(
         log.info("fetch: reading folder %s", path)
         tree: _Tree = _FolderTree(path)
     else:
-        kind = _archive_kind(path)
+        kind = _archive_kind(path, note)
         log.info("fetch: reading %s archive %s in place", kind, path)
-        tree = _ZipTree(path) if kind == "zip" else _TarTree(path)
+        tree = _ZipTree(path, note) if kind == "zip" else _TarTree(path, note)
     with tree, tree.reading():
         return _fetch_tree(params, source, tree, staging)
 
@@ -236,6 +250,19 @@ class _Entry:
     name: str
     size: int
     ref: object  # Path (folder), ZipInfo (zip) or member offset (tar)
+    packed: int | None = None  # bytes in the archive, where compressed
+
+    def too_big(self) -> str | None:
+        """Why this member may not be copied (None if it may), judged on the sizes that the
+        source declares, before a byte of it is read."""
+        if self.size > MAX_FILM_BYTES:
+            return f"is {self.size:,} bytes, over the {MAX_FILM_BYTES:,}-byte limit for one film"
+        if self.packed is not None and self.size > RATIO_FROM_BYTES:
+            ratio = self.size / max(self.packed, 1)
+            if ratio > MAX_RATIO:
+                return (f"expands {ratio:,.0f}:1 ({self.packed:,} -> {self.size:,} bytes), "
+                        f"over the {MAX_RATIO}:1 limit (a decompression bomb, not a radiograph)")
+        return None
 
     @property
     def rel(self) -> str:
@@ -259,9 +286,16 @@ class _Tree:
     def __init__(self) -> None:
         self.dirs: dict[Dir, dict[str, _Entry]] = {}
 
-    def _add(self, entry: _Entry) -> None:
-        if all(_wanted_dir(p) for p in entry.dir) and _wanted_name(entry.name):
-            self.dirs.setdefault(entry.dir, {})[entry.name] = entry
+    def _add(self, entry: _Entry) -> bool:
+        """Keep ``entry`` if it matters; a CSV too big to be labels is passed over."""
+        if not (all(_wanted_dir(p) for p in entry.dir) and _wanted_name(entry.name)):
+            return False
+        if entry.name.lower().endswith(".csv") and entry.size > MAX_CSV_BYTES:
+            log.warning("fetch: ignoring %s: %d bytes is too big for a label CSV (limit %d)",
+                        self.where(entry), entry.size, MAX_CSV_BYTES)
+            return False
+        self.dirs.setdefault(entry.dir, {})[entry.name] = entry
+        return True
 
     def where(self, item: Dir | _Entry) -> str:
         """How to name a file or folder of this source in a message."""
@@ -310,7 +344,7 @@ class _FolderTree(_Tree):
                 if len(d) < _FOLDER_DEPTH and _wanted_dir(e.name):
                     self._walk(Path(e.path), (*d, e.name))
             elif _wanted_name(e.name) and e.is_file():
-                self._add(_Entry(d, e.name, -1, Path(e.path)))
+                self._add(_Entry(d, e.name, e.stat().st_size, Path(e.path)))
 
     def where(self, item: Dir | _Entry) -> str:
         rel = item.rel if isinstance(item, _Entry) else "/".join(item)
@@ -327,10 +361,11 @@ class _FolderTree(_Tree):
 
 
 class _ArchiveTree(_Tree):
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, note: str = ""):
         super().__init__()
         self.path = path
         self.label = path.name
+        self.note = note  # appended to "cannot read": what to do about a cached download
 
     def where(self, item: Dir | _Entry) -> str:
         rel = item.rel if isinstance(item, _Entry) else "/".join(item)
@@ -359,14 +394,16 @@ class _ArchiveTree(_Tree):
             yield
         except _ARCHIVE_ERRORS as exc:
             raise DataError(
-                f"{self.path}: cannot read the archive ({type(exc).__name__}: {exc})"
+                f"{self.path}: cannot read the archive ({type(exc).__name__}: {exc}){self.note}"
             ) from None
         except OSError as exc:
             if exc.errno is not None:  # a real I/O error (disk full, ...), not bad data
                 raise
             raise DataError(
-                f"{self.path}: cannot read the archive ({type(exc).__name__}: {exc})"
+                f"{self.path}: cannot read the archive ({type(exc).__name__}: {exc}){self.note}"
             ) from None
+        except _CutShort as exc:
+            raise DataError(f"{self.path}: {exc}{self.note}") from None
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -402,8 +439,8 @@ def _link_inside(member: PurePosixPath, target: str, relative_to_member: bool) -
 class _ZipTree(_ArchiveTree):
     """A zip read by random access; every member is checked before anything is used."""
 
-    def __init__(self, path: Path):
-        super().__init__(path)
+    def __init__(self, path: Path, note: str = ""):
+        super().__init__(path, note)
         try:
             with self.reading():
                 self.zf = zipfile.ZipFile(path)
@@ -428,7 +465,10 @@ class _ZipTree(_ArchiveTree):
                 raise self._refuse(info.filename, "is a device or special file")
             if info.is_dir() or not rel.parts:
                 continue
-            self._add(_Entry(rel.parent.parts, rel.name, info.file_size, info))
+            # zipfile yields at most file_size bytes from at most compress_size, so the
+            # declared sizes checked by too_big() also bound what a copy can produce
+            packed = info.compress_size if info.compress_type != zipfile.ZIP_STORED else None
+            self._add(_Entry(rel.parent.parts, rel.name, info.file_size, info, packed))
 
     def open_bytes(self, entry: _Entry) -> IO[bytes]:
         return self.zf.open(entry.ref)  # type: ignore[arg-type]
@@ -443,20 +483,31 @@ class _ZipTree(_ArchiveTree):
 
 
 class _TarTree(_ArchiveTree):
-    """A tar (maybe compressed) read as a stream, twice: once to check every member and
-    keep the small CSVs, once to copy the chosen images. Random access into a .tar.gz
-    restarts decompression at every backward seek, so it is never used."""
+    """A tar (maybe compressed) read forward, twice: once to check every member, that the
+    archive is whole, and keep the small CSVs; once to copy the chosen images. Random access
+    into a .tar.gz restarts decompression at every backward seek, so it is never used."""
 
-    def __init__(self, path: Path):
-        super().__init__(path)
+    def __init__(self, path: Path, note: str = ""):
+        super().__init__(path, note)
         self.csv_data: dict[int, bytes] = {}
-        with self.reading(), tarfile.open(path, "r|*") as tf:
-            for m in tf:
+        with self.reading(), _TarReader(path) as reader:
+            last: tuple[_Entry, int] | None = None
+            for m in reader.tf:
+                if last is not None and reader.packed is not None:
+                    last[0].packed = reader.packed - last[1]  # compressed bytes up to here
+                    last = None
                 rel = self._check(m)
-                if m.isfile() and rel.parts:
-                    self._add(_Entry(rel.parent.parts, rel.name, m.size, m.offset))
+                if not (m.isfile() and rel.parts):
+                    continue
+                entry = _Entry(rel.parent.parts, rel.name, m.size, m.offset)
+                if self._add(entry):
+                    last = (entry, reader.packed or 0)
                     if rel.suffix.lower() == ".csv" and len(rel.parts) <= 2:
-                        self.csv_data[m.offset] = tf.extractfile(m).read()  # type: ignore[union-attr]
+                        data = reader.tf.extractfile(m).read()  # type: ignore[union-attr]
+                        self.csv_data[m.offset] = data
+            if last is not None and reader.packed is not None:
+                last[0].packed = reader.packed - last[1]
+            reader.check_end()
 
     def _check(self, m: tarfile.TarInfo) -> PurePosixPath:
         """Refuse anything that could land outside the target; return the member's path."""
@@ -497,7 +548,102 @@ class _TarTree(_ArchiveTree):
             )
 
 
-def _archive_kind(path: Path) -> str:
+class _CutShort(Exception):
+    """An archive that reads cleanly but stops before its end: a copy or download cut short."""
+
+
+class _Counting:
+    """A read-only file that counts the bytes read from it (the compressed side of a tar)."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f, self.count = f, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size)
+        self.count += len(data)
+        return data
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class _LastRead:
+    """Keeps the last block read, which after tarfile's member loop is the one it stopped at."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f, self.last = f, b""
+
+    def read(self, size: int = -1) -> bytes:
+        self.last = self.f.read(size)
+        return self.last
+
+    def seek(self, *args: int) -> int:
+        return self.f.seek(*args)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+
+_COMPRESSED = (
+    (b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f, mode="rb")),
+    (b"BZh", lambda f: bz2.BZ2File(f, "rb")),
+    (b"\xfd7zXZ\x00", lambda f: lzma.LZMAFile(f, "rb")),
+)
+
+
+class _TarReader:
+    """A tar (plain, gzip, bzip2 or xz) read forward once, header by header, in ``tf``.
+
+    tarfile ends its member loop quietly at a missing or broken header, so a tar cut between
+    two members reads as a shorter, valid one; :meth:`check_end` insists on the end-of-archive
+    marker (two zero blocks) and on the compressed stream's own end (gzip keeps a CRC and
+    length there). A plain tar's member data is seeked over, not read. ``packed`` counts the
+    compressed bytes read so far (None for a plain tar), to within the decompressor's read
+    size (128 kB for gzip).
+    """
+
+    def __init__(self, path: Path):
+        self.raw = open(path, "rb")
+        try:
+            magic = self.raw.read(6)
+            self.raw.seek(0)
+            self.counted: _Counting | None = None
+            stream: IO[bytes] = self.raw
+            for prefix, opener in _COMPRESSED:
+                if magic.startswith(prefix):
+                    self.counted = _Counting(self.raw)
+                    stream = opener(self.counted)
+                    break
+            self.stream = _LastRead(stream)
+            self.tf = tarfile.open(fileobj=self.stream, mode="r:")  # type: ignore[arg-type]
+        except BaseException:
+            self.raw.close()
+            raise
+
+    @property
+    def packed(self) -> int | None:
+        return self.counted.count if self.counted is not None else None
+
+    def check_end(self) -> None:
+        """Call after the member loop: raise :class:`_CutShort` unless the archive is whole."""
+        end = self.tf.offset  # where the loop stopped, past the last member's data
+        zeros = tarfile.NUL * tarfile.BLOCKSIZE
+        if self.stream.last != zeros or self.stream.read(tarfile.BLOCKSIZE) != zeros:
+            raise _CutShort(
+                f"the tar stops at byte {end:,} (uncompressed) without its end-of-archive "
+                "marker, so it was cut short (a download or copy that stopped between members?)"
+            )
+        while self.stream.read(_CHUNK):  # a compressed stream checks its own end here
+            pass
+
+    def __enter__(self) -> _TarReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.raw.close()
+
+
+def _archive_kind(path: Path, note: str = "") -> str:
     name = path.name.lower()
     if name.endswith(".zip"):
         return "zip"
@@ -510,7 +656,7 @@ def _archive_kind(path: Path) -> str:
             return "tar"
     except OSError:
         pass
-    raise DataError(f"{path}: not a folder or a .zip/.tar.gz/.tgz/.tar archive")
+    raise DataError(f"{path}: not a folder or a .zip/.tar.gz/.tgz/.tar archive{note}")
 
 
 # --------------------------------------------------------------------------------------
@@ -817,14 +963,28 @@ class _FilmsWriter:
         self.members: list[tuple[str, int, int]] = []
 
     def add_stream(self, name: str, src: IO[bytes], size: int) -> None:
-        """Copy ``size`` bytes (as announced by the source) without holding them in memory."""
+        """Copy ``size`` bytes (as announced by the source) without holding them in memory.
+
+        The bytes are counted as they come: a source that yields more than it announced
+        (sizes in archive headers can lie) is stopped one chunk past it, not copied whole.
+        """
+        if size > MAX_FILM_BYTES:  # callers refuse these first (_Entry.too_big); a backstop
+            raise DataError(f"{name}: {size:,} bytes is over the {MAX_FILM_BYTES:,}-byte limit")
         info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
         info.compress_type = zipfile.ZIP_STORED
         info.create_system = 3
         info.external_attr = (stat.S_IFREG | 0o644) << 16
         info.file_size = size  # lets zipfile choose ZIP64 for huge members up front
         with self.zf.open(info, "w") as dst:
-            shutil.copyfileobj(src, dst, _CHUNK)
+            left = size
+            while buf := src.read(min(_CHUNK, left + 1)):  # one byte more shows a longer source
+                left -= len(buf)
+                if left < 0:
+                    raise DataError(
+                        f"{name}: the source holds more than the {size:,} bytes it announced; "
+                        "it changed while being read or is damaged"
+                    )
+                dst.write(buf)
         if info.file_size != size:
             raise DataError(
                 f"{name}: read {info.file_size} bytes, expected {size}; "
@@ -904,6 +1064,10 @@ def _fetch_tree(params: FetchParams, source: str, tree: _Tree, staging: Path) ->
         log.warning(
             "fetch: %d image(s) have no usable label: %s", len(no_label), _preview(no_label)
         )
+    refused = _refuse_big(tree, layout, kept, params.on_error)
+    if refused:
+        gone = {r["id"] for r in refused}
+        kept = [lab for lab in kept if lab.id not in gone]
     if not kept:
         raise DataError(
             f"nothing left to write: none of the {len(labels)} valid labels in "
@@ -928,8 +1092,31 @@ def _fetch_tree(params: FetchParams, source: str, tree: _Tree, staging: Path) ->
         labels_without_images=no_image,
         images_without_labels=no_label,
         skipped_rows=bad,
+        skipped_films=refused,
     )
     return _finish(staging, report, kept, writer.members)
+
+
+def _refuse_big(tree: _Tree, layout: _Layout, kept: list[_Label], on_error: str) -> list[dict]:
+    """The labelled films too big (or too compressible) to be radiographs, judged before any
+    is read; raise on 'fail', else return them to be reported and skipped."""
+    refused = []
+    for lab in kept:
+        entry = layout.images[lab.id]
+        why = entry.too_big()
+        if why:
+            refused.append({"file": tree.where(entry), "id": lab.id, "size": entry.size,
+                            "packed": entry.packed, "reason": why})
+    if not refused:
+        return []
+    lines = [f"  {r['file']} {r['reason']}" for r in refused]
+    more = [f"  ... and {len(refused) - MAX_SHOWN} more"] if len(refused) > MAX_SHOWN else []
+    head = f"{len(refused)} film(s) refused unread"
+    shown = [*lines[:MAX_SHOWN], *more]
+    if on_error == "fail":
+        raise DataError("\n".join([head + " (set fetch.on_error: skip to drop them):", *shown]))
+    log.warning("\n".join([head + "; skipped (fetch.on_error=skip):", *shown]))
+    return refused
 
 
 # --------------------------------------------------------------------------------------
@@ -1038,12 +1225,16 @@ def _download_name(url: str) -> str:
 def download(url: str, download_dir: Path, *, timeout: float = 60.0) -> Path:
     """Download ``url`` into ``download_dir/<hash of url>/<name>``, resuming a ``.part``.
 
-    The data streams to ``<name>.part`` and is renamed to ``<name>`` only once the byte
-    count matches the server's length, so a cut-off download is never mistaken for a
-    complete one; the next run resumes it with an HTTP Range request (or restarts when
-    the server ignores ranges). The URL hash in the path stops two URLs that end in the
-    same file name from sharing a cache entry. A finished file is reused as is: delete it
-    to download again.
+    The data streams to ``<name>.part`` and is renamed to ``<name>`` only once it is whole:
+    as many bytes as the server announced, and a complete archive (a zip whose central
+    directory reads; a tar that reaches its end-of-archive marker, its compression's own end
+    intact), because a body that stops early with no length announced ends like a finished
+    one. A cut-off download is resumed by the next run with an HTTP Range request that
+    carries, as ``If-Range``, the ETag (or Last-Modified) the download started with, kept in
+    ``<name>.part.json``: a file changed on the server comes back whole (HTTP 200) and
+    replaces the part instead of being spliced onto it. The URL hash in the path stops two
+    URLs that end in the same file name from sharing a cache entry. A finished file is
+    reused as is: delete it to download again.
     """
     key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
     folder = Path(download_dir) / key
@@ -1056,29 +1247,71 @@ def download(url: str, download_dir: Path, *, timeout: float = 60.0) -> Path:
     for _ in range(2):  # a second round only after the .part was found unusable
         if _download_once(url, part, timeout):
             os.replace(part, final)
+            _sidecar(part).unlink(missing_ok=True)
             log.info("fetch: downloaded %s to %s (%d bytes)", url, final, final.stat().st_size)
             return final
     raise DataError(f"download of {url} could not be resumed or restarted")
 
 
+def _sidecar(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _sidecar(part).unlink(missing_ok=True)
+
+
+def _started(part: Path, url: str) -> dict | None:
+    """What was recorded when the download in ``part`` started, None if unusable."""
+    try:
+        meta = json.loads(_sidecar(part).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("url") == url else None
+
+
+def _record_start(part: Path, url: str, headers, length: int | None) -> None:
+    etag = headers.get("ETag")
+    if etag and etag.startswith("W/"):
+        etag = None  # If-Range takes only a strong validator
+    meta = {"url": url, "etag": etag, "last_modified": headers.get("Last-Modified"),
+            "length": length}
+    _sidecar(part).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+
+
 def _download_once(url: str, part: Path, timeout: float) -> bool:
     """One request; True when ``part`` now holds the whole file, False to start over."""
     have = part.stat().st_size if part.exists() else 0
+    meta = _started(part, url) if have else None
+    if have and meta is None:
+        log.warning("fetch: %s has no record of the download it belongs to (%s); starting over",
+                    part, _sidecar(part).name)
+        _discard(part)
+        have = 0
+    validator = meta and (meta.get("etag") or meta.get("last_modified"))
+    if have and not validator and meta and meta.get("length") is None:
+        log.warning("fetch: the server gave %s neither a validator nor a length, so a resume "
+                    "could splice two versions; starting over", url)
+        _discard(part)
+        have = 0
     headers = {"User-Agent": _USER_AGENT}
     if have:
         headers["Range"] = f"bytes={have}-"
+        if validator:
+            headers["If-Range"] = validator
     try:
         resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # range past the end: whole, or stale and longer
             total = _content_range_total(exc.headers.get("Content-Range", ""))
             exc.close()
-            if total == have:
-                return True
+            if total == have and meta.get("length") in (None, total):  # type: ignore[union-attr]
+                return _whole(url, part, total, have)
             log.warning(
                 "fetch: partial download %s does not fit the server's file; starting over", part
             )
-            part.unlink()
+            _discard(part)
             return False
         exc.close()
         raise DataError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
@@ -1092,24 +1325,28 @@ def _download_once(url: str, part: Path, timeout: float) -> bool:
         length = int(length) if length and length.isdigit() else None
         if have and resp.status == 206:
             start, total = _content_range(resp.headers.get("Content-Range", ""))
-            if start != have:
-                log.warning(
-                    "fetch: server resumed %s at byte %s, not %d; starting over", url, start, have
-                )
-                part.unlink()
-                return False
             if total is None and length is not None:
                 total = have + length
+            expected = meta.get("length")  # type: ignore[union-attr]
+            if start != have or (None not in (expected, total) and expected != total):
+                log.warning(
+                    "fetch: server resumed %s at byte %s of %s, not %d of %s; starting over",
+                    url, start, total, have, expected,
+                )
+                _discard(part)
+                return False
             mode = "ab"
             log.info("fetch: resuming %s at byte %d", url, have)
         else:
             if have:
                 log.info(
-                    "fetch: server does not resume (HTTP %d); downloading %s again",
+                    "fetch: server sent the whole file (HTTP %d): it changed since the download "
+                    "started, or does not resume; downloading %s again",
                     resp.status,
                     url,
                 )
             have, total, mode = 0, length, "wb"
+            _record_start(part, url, resp.headers, length)
         done = have
         try:
             with (
@@ -1142,7 +1379,56 @@ def _download_once(url: str, part: Path, timeout: float) -> bool:
             f"download of {url} was interrupted after {done} of {total} bytes; "
             f"{part} is kept and the next run resumes it"
         )
-    return True
+    return _whole(url, part, total, done)
+
+
+def _whole(url: str, part: Path, total: int | None, done: int) -> bool:
+    """True if ``part`` is a complete archive; else raise, keeping it only when the server
+    never said how long the file is (then the transfer was likely cut, and can resume)."""
+    log.info("fetch: checking that %s is a whole archive", part)
+    problem = _archive_problem(part)
+    if problem is None:
+        return True
+    if total is None:
+        raise DataError(
+            f"download of {url} stopped after {done} bytes, the server gave no length, and "
+            f"they are not a whole archive ({problem}); {part} is kept and the next run "
+            "resumes it"
+        )
+    _discard(part)
+    raise DataError(
+        f"download of {url}: all {done} bytes the server announced arrived, but they are not "
+        f"a whole zip or tar archive ({problem}); {part} was deleted: check the URL"
+    )
+
+
+def _archive_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole zip or tar archive, or None when it is.
+
+    A zip keeps its central directory at the very end, so reading it proves the file was not
+    cut; a tar is read to its end-of-archive marker (member data is seeked over when the tar
+    is plain, decompressed when it is not).
+    """
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic in (b"PK\x03\x04", b"PK\x05\x06") or zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                zf.infolist()
+            return None
+        with _TarReader(path) as reader:
+            for _ in reader.tf:
+                pass
+            reader.check_end()
+        return None
+    except _CutShort as exc:
+        return str(exc)
+    except _ARCHIVE_ERRORS as exc:
+        return f"{type(exc).__name__}: {exc}"
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        return f"{type(exc).__name__}: {exc}"
 
 
 def _content_range(value: str) -> tuple[int | None, int | None]:

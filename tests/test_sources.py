@@ -4,6 +4,7 @@ and every way the input can be wrong ends in an error that names file, line and 
 from __future__ import annotations
 
 import csv
+import gzip
 import http.server
 import importlib.util
 import io
@@ -17,7 +18,7 @@ import threading
 import types
 import uuid
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -519,6 +520,129 @@ def test_corrupt_member_in_zip(tmp_path):
     assert not (tmp_path / "raw").exists()
 
 
+@pytest.mark.parametrize("kind", ["plain-cut-between-members", "gzip-trailer-missing"])
+def test_cut_tar_is_refused(tmp_path, kind):
+    """tarfile stops quietly at a missing header, so a cut tar would read as a shorter one."""
+    src = kaggle(tmp_path / "src")
+    archive, boundary = plain_tar(src, tmp_path / "data.tar")
+    data = archive.read_bytes()
+    if kind == "plain-cut-between-members":
+        cut = tmp_path / "cut.tar"
+        cut.write_bytes(data[:boundary])
+    else:
+        cut = tmp_path / "cut.tar.gz"
+        cut.write_bytes(gzip.compress(data)[:-4])  # the tar is whole, its gzip stream is not
+    with pytest.raises(DataError) as e:
+        run(cut, tmp_path / "raw")
+    assert str(cut) in str(e.value)
+    if kind == "plain-cut-between-members":
+        assert "end-of-archive marker" in str(e.value) and "cut short" in str(e.value)
+    assert not (tmp_path / "raw").exists()
+
+
+def bomb_source(tmp_path: Path, kind: str, bomb: bytes) -> Path:
+    """Films 1, 2 and 10 are normal; film 3 is ``bomb``."""
+    src = kaggle(tmp_path / "src")
+    (src / "boneage-training-dataset" / "3.png").write_bytes(bomb)
+    if kind == "folder":
+        return src
+    if kind == "zip":
+        return zip_dir(src, tmp_path / "data.zip")
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(src, arcname=".")
+    return archive
+
+
+class Opened:
+    """Records the names of the archive members fetch opens."""
+
+    def __init__(self, monkeypatch):
+        self.names: list[str] = []
+        original = sources._ZipTree.open_bytes
+
+        def spy(tree, entry):
+            self.names.append(entry.name)
+            return original(tree, entry)
+
+        monkeypatch.setattr(sources._ZipTree, "open_bytes", spy)
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz", "folder"])
+def test_member_over_the_size_limit_is_refused_unread(tmp_path, monkeypatch, kind):
+    monkeypatch.setattr(sources, "MAX_FILM_BYTES", 1 << 20)
+    monkeypatch.setattr(sources, "MAX_RATIO", 10**9)  # the size alone must refuse it
+    source = bomb_source(tmp_path, kind, bytes(5 << 20))
+    opened = Opened(monkeypatch)
+    with pytest.raises(DataError) as e:
+        run(source, tmp_path / "raw")
+    msg = str(e.value)
+    assert "3.png" in msg and "over the 1,048,576-byte limit" in msg and "on_error" in msg
+    assert not (tmp_path / "raw").exists()
+
+    report = run(source, tmp_path / "raw", on_error="skip")
+    assert report.n_written == 3 and [f["id"] for f in report.skipped_films] == ["3"]
+    assert report.skipped_films[0]["size"] == 5 << 20
+    assert report.n_labels == report.n_written + len(report.labels_without_images) + 1
+    assert report.n_images == report.n_written + len(report.images_without_labels) + 1
+    with zipfile.ZipFile(tmp_path / "raw" / "films.zip") as zf:
+        assert sorted(zf.namelist()) == ["1.png", "10.png", "2.png"]
+    assert "3.png" not in opened.names
+    saved = json.loads((tmp_path / "raw" / "fetch-report.json").read_text())
+    assert saved["skipped_films"] == report.skipped_films
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_member_that_expands_too_far_is_refused(tmp_path, kind):
+    """5 MB of zeros deflates ~1000:1: under the size limit, over the ratio limit."""
+    source = bomb_source(tmp_path, kind, bytes(5 << 20))
+    with pytest.raises(DataError, match=r"3\.png.* expands [\d,]+:1 .*over the 100:1 limit"):
+        run(source, tmp_path / "raw")
+    report = run(source, tmp_path / "raw", on_error="skip")
+    assert [f["id"] for f in report.skipped_films] == ["3"] and report.n_written == 3
+
+
+def test_incompressible_film_is_not_a_bomb(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "RATIO_FROM_BYTES", 1000)
+    noise = np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes()
+    report = run(bomb_source(tmp_path, "zip", noise), tmp_path / "raw")
+    assert report.n_written == 4 and report.skipped_films == []
+
+
+def test_copy_stops_at_the_announced_size(tmp_path):
+    """A member longer than its header says is cut off after one chunk, not copied whole."""
+
+    class Endless(io.RawIOBase):
+        served = 0
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            assert self.served < 64 << 20, "read far past the announced size"
+            self.served += len(b)
+            b[:] = bytes(len(b))
+            return len(b)
+
+    src = Endless()
+    writer = sources._FilmsWriter(tmp_path / "films.zip")
+    with pytest.raises(DataError, match=r"x\.png: the source holds more than the 1,000 bytes"):
+        writer.add_stream("x.png", src, 1000)
+    assert src.served <= 1001
+
+
+def test_csv_too_big_for_labels_is_not_read(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(sources, "MAX_CSV_BYTES", 1000)
+    src = kaggle(tmp_path / "src")
+    write_csv(src / "notes.csv", ["id", "boneage", "male"], [[i, 1, 1] for i in range(500)])
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(src, arcname=".")
+    report = run(archive, tmp_path / "raw")
+    assert report.n_written == 4
+    assert "notes.csv" in caplog.text and "too big for a label CSV" in caplog.text
+
+
 def test_two_images_for_one_id(tmp_path):
     src = tmp_path / "src"
     write_csv(src / "labels.csv", ["id", "boneage", "male"], [[1, 5, 1]])
@@ -537,7 +661,14 @@ class Served:
     requests: list
     cut_after: int | None = None  # bytes sent before the first full response is cut
     ranges: bool = True
+    length: bool = True  # send Content-Length (else the body ends when the connection closes)
+    etags: bool = True
+    if_range: list = field(default_factory=list)  # the If-Range header of each request
     url: str = ""
+
+
+def etag(data: bytes) -> str:
+    return '"' + sources.hashlib.sha256(data).hexdigest()[:16] + '"'
 
 
 @pytest.fixture
@@ -552,12 +683,15 @@ def server():
 
         def do_GET(self):
             state.requests.append((self.path, self.headers.get("Range")))
+            state.if_range.append(self.headers.get("If-Range"))
             data = state.files.get(self.path)
             if data is None:
                 self.send_error(404, "Not Found")
                 return
             start, status = 0, 200
             rng = self.headers.get("Range")
+            if self.headers.get("If-Range") not in (None, etag(data)):
+                rng = None  # the file changed: RFC 9110 says send it whole
             if rng and state.ranges:
                 start = int(rng.split("=")[1].split("-")[0])
                 if start >= len(data):
@@ -569,7 +703,13 @@ def server():
                 status = 206
             body = data[start:]
             self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
+            if state.length:
+                self.send_header("Content-Length", str(len(body)))
+            else:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            if state.etags:
+                self.send_header("ETag", etag(data))
             self.send_header("Accept-Ranges", "bytes" if state.ranges else "none")
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -611,10 +751,14 @@ def test_url_download_cut_then_resumed(tmp_path, server):
     assert part.stat().st_size == len(payload) // 2
     assert not (tmp_path / "raw").exists()
 
+    assert json.loads(sources._sidecar(part).read_text())["etag"] == etag(payload)
+
     report = url_fetch(url, tmp_path)
     assert server.requests[-1] == ("/data.zip", f"bytes={len(payload) // 2}-")
+    assert server.if_range[-1] == etag(payload)  # resumes only onto the same file
     (final,) = (tmp_path / "dl").rglob("data.zip")
     assert final.read_bytes() == payload and not part.exists()
+    assert not sources._sidecar(part).exists()
     check_output(tmp_path / "raw", report, [1, 2, 3, 10])
     assert report.source == url
 
@@ -636,16 +780,33 @@ def test_url_restarts_when_server_ignores_ranges(tmp_path, server):
     assert final.read_bytes() == payload
 
 
+def cache_folder(tmp_path: Path, url: str) -> Path:
+    folder = tmp_path / "dl" / sources.hashlib.sha256(url.encode()).hexdigest()[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def test_url_with_complete_part_left_over(tmp_path, server):
     """A .part that already holds everything (416 on resume) is finished, not refetched."""
     payload = zip_dir(kaggle(tmp_path / "src"), tmp_path / "data.zip").read_bytes()
     server.files["/data.zip"] = payload
     url = server.url + "/data.zip"
-    folder = tmp_path / "dl" / sources.hashlib.sha256(url.encode()).hexdigest()[:12]
-    folder.mkdir(parents=True)
+    folder = cache_folder(tmp_path, url)
     (folder / "data.zip.part").write_bytes(payload)
+    (folder / "data.zip.part.json").write_text(json.dumps({"url": url, "etag": etag(payload)}))
     assert url_fetch(url, tmp_path).n_written == 4
     assert (folder / "data.zip").read_bytes() == payload
+    assert server.requests == [("/data.zip", f"bytes={len(payload)}-")]  # the 416, no refetch
+
+
+def test_url_part_without_record_starts_over(tmp_path, server):
+    """A .part with no record of the download it belongs to cannot be resumed safely."""
+    payload = zip_dir(kaggle(tmp_path / "src"), tmp_path / "data.zip").read_bytes()
+    server.files["/data.zip"] = payload
+    url = server.url + "/data.zip"
+    (cache_folder(tmp_path, url) / "data.zip.part").write_bytes(b"old bytes of another file")
+    assert url_fetch(url, tmp_path).n_written == 4
+    assert server.requests == [("/data.zip", None)]
 
 
 def test_url_without_archive_name_is_sniffed(tmp_path, server):
@@ -665,6 +826,88 @@ def test_url_404(tmp_path, server):
 def test_url_unreachable(tmp_path):
     with pytest.raises(DataError, match=r"http://127\.0\.0\.1:9/x\.zip"):
         url_fetch("http://127.0.0.1:9/x.zip", tmp_path)
+
+
+def plain_tar(src: Path, archive: Path) -> tuple[Path, int]:
+    """labels.csv then four images; returns the archive and the offset of the third image's
+    header, a member boundary."""
+    with tarfile.open(archive, "w") as tf:
+        tf.add(src / "boneage-training-dataset.csv", "boneage-training-dataset.csv")
+        for i in (1, 2, 3, 10):
+            tf.add(src / "boneage-training-dataset" / f"{i}.png", f"images/{i}.png")
+    with tarfile.open(archive) as tf:
+        return archive, tf.getmember("images/3.png").offset
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar-between-members"])
+def test_url_cut_without_length_is_not_taken_as_complete(tmp_path, server, kind):
+    """No Content-Length and a dropped connection look like a finished body: the archive
+    itself must prove complete before the .part is renamed."""
+    src = kaggle(tmp_path / "src")
+    if kind == "zip":
+        payload = zip_dir(src, tmp_path / "data.zip").read_bytes()
+        cut, name = len(payload) // 2, "data.zip"
+    else:
+        archive, cut = plain_tar(src, tmp_path / "data.tar")
+        payload, name = archive.read_bytes(), "data.tar"
+    server.files["/" + name] = payload
+    server.length = False
+    server.cut_after = cut
+    url = f"{server.url}/{name}"
+    with pytest.raises(DataError) as e:
+        url_fetch(url, tmp_path)
+    assert url in str(e.value) and "not a whole archive" in str(e.value)
+    assert "next run resumes it" in str(e.value)
+    assert list((tmp_path / "dl").rglob(name)) == []
+    (part,) = (tmp_path / "dl").rglob(name + ".part")
+    assert part.stat().st_size == cut and not (tmp_path / "raw").exists()
+
+    server.length = True
+    report = url_fetch(url, tmp_path)
+    assert server.requests[-1] == ("/" + name, f"bytes={cut}-")
+    assert server.if_range[-1] == etag(payload)
+    (final,) = (tmp_path / "dl").rglob(name)
+    assert final.read_bytes() == payload and report.n_written == 4
+
+
+def test_url_changed_on_server_starts_over(tmp_path, server):
+    """A resume carries If-Range; the server sends a changed file whole (200), and it replaces
+    the part instead of being spliced onto it."""
+    old = zip_dir(kaggle(tmp_path / "old"), tmp_path / "old.zip").read_bytes()
+    new_src = kaggle(tmp_path / "new", ids=(1, 2, 3, 10, 11))
+    new = zip_dir(new_src, tmp_path / "new.zip").read_bytes()
+    server.files["/data.zip"] = old
+    server.cut_after = len(old) // 2
+    url = server.url + "/data.zip"
+    with pytest.raises(DataError, match="interrupted"):
+        url_fetch(url, tmp_path)
+    server.files["/data.zip"] = new
+    report = url_fetch(url, tmp_path)
+    assert server.if_range[-1] == etag(old)
+    (final,) = (tmp_path / "dl").rglob("data.zip")
+    assert final.read_bytes() == new and report.n_written == 5
+
+
+def test_url_whole_but_not_an_archive_is_deleted(tmp_path, server):
+    """Every announced byte came and it is still no archive (a login page, say): nothing to
+    resume, so the part goes and the error says to check the URL."""
+    server.files["/data.zip"] = b"<html>please log in</html>"
+    url = server.url + "/data.zip"
+    with pytest.raises(DataError) as e:
+        url_fetch(url, tmp_path)
+    assert url in str(e.value) and "not a whole zip or tar archive" in str(e.value)
+    assert "check the URL" in str(e.value)
+    assert [p for p in (tmp_path / "dl").rglob("*") if p.is_file()] == []
+
+
+def test_unreadable_cached_download_names_the_file_to_delete(tmp_path, server):
+    url = server.url + "/data.zip"
+    final = cache_folder(tmp_path, url) / "data.zip"
+    final.write_bytes(b"PK\x03\x04 damaged after the download")
+    with pytest.raises(DataError) as e:
+        url_fetch(url, tmp_path)
+    assert f"delete {final}" in str(e.value) and url in str(e.value)
+    assert server.requests == []
 
 
 # ----------------------------------------------------------------------------- synthetic
