@@ -14,19 +14,25 @@ DEFAULT_MODEL = Path("models/boneage")
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from boneage.predictor import Ensemble, expand_paths, parse_sex
-    from boneage.report import parse_age
+    from boneage.inputs import expand_paths, heatmap_folder, parse_chronological_age, parse_sex
+
+    # Everything the user typed is checked before TensorFlow is imported (seconds) and the
+    # models load: a bad flag, a missing film or an empty folder fails at once.
+    if args.sex is not None:
+        parse_sex(args.sex)
+    chronological = (parse_chronological_age(args.chronological_age)
+                     if args.chronological_age is not None else None)
+    paths = expand_paths(args.paths)
+    explain = heatmap_folder(args.explain) if args.explain is not None else None
+
+    from boneage.predictor import Ensemble
     from boneage.standards import RULE
 
-    if args.sex is not None:
-        parse_sex(args.sex)  # a bad flag fails before any model loads
-    chronological = parse_age(args.chronological_age) if args.chronological_age else None
     ensemble = Ensemble(args.model or [DEFAULT_MODEL], model_format=args.format)
-    paths = expand_paths(args.paths)
     readings = ensemble.predict_paths(paths, sex=args.sex, chronological=chronological,
                                       batch_size=args.batch_size,
                                       progress=len(paths) > 20,
-                                      explain_dir=args.explain)
+                                      explain_dir=explain)
     rows = [r.to_dict() for r in readings]
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
@@ -88,15 +94,34 @@ def _crossval(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_UPLOAD_MB = 1024.0  # uploads are held in memory: a ceiling for the flag
+
+
+def upload_megabytes(text: str) -> float:
+    """``--max-upload-mb``: a finite number of MB above 0 (not -5, inf or nan)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_UPLOAD_MB:
+        raise argparse.ArgumentTypeError(f"{text!r} MB: give a size above 0 and at most "
+                                         f"{MAX_UPLOAD_MB:g} MB")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="boneage", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="bone age of one or more films")
-    predict.add_argument("paths", nargs="+", help="PNG/JPEG/DICOM films or folders of them")
+    predict.add_argument("paths", nargs="+", help="films (PNG, JPEG, TIFF, BMP, WebP, PNM or "
+                                                  "DICOM) or folders of them")
     predict.add_argument("--sex", help="M or F; when absent, read from each DICOM's PatientSex")
     predict.add_argument("--chronological-age", metavar="AGE",
-                         help="the child's age, as months (122) or years and months (10y2m); "
-                              "adds the difference and a delayed/normal/advanced call")
+                         help="the child's age, as months (122) or years and months (10y2m), "
+                              "from 1 month to 20 years; adds the difference and a "
+                              "delayed/normal/advanced call")
     predict.add_argument("--model", type=Path, action="append", metavar="DIR",
                          help=f"export directory (default {DEFAULT_MODEL}); give several "
                               "for an ensemble")
@@ -119,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["auto", "keras", "savedmodel", "tflite"],
                        help="which exported file answers predictions (default auto: the "
                             "fastest on CPU in bench/predict_latency.py that the export has)")
-    serve.add_argument("--max-upload-mb", type=float, default=20.0,
-                       help="largest upload accepted (default 20 MB)")
+    serve.add_argument("--max-upload-mb", type=upload_megabytes, default=20.0, metavar="MB",
+                       help="largest upload accepted, with or without a Content-Length "
+                            f"(default 20 MB, at most {MAX_UPLOAD_MB:g})")
     serve.set_defaults(handler=_serve)
 
     crossval = commands.add_parser(

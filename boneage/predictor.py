@@ -16,25 +16,19 @@ import numpy as np
 
 from boneage.errors import DataError, ImageError
 from boneage.export import CARD_JSON, KERAS_FILE, SAVEDMODEL_DIR, SIGNATURE, TFLITE_FILE
-from boneage.imaging import Film, ImagingSettings, prepare, prepare_array, read_film, sniff
+from boneage.imaging import Film, ImagingSettings, prepare, prepare_array, read_film
+from boneage.inputs import (  # noqa: F401 (IMAGE_SUFFIXES, expand_paths: re-exported)
+    IMAGE_SUFFIXES,
+    expand_paths,
+    heatmap_folder,
+    parse_sex,
+    read_film_bytes,
+)
 from boneage.models import IMAGE_INPUT, OUTPUT, SEX_INPUT
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
 FORMAT_FILES = {"keras": KERAS_FILE, "savedmodel": SAVEDMODEL_DIR, "tflite": TFLITE_FILE}
-
-
-def parse_sex(value: str | bool | int) -> int:
-    """'M'/'F' (also male/female, 1/0, true/false) -> 1 for male, 0 for female."""
-    if isinstance(value, bool):
-        return int(value)
-    text = str(value).strip().lower()
-    if text in ("m", "male", "1", "true", "boy"):
-        return 1
-    if text in ("f", "female", "0", "false", "girl"):
-        return 0
-    raise ValueError(f"sex must be M or F, got {value!r}")
 
 
 class Predictor:
@@ -105,38 +99,22 @@ class Predictor:
         return np.asarray(self._run(image, sex), dtype=float).reshape(-1)
 
 
-def expand_paths(paths: list[str | Path]) -> list[Path]:
-    """Files as given, folders expanded (recursively) to the images they hold, sorted."""
-    out: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES
-                                               or (not p.suffix and _has_dicom_magic(p))))
-            if not found:
-                log.warning("%s: folder holds no PNG, JPEG or DICOM films", path)
-            out.extend(found)
-        elif path.exists():
-            out.append(path)
-        else:
-            raise DataError(f"{path}: no such file or folder")
-    return out
-
-
-def _has_dicom_magic(path: Path) -> bool:
-    """DICOM files often have no suffix; their 'DICM' magic tells."""
-    try:
-        with open(path, "rb") as handle:
-            return sniff(handle.read(132)) == "dicom"
-    except OSError:
-        return False
-
-
-SEX_FROM_FLAG = "from --sex"
 SEX_FROM_DICOM = "from the DICOM PatientSex tag"
-AGE_FROM_FLAG = "from --chronological-age"
 AGE_FROM_DICOM = "from the DICOM PatientAge tag"
+
+
+@dataclass(frozen=True)
+class Wording:
+    """Where a reading says sex and age came from, and how it asks for a missing sex: in
+    the command line's flags or in the web form's fields."""
+
+    sex_given: str
+    age_given: str
+    ask_sex: str
+
+
+CLI = Wording("from --sex", "from --chronological-age", "pass --sex M or F")
+FORM = Wording("from the form", "from the form", "choose the sex (M or F) in the form")
 
 
 @dataclass
@@ -244,19 +222,26 @@ class Ensemble:
         return out
 
     def resolve(self, path: str, film: Film, sex: str | None, chronological: float | None,
-                reading: Reading) -> None:
-        """Fill in sex and chronological age from the flags, else the DICOM tags."""
+                reading: Reading, wording: Wording = CLI) -> None:
+        """Fill in sex and chronological age from the flags (or form), else the DICOM tags."""
         from boneage.standards import assess  # noqa: F401  (fail early if missing)
 
         if sex is not None:
-            reading.male, reading.sex_source = parse_sex(sex), SEX_FROM_FLAG
+            reading.male, reading.sex_source = parse_sex(sex), wording.sex_given
         elif film.meta.get("sex"):
             reading.male, reading.sex_source = parse_sex(film.meta["sex"]), SEX_FROM_DICOM
+        elif film.meta.get("sex_tag"):
+            raise ImageError(f"{path}: sex unknown: PatientSex is {film.meta['sex_tag']!r} "
+                             f"(not M or F); {wording.ask_sex}")
+        elif film.meta.get("format") == "dicom":
+            raise ImageError(f"{path}: sex unknown: the DICOM file has no PatientSex tag; "
+                             f"{wording.ask_sex}")
         else:
-            raise ImageError(f"{path}: sex unknown: pass --sex M or F (the file has no "
-                             "PatientSex tag)")
+            raise ImageError(f"{path}: sex unknown: {wording.ask_sex} (only a DICOM file "
+                             "records the patient's sex)")
         if chronological is not None:
-            reading.chronological_months, reading.age_source = float(chronological), AGE_FROM_FLAG
+            reading.chronological_months = float(chronological)
+            reading.age_source = wording.age_given
         elif film.meta.get("age_months") is not None:
             reading.chronological_months = float(film.meta["age_months"])
             reading.age_source = AGE_FROM_DICOM
@@ -292,13 +277,14 @@ class Ensemble:
         return np.mean(maps, axis=0), first_input
 
     def predict_bytes(self, data: bytes, name: str, sex: str | None = None,
-                      chronological: float | None = None, explain: bool = False):
+                      chronological: float | None = None, explain: bool = False,
+                      wording: Wording = FORM):
         """One uploaded film -> (Reading, heatmap PNG bytes or None)."""
         from boneage.explain import explain_png
 
         reading = Reading(name)
         film = self.read(data, name)
-        self.resolve(name, film, sex, chronological, reading)
+        self.resolve(name, film, sex, chronological, reading, wording)
         prepared = self.prepare(film, name)
         self.finish(reading, self.predict_prepared([prepared], np.array([reading.male]))[0])
         png = None
@@ -325,14 +311,13 @@ class Ensemble:
                 batch.clear()
 
         if explain_dir is not None:
-            explain_dir = Path(explain_dir)
-            explain_dir.mkdir(parents=True, exist_ok=True)
+            explain_dir = heatmap_folder(explain_dir)
         for index, path in enumerate(tqdm(paths, desc="predict", unit="film",
                                           disable=not progress)):
             reading = Reading(str(path))
             readings.append(reading)
             try:
-                film = self.read(Path(path).read_bytes(), str(path))
+                film = self.read(read_film_bytes(path), str(path))
                 self.resolve(str(path), film, sex, chronological, reading)
                 prepared = self.prepare(film, str(path))
                 if explain_dir is not None:

@@ -2,9 +2,11 @@
 
 Models load once at start; each prediction runs in the thread pool so the event loop keeps
 answering (health checks, other uploads) while a film is read. Uploads are checked before
-any decoding: size limit, magic bytes (PNG, JPEG, DICOM), and the image header's width and
-height (so a 20,000 px "film" is refused without decoding it). Every refusal is a 4xx with
-``{"detail": "..."}`` naming what is wrong; the server keeps serving.
+any decoding: size limit (counted as the body streams in, so a chunked upload without a
+Content-Length is cut off too), magic bytes (:data:`boneage.imaging.FORMATS`), and the image
+header's width and height (so a 20,000 px "film" is refused without decoding it). Every
+refusal is a 4xx with ``{"detail": "..."}`` naming what is wrong; anything unexpected is a
+JSON 500 with a generic message (the traceback goes to the log); the server keeps serving.
 """
 
 # No `from __future__ import annotations`: FastAPI resolves the endpoint annotations at
@@ -34,6 +36,44 @@ def pick_format(model_dirs: list[Path], requested: str = "auto") -> str:
     return "keras"  # the one every export ships; Predictor names what is missing
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets a 413 ``{"detail": ...}``.
+
+    A declared Content-Length is refused before the body is read; a body without one
+    (chunked transfer encoding) is counted as it streams in, and reading stops at the first
+    chunk past the limit: the rest is never spooled to disk to be measured afterwards.
+    """
+
+    def __init__(self, app, limit: int, limit_mb: float):
+        self.app, self.limit, self.limit_mb = app, limit, limit_mb
+
+    async def __call__(self, scope, receive, send):
+        from starlette.exceptions import HTTPException
+        from starlette.responses import JSONResponse
+
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length", b"").decode("latin-1")
+        if length.isdigit() and int(length) > self.limit:
+            detail = f"upload is {int(length) / MB:.1f} MB; the limit is {self.limit_mb:g} MB"
+            return await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    # Raised inside the app's body parsing: FastAPI lets HTTPExceptions
+                    # through and its exception middleware answers {"detail": ...}.
+                    raise HTTPException(413, f"upload is over the {self.limit_mb:g} MB limit "
+                                             f"(stopped reading at {received / MB:.1f} MB)")
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def create_app(model_dirs: list[str | Path], model_format: str = "auto",
                max_upload_mb: float = 20.0):
     """The FastAPI app with its models loaded (and warmed up) once."""
@@ -43,11 +83,13 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
     from fastapi.responses import HTMLResponse, JSONResponse
 
     from boneage import __version__
-    from boneage.imaging import sniff
-    from boneage.predictor import Ensemble, parse_sex
-    from boneage.report import parse_age
+    from boneage.imaging import FORMATS, sniff
+    from boneage.inputs import parse_chronological_age, parse_sex
+    from boneage.predictor import FORM, Ensemble
     from boneage.standards import RULE, SOURCE
 
+    if not 0 < max_upload_mb < float("inf"):  # also refuses nan
+        raise ValueError(f"max_upload_mb must be a size in MB above 0, got {max_upload_mb!r}")
     model_dirs = [Path(d) for d in model_dirs]
     chosen = pick_format(model_dirs, model_format)
     ensemble = Ensemble(model_dirs, model_format=chosen)
@@ -64,15 +106,18 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
                   description="Bone age (months) from a hand radiograph and sex, with a "
                               "Grad-CAM heatmap. Research and decision support only.")
 
-    @app.middleware("http")
-    async def refuse_large_bodies(request: Request, call_next):
-        # Refuse on the declared length, before the multipart body is read at all.
-        length = request.headers.get("content-length")
-        if request.url.path == "/api/predict" and length and length.isdigit() \
-                and int(length) > limit + 64 * 1024:
-            return JSONResponse({"detail": f"upload is {int(length) / MB:.1f} MB; the limit is "
-                                           f"{max_upload_mb:g} MB"}, status_code=413)
-        return await call_next(request)
+    # Refuse on the declared length before the multipart body is read at all, and count the
+    # bytes of a body without one (64 KB for the form fields around the file).
+    app.add_middleware(BodyLimit, limit=limit + 64 * 1024, limit_mb=max_upload_mb)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        # JSON like every other answer (the page shows `detail`), never a plain-text 500;
+        # what went wrong is for the log, not for the client.
+        log.error("unexpected error answering %s %s", request.method, request.url.path,
+                  exc_info=exc)
+        return JSONResponse({"detail": "internal error while answering; the server log has "
+                                       "the details"}, status_code=500)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
@@ -84,11 +129,12 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
                 "max_upload_mb": max_upload_mb}
 
     @app.post("/api/predict")
-    async def predict(file: UploadFile = File(..., description="PNG, JPEG or DICOM film"),
+    async def predict(file: UploadFile = File(..., description=f"{FORMATS} film"),
                       sex: str | None = Form(None, description="M or F; may be left out for "
                                                                "a DICOM with PatientSex"),
                       chronological_age: str | None = Form(
-                          None, description="months (122) or years and months (10y2m)"),
+                          None, description="months (122) or years and months (10y2m), from "
+                                            "1 month to 20 years"),
                       explain: bool = Form(True, description="include the Grad-CAM heatmap")):
         name = file.filename or "upload"
         data = await file.read(limit + 1)
@@ -98,19 +144,24 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
             raise HTTPException(400, f"{name}: the uploaded file is empty")
         kind = sniff(data)
         if kind is None:
-            raise HTTPException(415, f"{name}: not a PNG, JPEG or DICOM image (unrecognised "
-                                     f"content {data[:8]!r})")
+            raise HTTPException(415, f"{name}: not a {FORMATS} image (unrecognised content "
+                                     f"{data[:8]!r})")
         try:
             if sex not in (None, ""):
                 parse_sex(sex)
-            age = parse_age(chronological_age) if chronological_age not in (None, "") else None
+            age = (parse_chronological_age(chronological_age)
+                   if chronological_age not in (None, "") else None)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
         try:
             reading, png = await run_in_threadpool(
-                ensemble.predict_bytes, data, name, sex or None, age, explain)
+                ensemble.predict_bytes, data, name, sex or None, age, explain, FORM)
         except ImageError as exc:
             raise HTTPException(422, str(exc)) from exc
+        except Exception:
+            log.exception("%s: unexpected error reading the upload", name)
+            raise HTTPException(500, f"{name}: internal error while reading the film; the "
+                                     "server log has the details") from None
         body = reading.to_dict()
         body.update({"format": kind, "report": reading.text(), "sd_source": SOURCE,
                      "rule": RULE})
@@ -151,12 +202,12 @@ PAGE = """<!doctype html>
 <h1>Bone age</h1>
 <p>Research and decision support only: a radiologist reviews every reading.</p>
 <form id="form">
- <div id="drop">Drop a hand radiograph here (PNG, JPEG or DICOM) or
-  <input type="file" id="file" name="file" accept=".png,.jpg,.jpeg,.dcm,image/png,image/jpeg,application/dicom"></div>
+ <div id="drop">Drop a hand radiograph here (PNG, JPEG, TIFF, BMP, WebP, PNM or DICOM) or
+  <input type="file" id="file" name="file" accept=".png,.jpg,.jpeg,.tif,.tiff,.bmp,.webp,.pgm,.ppm,.pnm,.dcm,image/png,image/jpeg,image/tiff,image/bmp,image/webp,application/dicom"></div>
  <label>Sex <select id="sex" name="sex">
-   <option value="">from DICOM</option><option value="F">F</option><option value="M">M</option>
+   <option value="">from the DICOM file</option><option value="F">F</option><option value="M">M</option>
  </select></label>
- <label>Chronological age <input id="age" name="chronological_age" placeholder="10y2m or 122"></label>
+ <label>Chronological age <input id="age" name="chronological_age" placeholder="10y2m or 122 (1 month to 20 years)"></label>
  <button id="submit" type="submit">Predict</button>
 </form>
 <div id="status"></div>

@@ -1,6 +1,9 @@
 """DICOM films go through the one imaging path: pixels as a viewer shows them, tags read."""
 
 import io
+import struct
+import tracemalloc
+import zlib
 
 import cv2
 import numpy as np
@@ -8,7 +11,13 @@ import pytest
 
 pydicom = pytest.importorskip("pydicom")
 from pydicom.dataset import FileDataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
+from pydicom.uid import (  # noqa: E402
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    RLELossless,
+    generate_uid,
+)
 
 from boneage.dicom import parse_patient_age  # noqa: E402
 from boneage.errors import ImageError  # noqa: E402
@@ -16,12 +25,14 @@ from boneage.imaging import ImagingSettings, decode, prepare, prepare_array, rea
 
 
 def make_dicom(pixels: np.ndarray | None, *, photometric="MONOCHROME2", slope=None,
-               intercept=None, centre=None, width=None, sex=None, age=None) -> bytes:
-    """A DICOM Part 10 file in memory (synthetic; no patient data)."""
+               intercept=None, centre=None, width=None, sex=None, age=None, frames=None,
+               rows=None, columns=None, syntax=ExplicitVRLittleEndian) -> bytes:
+    """A DICOM Part 10 file in memory (synthetic; no patient data). ``rows``/``columns``
+    override the header's size (the pixel data stays as given)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = syntax
     ds = FileDataset("film.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
@@ -43,6 +54,10 @@ def make_dicom(pixels: np.ndarray | None, *, photometric="MONOCHROME2", slope=No
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     if centre is not None:
         ds.WindowCenter, ds.WindowWidth = centre, width
+    if frames is not None:
+        ds.NumberOfFrames = frames
+    if rows is not None:
+        ds.Rows, ds.Columns = rows, columns
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -131,3 +146,157 @@ def test_png_still_decodes_and_is_tagged_png(hand_film, encode):
     film16 = read_film(encode((hand_film().astype(np.uint16) * 257)), "b.png")
     assert film16.image.max() <= 1.0
     assert cv2.__version__  # cv2 is the PNG/JPEG decoder
+
+
+# ----------------------------------------------------------------------------- hostile files
+
+MB = 1024 * 1024
+
+
+def replaced(data: bytes, old: bytes, new: bytes) -> bytes:
+    """``data`` with one value swapped for another of the same length (the file stays valid)."""
+    assert len(old) == len(new) and data.count(old) == 1
+    return data.replace(old, new)
+
+
+@pytest.mark.parametrize("tags, old, new, message", [
+    ({"slope": "7.25", "intercept": "0"}, b"7.25", b"abcd",
+     r"bad\.dcm: DICOM tag RescaleSlope \(0028,1053\) is not a number: 'abcd'"),
+    ({"slope": "1", "intercept": "-1024"}, b"-1024", b"-10x4",
+     r"bad\.dcm: DICOM tag RescaleIntercept \(0028,1052\) is not a number: '-10x4'"),
+    ({"centre": "1234", "width": "400"}, b"1234", b"c=12",
+     r"bad\.dcm: DICOM tag WindowCenter \(0028,1050\) is not a number: 'c=12'"),
+    ({"centre": "1000", "width": "4567"}, b"4567", b"wide",
+     r"bad\.dcm: DICOM tag WindowWidth \(0028,1051\) is not a number: 'wide'"),
+    ({"centre": "1357", "width": "400"}, b"1357", b"NaN ",
+     r"bad\.dcm: DICOM tag WindowCenter \(0028,1050\) is nan, not a finite number"),
+])
+def test_malformed_numbers_are_image_errors_naming_file_and_tag(hand_film, tags, old, new, message):
+    data = make_dicom(hand_film().astype(np.uint16) * 16, **tags)
+    decode(data, "good.dcm")
+    with pytest.raises(ImageError, match=message):
+        decode(replaced(data, old, new), "bad.dcm")
+    with pytest.raises(ImageError, match=message):
+        prepare(replaced(data, old, new), ImagingSettings(size=16), "bad.dcm")
+
+
+def test_malformed_frame_count_is_an_image_error(hand_film):
+    data = make_dicom(hand_film(), frames="1")
+    with pytest.raises(ImageError, match=r"bad\.dcm: DICOM tag NumberOfFrames \(0028,0008\) is not "
+                                         r"a whole number: 'x'"):
+        decode(replaced(data, b"1 ", b"x "), "bad.dcm")
+
+
+def test_other_patient_sex_is_kept_to_be_named(hand_film):
+    film = read_film(make_dicom(hand_film(), sex="O"), "o.dcm")
+    assert film.meta["sex"] is None and film.meta["sex_tag"] == "O"
+    assert "sex_tag" not in read_film(make_dicom(hand_film()), "none.dcm").meta
+
+
+def test_frames_and_samples_count_towards_the_size_limit():
+    data = make_dicom(np.zeros((16, 16), np.uint8), rows=8000, columns=8000, frames="2")
+    with pytest.raises(ImageError, match=r"many\.dcm: DICOM holds 2 frames of 8000x8000 px with 1 "
+                                         r"samples per pixel, 128,000,000 values"):
+        decode(data, "many.dcm")
+
+
+def test_deflated_dicom_reads_as_the_uncompressed_one(hand_film):
+    film = hand_film(120, 100)
+    plain = read_film(make_dicom(film, sex="F", age="009Y"), "plain.dcm")
+    data = make_dicom(film, sex="F", age="009Y", syntax=DeflatedExplicitVRLittleEndian)
+    deflated = read_film(data, "deflated.dcm")
+    np.testing.assert_array_equal(deflated.image, plain.image)
+    assert deflated.meta == plain.meta
+
+
+def deflated_bomb(inflated_mb: int) -> bytes:
+    """A deflated DICOM whose header says 64x64 px but whose pixel data element holds
+    ``inflated_mb`` MB of zeros: about 1 KB per MB once deflated."""
+    from pydicom.filereader import read_dataset
+
+    data = make_dicom(np.zeros((64, 64), np.uint8), syntax=DeflatedExplicitVRLittleEndian)
+    buffer = io.BytesIO(data)
+    buffer.seek(132)
+    read_dataset(buffer, False, True, stop_when=lambda tag, vr, length: tag >> 16 != 2)
+    start = buffer.tell()
+    body = zlib.decompress(data[start:], -zlib.MAX_WBITS)
+    at = body.index(b"\xe0\x7f\x10\x00")  # (7FE0,0010) PixelData, little endian
+    deflater = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    out = [deflater.compress(body[:at] + b"\xe0\x7f\x10\x00OB\x00\x00"
+                             + struct.pack("<I", inflated_mb * MB))]
+    zeros = bytes(MB)
+    out += [deflater.compress(zeros) for _ in range(inflated_mb)]
+    out.append(deflater.flush())
+    return data[:start] + b"".join(out)
+
+
+def test_deflated_bomb_is_refused_while_inflating():
+    data = deflated_bomb(64)
+    assert len(data) < MB
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError, match=r"bomb\.dcm: the deflated DICOM data set inflates to "
+                                             r"more than .* bytes, more than its header's image"):
+            decode(data, "bomb.dcm")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 24 * MB  # the header's first MBs, never the 64 MB
+
+
+def test_deflated_dicom_claiming_a_huge_film_is_refused_from_its_header():
+    data = make_dicom(np.zeros((16, 16), np.uint8), rows=20000, columns=20000,
+                      syntax=DeflatedExplicitVRLittleEndian)
+    with pytest.raises(ImageError, match=r"big\.dcm: DICOM image is 20000x20000 px"):
+        decode(data, "big.dcm")
+
+
+def encapsulated(frame: bytes, syntax, rows: int, columns: int) -> bytes:
+    """A DICOM holding one compressed 8-bit grey frame."""
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(np.zeros((rows, columns), np.uint8))))
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_jpeg_dicom_is_decoded_when_its_frame_matches_the_header(hand_film):
+    pytest.importorskip("PIL")
+    film = hand_film(40, 64)
+    data = encapsulated(cv2.imencode(".jpg", film, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes(),
+                        JPEGBaseline8Bit, 40, 64)
+    image = decode(data, "jpeg.dcm")
+    assert image.shape == (40, 64)
+    assert np.abs(image - decode(make_dicom(film))).mean() < 0.02  # JPEG's loss only
+
+
+def test_jpeg_dicom_whose_frame_is_larger_than_its_header_is_refused():
+    from test_imaging import jpeg_claiming
+
+    data = encapsulated(jpeg_claiming(12000, 12000), JPEGBaseline8Bit, 64, 64)
+    with pytest.raises(ImageError, match=r"j\.dcm: the compressed DICOM frame is 12000x12000 "
+                                         r"px but the header says 64x64 px"):
+        decode(data, "j.dcm")
+
+
+def test_rle_dicom_still_decodes(hand_film):
+    film = hand_film(40, 64)
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(film)))
+    ds.compress(RLELossless)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    np.testing.assert_array_equal(decode(buffer.getvalue()), decode(make_dicom(film)))
+
+
+def test_rle_segment_that_decodes_past_rows_x_columns_is_refused():
+    # One segment of 20,000 two-byte runs of 128 zeros: 2.5 MB for a 64x64 px (4 KB) plane.
+    segment = b"\x81\x00" * 20000
+    frame = struct.pack("<16I", 1, 64, *([0] * 14)) + segment
+    data = encapsulated(frame, RLELossless, 64, 64)
+    with pytest.raises(ImageError, match=r"r\.dcm: RLE segment 0 of the DICOM frame decodes "
+                                         r"to more than 5,120 bytes"):
+        decode(data, "r.dcm")

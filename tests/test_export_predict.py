@@ -147,6 +147,26 @@ def test_cli_reports_and_skips_a_bad_film(export_dir, films, tmp_path, capsys):
     assert "broken.png" in rows[1]["error"]
 
 
+def test_cli_reports_a_malformed_dicom_and_reads_the_other_films(export_dir, films, tmp_path,
+                                                                 capsys):
+    pixels = cv2.imread(str(films[0]), cv2.IMREAD_GRAYSCALE)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(films[0].read_bytes())
+    bad = _dicom_bytes(pixels.astype(np.uint16), slope="7.25", intercept="0", sex="F")
+    (folder / "b.dcm").write_bytes(bad.replace(b"7.25", b"abcd"))
+    (folder / "c.dcm").write_bytes(_dicom_bytes(pixels, sex="O"))
+    model = str(export_dir / "boneage")
+    assert cli_main(["predict", str(folder), "--sex", "F", "--json", "--model", model]) == 0
+    rows = {Path(r["path"]).name: r for r in json.loads(capsys.readouterr().out)}
+    assert "boneage_months" in rows["a.png"] and "boneage_months" in rows["c.dcm"]
+    assert rows["b.dcm"]["error"].endswith("b.dcm: DICOM tag RescaleSlope (0028,1053) is not a "
+                                           "number: 'abcd'")
+    assert cli_main(["predict", str(folder / "c.dcm"), "--json", "--model", model]) == 1
+    error = json.loads(capsys.readouterr().out)[0]["error"]
+    assert error.endswith("c.dcm: sex unknown: PatientSex is 'O' (not M or F); pass --sex M or F")
+
+
 def test_cli_errors_are_one_clear_line(export_dir, films, tmp_path, capsys):
     assert cli_main(["predict", str(films[0]), "--sex", "X", "--model",
                      str(export_dir / "boneage")]) == 2

@@ -202,6 +202,178 @@ def test_crafted_header_is_read_correctly_when_small():
         decode(png_claiming(64, 64), "ok-size.png")
 
 
+def with_stray_byte(jpeg: bytes) -> bytes:
+    """The JPEG with one stray byte after its first segment (APP0): libjpeg skips it."""
+    end = 4 + int.from_bytes(jpeg[4:6], "big")
+    return jpeg[:end] + b"\x00" + jpeg[end:]
+
+
+def test_jpeg_with_a_stray_byte_is_still_decoded_so_its_header_must_be_read():
+    data = with_stray_byte(jpeg_claiming(64, 40))
+    assert imaging.jpeg_size(data) == (64, 40)
+    assert decode(data, "stray.jpg").shape == (40, 64)
+
+
+def refuse_decoding(monkeypatch):
+    def no_decode(*args, **kwargs):
+        raise AssertionError("decoder called on a decompression bomb")
+
+    monkeypatch.setattr(imaging.cv2, "imdecode", no_decode)
+    monkeypatch.setattr(imaging, "_decode_grey_png", no_decode)
+
+
+def tiff_claiming(width: int, height: int, big: bool = False) -> bytes:
+    """A TIFF (or BigTIFF) header whose first directory claims ``width x height``."""
+    if big:
+        entries = b"".join(struct.pack("<HHQQ", tag, 16, 1, value)
+                           for tag, value in ((256, width), (257, height)))
+        return b"II+\x00" + struct.pack("<HHQQ", 8, 0, 16, 2) + entries + struct.pack("<Q", 0)
+    entries = b"".join(struct.pack("<HHII", tag, 4, 1, value)
+                       for tag, value in ((256, width), (257, height)))
+    return b"II*\x00" + struct.pack("<IH", 8, 2) + entries + struct.pack("<I", 0) + bytes(64)
+
+
+def bmp_claiming(width: int, height: int) -> bytes:
+    info = struct.pack("<IiiHHIIiiII", 40, width, -height, 1, 8, 0, 0, 0, 0, 256, 0)
+    return b"BM" + struct.pack("<IHHI", 54 + 1024 + 64, 0, 0, 54 + 1024) + info + bytes(1088)
+
+
+def webp_claiming(width: int, height: int, kind: str) -> bytes:
+    if kind == "VP8X":
+        payload = bytes(4) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    elif kind == "VP8L":
+        payload = b"\x2f" + ((width - 1) | (height - 1) << 14).to_bytes(4, "little") + bytes(16)
+    else:  # lossy key frame: tag, start code, 14-bit width and height
+        payload = b"\x50\x02\x00\x9d\x01\x2a" + struct.pack("<HH", width, height) + bytes(16)
+    chunk = kind.ljust(4).encode() + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+CLAIMING = {
+    "tiff": lambda: tiff_claiming(20000, 20000),
+    "bigtiff": lambda: tiff_claiming(20000, 20000, big=True),
+    "bmp": lambda: bmp_claiming(20000, 20000),
+    "pnm": lambda: b"P5\n# a comment\n20000 20000\n255\n" + bytes(64),
+    "jpeg_stray_byte": lambda: with_stray_byte(jpeg_claiming(20000, 20000)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CLAIMING))
+def test_huge_header_of_every_accepted_format_is_refused_before_decoding(monkeypatch, kind):
+    data = CLAIMING[kind]()
+    refuse_decoding(monkeypatch)
+    with pytest.raises(ImageError, match=r"^bomb: image is 20000x20000 px"):
+        decode(data, "bomb")
+
+
+@pytest.mark.parametrize("kind", ["VP8X", "VP8L", "VP8"])
+def test_huge_webp_header_is_refused_before_decoding(monkeypatch, kind):
+    refuse_decoding(monkeypatch)  # WebP sides stop at 16,383 px: 268 M px is still too many
+    with pytest.raises(ImageError, match=r"^bomb\.webp: image is 16383x16383 px"):
+        decode(webp_claiming(16383, 16383, kind), "bomb.webp")
+
+
+@pytest.mark.parametrize("ext, params", [(".png", []), (".jpg", []), (".tif", []), (".bmp", []),
+                                         (".webp", []), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 80]),
+                                         (".pgm", []), (".ppm", []), (".pbm", [])])
+def test_every_accepted_format_reads_its_header_and_decodes_as_opencv_does(ext, params):
+    film = (np.arange(40 * 64) % 256).astype(np.uint8).reshape(40, 64)
+    if ext in (".ppm", ".webp"):
+        film = np.dstack([film, film // 2, 255 - film])
+    data = cv2.imencode(ext, film, params)[1].tobytes()
+    kind = imaging.sniff(data)
+    assert imaging._HEADER_READERS[kind](data) == (64, 40)
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+    expected = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    np.testing.assert_array_equal(imaging.decode_raw(data, "film" + ext), expected)
+
+
+@pytest.mark.parametrize("data", [
+    b"GIF89a" + struct.pack("<HH", 20000, 20000) + bytes(64),  # OpenCV decodes GIF: unchecked
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n" + bytes(64),  # JPEG 2000
+    b"#?RADIANCE\n" + bytes(64),
+])
+def test_formats_without_a_header_check_are_refused_without_decoding(monkeypatch, data):
+    refuse_decoding(monkeypatch)
+    with pytest.raises(ImageError, match=r"^odd\.img: not a readable PNG, JPEG, TIFF, BMP, WebP, "
+                                         r"PNM or DICOM image \(unrecognised content"):
+        decode(data, "odd.img")
+
+
+@pytest.mark.parametrize("data", [
+    tiff_claiming(64, 64)[:20],  # the directory is cut off
+    jpeg_claiming(64, 64)[:40],  # no frame header before the end
+    b"\x89PNG\r\n\x1a\n" + png_chunk(b"tEXt", b"a" * 16),  # IHDR must come first
+    bmp_claiming(64, 64)[:20],
+    b"P5\n64",
+])
+def test_headers_that_give_no_size_are_refused_without_decoding(monkeypatch, data):
+    refuse_decoding(monkeypatch)
+    with pytest.raises(ImageError, match=r"^cut: not a readable .* gives no width and height"):
+        decode(data, "cut")
+
+
+def test_opencvs_own_size_ceiling_matches_the_header_check():
+    """boneage/__init__.py sets OpenCV's ceiling (a backstop, read when cv2 loads)."""
+    import os
+
+    assert os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] == str(imaging.MAX_PIXELS)
+    assert os.environ["OPENCV_IO_MAX_IMAGE_WIDTH"] == str(imaging.MAX_SIDE)
+    assert os.environ["OPENCV_IO_MAX_IMAGE_HEIGHT"] == str(imaging.MAX_SIDE)
+
+
+def test_opencv_refuses_oversized_images_itself_when_boneage_comes_first():
+    """The backstop works: in a fresh process that imports boneage before cv2, OpenCV refuses
+    a 12,000 x 9,000 px header itself (without it: no error, the bad data just fails)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, boneage, cv2, numpy as np\n"
+            "data = np.frombuffer(sys.stdin.buffer.read(), np.uint8)\n"
+            "try:\n"
+            "    cv2.imdecode(data, cv2.IMREAD_ANYDEPTH)\n"
+            "    print('not refused')\n"
+            "except cv2.error as exc:\n"
+            "    print('refused' if 'CV_IO_MAX_IMAGE_PIXELS' in str(exc) else exc)\n")
+    result = subprocess.run([sys.executable, "-c", code], input=png_claiming(12000, 9000),
+                            capture_output=True, timeout=60)
+    assert result.stdout.decode().strip() == "refused", result.stderr.decode()[-2000:]
+
+
+def sideways() -> tuple[np.ndarray, np.ndarray]:
+    """A wide film with a bright top-left corner, and the same film turned upright (EXIF
+    orientation 6: the stored rows must be turned 90 degrees clockwise to be viewed)."""
+    film = np.full((32, 48), 40, np.uint8)
+    film[:8, :8] = 230
+    return film, cv2.rotate(film, cv2.ROTATE_90_CLOCKWISE)
+
+
+def exif_orientation(order: str, value: int) -> bytes:
+    """A TIFF-structured EXIF block holding only the Orientation tag (0x0112)."""
+    head = b"II*\x00" if order == "<" else b"MM\x00*"
+    entry = struct.pack(order + "HHIHH", 0x0112, 3, 1, value, 0)  # SHORT, one value
+    return head + struct.pack(order + "IH", 8, 1) + entry + struct.pack(order + "I", 0)
+
+
+def test_jpeg_with_exif_orientation_is_read_upright():
+    film, upright = sideways()
+    jpeg = cv2.imencode(".jpg", film, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()
+    app1 = b"Exif\x00\x00" + exif_orientation("<", 6)
+    data = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+    out = imaging.decode_raw(data, "sideways.jpg")
+    assert out.shape == upright.shape == (48, 32)
+    np.testing.assert_allclose(out.astype(int), upright.astype(int), atol=12)
+    assert decode(data).shape == (48, 32)
+
+
+def test_grey_png_with_exif_orientation_is_read_upright():
+    film, upright = sideways()
+    png = cv2.imencode(".png", film)[1].tobytes()
+    data = png[:33] + png_chunk(b"eXIf", exif_orientation(">", 6)) + png[33:]  # after IHDR
+    assert not imaging._is_plain_grey_png(data)  # the fast decoder would ignore the chunk
+    np.testing.assert_array_equal(imaging.decode_raw(data, "sideways.png"), upright)
+
+
 def test_to_grey_float_rejects_nan_and_scales_floats():
     arr = np.linspace(-3, 5, 100, dtype=np.float64).reshape(10, 10)
     out = to_grey_float(arr)

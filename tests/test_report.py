@@ -83,3 +83,31 @@ def test_parse_age_out_of_range(value):
 def test_out_of_range_message_gives_the_months():
     with pytest.raises(ValueError, match=r"'26y' is 312 months"):
         parse_age("26y")
+
+
+@pytest.mark.parametrize("text", ["10y15m", "1y12m", "0y12m", "10 years 12 months"])
+def test_months_past_11_are_refused_when_years_are_given(text):
+    with pytest.raises(ValueError, match=rf"cannot read age '{text}': months must be 0-11 when "
+                                         "years are given"):
+        parse_age(text)
+
+
+def test_months_alone_may_pass_11():
+    assert parse_age("15m") == 15 and parse_age("10y11.5m") == 131.5
+
+
+@pytest.mark.parametrize("text, months", [("1", 1.0), ("1m", 1.0), ("20y", 240.0),
+                                          ("10y2m", 122.0)])
+def test_chronological_age_from_1_month_to_20_years(text, months):
+    from boneage.inputs import parse_chronological_age
+
+    assert parse_chronological_age(text) == months
+
+
+@pytest.mark.parametrize("text", ["0", "0.5", "300", "20y1m", "25y"])
+def test_chronological_age_outside_the_range_is_refused(text):
+    from boneage.inputs import parse_chronological_age
+
+    with pytest.raises(ValueError, match=r"bone age is assessed from 1 month to 20 years "
+                                         r"\(1 to 240 months\)"):
+        parse_chronological_age(text)

@@ -78,7 +78,8 @@ def test_predict_png_with_age_gives_a_report_and_a_heatmap(server, film_png):
     assert response.status_code == 200, response.text
     body = response.json()
     assert 0 < body["boneage_months"] < 300 and "month" in body["boneage_text"]
-    assert body["sex"] == "F" and body["sex_source"] == "from --sex"
+    assert body["sex"] == "F" and body["sex_source"] == "from the form"
+    assert "--sex" not in body["report"] and "--chronological-age" not in body["report"]
     assert body["chronological_months"] == 122 and body["call"] in ("delayed", "normal", "advanced")
     assert "Greulich" in body["rule"] and "bone age" in body["report"]
     prefix = "data:image/png;base64,"
@@ -99,7 +100,7 @@ def test_dicom_sex_comes_from_the_tag(server, film_png):
 
 
 @pytest.mark.parametrize("case, status, message", [
-    ("text", 415, "not a PNG, JPEG or DICOM"),
+    ("text", 415, "not a PNG, JPEG, TIFF, BMP, WebP, PNM or DICOM image"),
     ("empty", 400, "empty"),
     ("truncated", 422, "truncated"),
     ("wide", 422, "20000x100 px"),
@@ -107,7 +108,11 @@ def test_dicom_sex_comes_from_the_tag(server, film_png):
     ("too_big", 413, "limit"),
     ("bad_sex", 422, "sex must be M or F"),
     ("bad_age", 422, "cannot read age"),
-    ("no_sex", 422, "sex unknown"),
+    ("no_sex", 422, "sex unknown: choose the sex (M or F) in the form"),
+    ("other_sex", 422, "PatientSex is 'O' (not M or F); choose the sex (M or F) in the form"),
+    ("bad_dicom_number", 422, "DICOM tag RescaleSlope (0028,1053) is not a number: 'abcd'"),
+    ("too_old", 422, "bone age is assessed from 1 month to 20 years"),
+    ("months_over_11", 422, "months must be 0-11 when years are given"),
 ])
 def test_bad_uploads_get_a_clear_4xx_and_the_server_keeps_serving(server, film_png, case, status,
                                                                   message):
@@ -127,6 +132,11 @@ def test_bad_uploads_get_a_clear_4xx_and_the_server_keeps_serving(server, film_p
         "bad_sex": (png, {"sex": "X"}),
         "bad_age": (png, {"sex": "F", "chronological_age": "ten"}),
         "no_sex": (png, {}),
+        "other_sex": (make_dicom(np.full((32, 32), 90, np.uint8), sex="O"), {}),
+        "bad_dicom_number": (make_dicom(np.full((32, 32), 900, np.uint16), slope="7.25",
+                                        intercept="0", sex="F").replace(b"7.25", b"abcd"), {}),
+        "too_old": (png, {"sex": "F", "chronological_age": "300"}),
+        "months_over_11": (png, {"sex": "F", "chronological_age": "10y15m"}),
     }
     data, fields = uploads[case]
     response = post(url, data, **fields)
@@ -134,6 +144,33 @@ def test_bad_uploads_get_a_clear_4xx_and_the_server_keeps_serving(server, film_p
     assert message in response.json()["detail"]
     assert httpx.get(f"{url}/healthz").status_code == 200
     assert post(url, png, sex="M").status_code == 200
+
+
+def test_chunked_upload_over_the_limit_is_refused_by_the_real_server(server, film_png):
+    """A generator body goes out chunked (no Content-Length); the server counts as it reads.
+    It may answer 413 or cut the connection while the client is still sending."""
+    url, _ = server
+    sent = []
+
+    def body():
+        yield (b'--b\r\nContent-Disposition: form-data; name="sex"\r\n\r\nF\r\n--b\r\n'
+               b'Content-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n')
+        yield film_png.read_bytes()
+        for _ in range(8 * 16):  # 8 MB
+            sent.append(64 * 1024)
+            yield bytes(64 * 1024)
+        yield b"\r\n--b--\r\n"
+
+    try:
+        response = httpx.post(f"{url}/api/predict", content=body(), timeout=60,
+                              headers={"content-type": "multipart/form-data; boundary=b"})
+    except (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError):
+        pass  # cut off mid-upload: refused too
+    else:
+        assert response.status_code == 413, response.text
+        assert "limit" in response.json()["detail"]
+    assert httpx.get(f"{url}/healthz").status_code == 200
+    assert post(url, film_png.read_bytes(), sex="M").status_code == 200
 
 
 def test_default_host_is_loopback():
@@ -175,6 +212,6 @@ def test_browser_upload_shows_bone_age_and_heatmap(server, film_png):
             page.set_input_files("#file", str(bad))
             page.click("#submit")
             page.wait_for_selector("#status .error", timeout=30_000)
-            assert "not a PNG, JPEG or DICOM" in page.inner_text("#status")
+            assert "not a PNG, JPEG, TIFF" in page.inner_text("#status")
         finally:
             browser.close()

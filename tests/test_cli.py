@@ -1,0 +1,82 @@
+"""``boneage predict``/``serve`` refuse wrong input with one clear line, before any model (or
+TensorFlow) loads."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from boneage.cli import build_parser
+
+CHECK = """
+import contextlib, io, json, sys
+from boneage.cli import main
+runs = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        runs.append([main(argv), err.getvalue()])
+loaded = [m for m in ("tensorflow", "keras") if m in sys.modules]
+print(json.dumps({"runs": runs, "loaded": loaded}))
+"""
+
+
+def test_wrong_predict_input_fails_at_once_without_tensorflow(tmp_path):
+    film = tmp_path / "film.png"
+    film.write_bytes(b"\x89PNG\r\n\x1a\n")  # never read: the flags are refused first
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no films here")
+    cases = {
+        "sex must be M or F, got 'X'": ["--sex", "X"],
+        "chronological age '300' is 300.0 months (25 years 0 months); bone age is assessed "
+        "from 1 month to 20 years (1 to 240 months)": ["--sex", "F", "--chronological-age", "300"],
+        "chronological age '0' is 0.0 months": ["--sex", "F", "--chronological-age", "0"],
+        "months must be 0-11 when years are given": ["--sex", "F", "--chronological-age", "10y15m"],
+        f"--explain {film}: is a file, not a folder": ["--sex", "F", "--explain", str(film)],
+    }
+    argvs = [["predict", str(film), *flags] for flags in cases.values()]
+    argvs += [["predict", str(tmp_path / "empty"), "--sex", "F"],
+              ["predict", str(tmp_path / "notes"), "--sex", "F"],
+              ["predict", str(tmp_path / "missing.png"), "--sex", "F"]]
+    messages = [*cases, f"{tmp_path / 'empty'}: folder holds no films",
+                f"{tmp_path / 'notes'}: folder holds no films", "missing.png: no such file"]
+    result = subprocess.run([sys.executable, "-c", CHECK, json.dumps(argvs)], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    for (code, err), message in zip(out["runs"], messages):
+        assert code == 2 and err.startswith("error: ") and message in err, (message, err)
+        assert "Traceback" not in err and err.count("\n") == 1
+    assert out["loaded"] == []  # nothing above needed TensorFlow
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "inf", "nan", "1e9", "lots"])
+def test_max_upload_mb_is_checked_when_parsing(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["serve", "--max-upload-mb", value])
+    assert exit_info.value.code == 2
+    assert "--max-upload-mb" in capsys.readouterr().err
+
+
+def test_max_upload_mb_accepts_sizes():
+    assert build_parser().parse_args(["serve", "--max-upload-mb", "0.5"]).max_upload_mb == 0.5
+    assert build_parser().parse_args(["serve"]).max_upload_mb == 20.0
+
+
+def test_a_device_or_an_oversized_file_is_reported_not_read(tmp_path, monkeypatch):
+    from boneage import inputs
+    from boneage.errors import ImageError
+
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ImageError, match="/dev/zero: not a regular file"):
+            inputs.read_film_bytes("/dev/zero")  # would never end
+    big = tmp_path / "big.png"
+    big.write_bytes(bytes(2048))
+    monkeypatch.setattr(inputs, "MAX_FILE_BYTES", 1024)
+    with pytest.raises(ImageError, match=r"big\.png: file is over 1,024 bytes"):
+        inputs.read_film_bytes(big)
+    monkeypatch.setattr(inputs, "MAX_FILE_BYTES", 4096)
+    assert inputs.read_film_bytes(big) == bytes(2048)

@@ -1,0 +1,186 @@
+"""The web app's answers to hostile and wrong uploads, in process (no model: a stub ensemble
+that reads films through the real imaging path and answers a fixed bone age)."""
+
+import json
+import logging
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from boneage import predictor, serve  # noqa: E402
+from boneage.imaging import ImagingSettings  # noqa: E402
+
+LIMIT_MB = 1.0
+MB = 1024 * 1024
+
+
+class StubPredictor:
+    settings = ImagingSettings(size=16)
+    model_dir = "stub"
+
+    def predict_prepared(self, films, male):
+        return np.full(len(films), 100.0)
+
+
+Ensemble = predictor.Ensemble
+
+
+def stub_ensemble(model_dirs, model_format="keras"):
+    """The real :class:`Ensemble` (reading, sex/age resolution, wording) over a stub model."""
+    ensemble = Ensemble.__new__(Ensemble)
+    ensemble.predictors = [StubPredictor()]
+    ensemble.settings = [StubPredictor.settings]
+    ensemble._explainers = []
+    ensemble._lock = threading.RLock()
+    return ensemble
+
+
+@pytest.fixture(scope="module")
+def client():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(predictor, "Ensemble", stub_ensemble)
+        app = serve.create_app(["stub"], "keras", max_upload_mb=LIMIT_MB)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def png():
+    film = np.random.default_rng(0).integers(0, 255, (64, 48)).astype(np.uint8)
+    return cv2.imencode(".png", film)[1].tobytes()
+
+
+def post(client, data: bytes, name="film.png", **fields):
+    return client.post("/api/predict", files={"file": (name, data)},
+                       data={"explain": "false", **fields})
+
+
+def test_a_good_upload_is_read_and_speaks_of_the_form(client, png):
+    response = post(client, png, sex="F", chronological_age="10y2m")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["boneage_months"] == 100.0 and body["chronological_months"] == 122
+    assert body["sex_source"] == "from the form" and body["age_source"] == "from the form"
+    assert "--" not in body["report"]
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({}, "choose the sex (M or F) in the form"),
+    ({"sex": "F", "chronological_age": "300"}, "from 1 month to 20 years"),
+    ({"sex": "F", "chronological_age": "0"}, "from 1 month to 20 years"),
+    ({"sex": "F", "chronological_age": "10y15m"}, "months must be 0-11"),
+])
+def test_wrong_fields_are_a_422_worded_for_the_form(client, png, fields, message):
+    response = post(client, png, **fields)
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"] and "--sex" not in response.json()["detail"]
+
+
+def test_malformed_dicom_number_is_a_422_naming_the_tag(client):
+    from test_dicom import make_dicom
+
+    data = make_dicom(np.full((32, 32), 900, np.uint16), slope="7.25", intercept="0", sex="M")
+    data = data.replace(b"7.25", b"abcd")
+    response = post(client, data, name="bad.dcm")
+    assert response.status_code == 422, response.text
+    assert response.json() == {"detail": "bad.dcm: DICOM tag RescaleSlope (0028,1053) is not a "
+                                         "number: 'abcd'"}
+
+
+def test_other_patient_sex_is_named_and_the_form_asked(client):
+    from test_dicom import make_dicom
+
+    response = post(client, make_dicom(np.full((32, 32), 90, np.uint8), sex="O"), name="o.dcm")
+    assert response.status_code == 422
+    assert response.json()["detail"] == ("o.dcm: sex unknown: PatientSex is 'O' (not M or F); "
+                                         "choose the sex (M or F) in the form")
+
+
+def test_an_unexpected_error_is_a_json_500_and_logged(client, png, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(Ensemble, "predict_bytes", broken)
+    with caplog.at_level(logging.ERROR, logger="boneage.serve"):
+        response = post(client, png, sex="F")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/json"
+    assert "internal error" in response.json()["detail"] and "a bug" not in response.text
+    assert "ZeroDivisionError" in caplog.text
+    monkeypatch.undo()
+    assert post(client, png, sex="F").status_code == 200
+
+
+def test_an_error_outside_the_predict_route_is_json_too(client):
+    def broken():
+        raise RuntimeError("a bug")
+
+    client.app.add_api_route("/broken", broken)
+    response = client.get("/broken")
+    assert response.status_code == 500 and response.json()["detail"].startswith("internal error")
+    assert "a bug" not in response.text
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_reading(client, png):
+    response = post(client, png + bytes(int(LIMIT_MB * MB) + 100_000), sex="F")
+    assert response.status_code == 413 and "the limit is 1 MB" in response.json()["detail"]
+
+
+def post_chunked(app, *parts, sent: list):
+    """POST a multipart body from an async generator: httpx sends it without a Content-Length
+    and its ASGI transport hands the app one chunk per ``receive()``, when asked."""
+    import asyncio
+
+    boundary = "chunkedboundary"
+
+    async def body():
+        for part in (f"--{boundary}\r\n".encode(), *parts, f"\r\n--{boundary}--\r\n".encode()):
+            for chunk in ([part] if isinstance(part, bytes) else part):
+                sent.append(len(chunk))
+                yield chunk
+
+    async def run():
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post(
+                "/api/predict", content=body(),
+                headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+
+    return asyncio.run(run())
+
+
+def form_fields(boundary: str = "chunkedboundary", **fields) -> bytes:
+    return "".join(f'Content-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'
+                   f"--{boundary}\r\n" for key, value in fields.items()).encode()
+
+
+FILE_HEAD = b'Content-Disposition: form-data; name="file"; filename="f.png"\r\n\r\n'
+
+
+def test_a_chunked_upload_over_the_limit_is_cut_off_as_it_streams(client, png):
+    """No Content-Length: the body is counted chunk by chunk and the rest is never read."""
+    sent: list[int] = []
+    zeros = (bytes(64 * 1024) for _ in range(50 * 16))  # 50 MB, were it all read
+    response = post_chunked(client.app, form_fields(sex="F"), FILE_HEAD, png, zeros, sent=sent)
+    assert response.status_code == 413, response.text
+    assert response.json()["detail"].startswith("upload is over the 1 MB limit")
+    assert sum(sent) < 2 * MB  # stopped at the first chunk past the limit
+
+
+def test_a_chunked_upload_under_the_limit_is_read(client, png):
+    sent: list[int] = []
+    response = post_chunked(client.app, form_fields(sex="M", explain="false"), FILE_HEAD, png,
+                            sent=sent)
+    assert response.status_code == 200, response.text
+    assert json.loads(response.text)["sex"] == "M"
+
+
+@pytest.mark.parametrize("value", [-5, 0, float("inf"), float("nan")])
+def test_create_app_refuses_a_meaningless_upload_limit(value):
+    with pytest.raises(ValueError, match="max_upload_mb"):
+        serve.create_app(["stub"], "keras", max_upload_mb=value)
