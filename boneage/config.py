@@ -123,6 +123,11 @@ class TrainParams(_Section):
     weights: str = Field("none", description="'none', 'imagenet' or a path to a weights file")
     use_sex: bool = True
     standardise_target: bool = True
+    age_weighting: Literal["none", "inverse_density", "sqrt_inverse_density"] = Field(
+        "none", description="per-film loss weights against the pull to the middle ages: 1 or "
+        "1/sqrt of the training films in the film's 12-month age bin, mean 1, capped at 10 "
+        "(recipe.age_weights)"
+    )
     calibration: Literal["none", "linear", "linear_by_sex"] = Field(
         "linear", description="after training, fit months = slope * predicted + intercept on "
         "the validation films (pooled, or per sex) against regression to the mean; evaluate "

@@ -68,6 +68,35 @@ def mixup_batch(images: np.ndarray, sexes: np.ndarray, targets: np.ndarray, seed
             lam_vector * targets + (1 - lam_vector) * targets[order])
 
 
+AGE_WEIGHT_BIN_MONTHS = 12.0  # the age histogram the density weights come from
+MAX_AGE_WEIGHT = 10.0  # no film weighs more than this many average films
+
+
+def age_weights(ages: np.ndarray, kind: str) -> np.ndarray | None:
+    """Per-film loss weights against the age distribution's pull toward its middle, or None.
+
+    ``inverse_density`` weighs each film by 1 / (training films in its 12-month age bin),
+    ``sqrt_inverse_density`` by the square root of that; both are scaled to a mean of 1 and
+    capped at ``MAX_AGE_WEIGHT`` (a bin of 3 infants would otherwise outweigh hundreds of
+    children), so the loss keeps its scale and only the balance between ages moves.
+    """
+    if kind == "none":
+        return None
+    powers = {"inverse_density": 1.0, "sqrt_inverse_density": 0.5}
+    if kind not in powers:
+        raise ValueError(f"train.age_weighting must be none or one of {sorted(powers)}, "
+                         f"got {kind!r}")
+    ages = np.asarray(ages, float).reshape(-1)
+    bins = np.floor(ages / AGE_WEIGHT_BIN_MONTHS).astype(int)
+    _, inverse, counts = np.unique(bins, return_inverse=True, return_counts=True)
+    weights = counts[inverse].astype(float) ** -powers[kind]
+    for _ in range(100):  # rescale to mean 1 and cap, until the cap no longer moves the mean
+        weights = np.minimum(weights / weights.mean(), MAX_AGE_WEIGHT)
+        if abs(weights.mean() - 1.0) < 1e-9:
+            break
+    return weights.astype(np.float32)
+
+
 class FilmBatches:
     """Training or validation batches gathered from packed films: ``(image, sex, age)``.
 
@@ -76,11 +105,13 @@ class FilmBatches:
     ``augment`` every batch gets random pose and exposure (and MixUp where
     ``augment.mixup_alpha`` > 0), all drawn from the batch's ``seed``; without, the films
     pass unchanged. The train stage calls :meth:`batch` from ``tf.data``; a run on another
-    Keras backend from a ``keras.utils.PyDataset``.
+    Keras backend from a ``keras.utils.PyDataset``. ``weights`` (per film, following ``rows``;
+    :func:`age_weights`) are returned by :meth:`weighted_batch`, mixed along with the ages.
     """
 
     def __init__(self, images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *,
-                 rows: np.ndarray | None = None, augment: AugmentParams | None = None):
+                 rows: np.ndarray | None = None, augment: AugmentParams | None = None,
+                 weights: np.ndarray | None = None):
         self.images = images
         self.rows = np.arange(len(images)) if rows is None else np.asarray(rows)
         if not len(boneage) == len(male) == len(self.rows):
@@ -88,6 +119,9 @@ class FilmBatches:
                              "sexes: ages and sexes must follow rows")
         self.ages = np.asarray(boneage, np.float32)[:, None]
         self.sexes = np.asarray(male, np.float32)[:, None]
+        if weights is not None and len(weights) != len(self.rows):
+            raise ValueError(f"{len(self.rows)} films but {len(weights)} weights")
+        self.weights = None if weights is None else np.asarray(weights, np.float32)[:, None]
         self.mixup_alpha = augment.mixup_alpha if augment is not None else 0.0
         posed = augment is not None and bool(
             augment.rotation_degrees or augment.shift or augment.zoom or augment.brightness
@@ -110,6 +144,17 @@ class FilmBatches:
         if self.mixup_alpha > 0:
             images, sexes, ages = mixup_batch(images, sexes, ages, seed + 1, self.mixup_alpha)
         return images, sexes, ages
+
+    def weighted_batch(self, positions: np.ndarray, seed: int):
+        """:meth:`batch` plus each film's loss weight ``(n, 1)`` (mixed as MixUp mixes ages)."""
+        if self.weights is None:
+            raise ValueError("weighted_batch needs FilmBatches(..., weights=...)")
+        images, sexes, ages = self.batch(positions, seed)
+        weights = self.weights[np.asarray(positions)]
+        if self.mixup_alpha > 0:  # the same draws as in batch(), applied to the weights
+            _, _, weights = mixup_batch(images[:, :1, :1], sexes, weights, seed + 1,
+                                        self.mixup_alpha)
+        return images, sexes, ages, weights
 
 
 def target_scaling(params: TrainParams, train_age: np.ndarray) -> tuple[float, float]:

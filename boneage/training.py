@@ -28,6 +28,7 @@ from boneage.config import AugmentParams, TrainParams
 from boneage.models import IMAGE_INPUT, MODEL_FILE, SEX_INPUT, SUMMARY_FILE
 from boneage.recipe import (
     FilmBatches,
+    age_weights,
     build_for,
     make_loss,
     make_optimizer,
@@ -198,8 +199,11 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, batch_size: int,
                  training: bool, seed: int, augment: AugmentParams | None = None,
-                 rows: np.ndarray | None = None, autotune: bool = False) -> tf.data.Dataset:
-    """Batches of ({image, sex}, months): shuffled and augmented when ``training``.
+                 rows: np.ndarray | None = None, autotune: bool = False,
+                 weights: np.ndarray | None = None) -> tf.data.Dataset:
+    """Batches of ({image, sex}, months): shuffled and augmented when ``training``; with
+    ``weights`` (per film, following ``rows``) ({image, sex}, months, weight), which Keras
+    takes as per-film loss weights.
 
     Augmentation works on whole batches gathered from the packed films (uint8, in memory),
     in parallel map calls (OpenCV releases the GIL), prefetched ahead of the model. Batches
@@ -213,7 +217,7 @@ def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, b
     a minute with the CPU idle. The map runs one call per core, with two batches prefetched.
     """
     batch_maker = FilmBatches(images, boneage, male, rows=rows,
-                              augment=augment if training else None)
+                              augment=augment if training else None, weights=weights)
     size = images.shape[1:]
     dataset = tf.data.Dataset.range(len(batch_maker))
     if training:
@@ -224,15 +228,16 @@ def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, b
     dataset = tf.data.Dataset.zip((dataset, randoms))
 
     def load_batch(batch, random):
-        return batch_maker.batch(batch, int(random) % 2**63)
+        if weights is None:
+            return batch_maker.batch(batch, int(random) % 2**63)
+        return batch_maker.weighted_batch(batch, int(random) % 2**63)
 
     def gather(batch, random):
-        image, sex, target = tf.numpy_function(load_batch, [batch, random],
-                                               (tf.float32, tf.float32, tf.float32),
-                                               stateful=False)
-        image = tf.ensure_shape(image, [None, *size])
-        inputs = {IMAGE_INPUT: image[..., None], SEX_INPUT: tf.ensure_shape(sex, [None, 1])}
-        return inputs, tf.ensure_shape(target, [None, 1])
+        parts = tf.numpy_function(load_batch, [batch, random],
+                                  (tf.float32,) * (3 if weights is None else 4), stateful=False)
+        image = tf.ensure_shape(parts[0], [None, *size])
+        inputs = {IMAGE_INPUT: image[..., None], SEX_INPUT: tf.ensure_shape(parts[1], [None, 1])}
+        return (inputs, *(tf.ensure_shape(part, [None, 1]) for part in parts[2:]))
 
     parallel = tf.data.AUTOTUNE if autotune else usable_cores()
     dataset = dataset.map(gather, num_parallel_calls=parallel, deterministic=True)
@@ -299,17 +304,19 @@ def _fit_replicated(model: keras.Model, strategy: tf.distribute.Strategy, params
     train_dist = iter(strategy.experimental_distribute_dataset(train_data.repeat()))
     val_dist = iter(strategy.experimental_distribute_dataset(val_data.repeat()))
 
-    def sums(inputs, target, prediction):
+    def sums(inputs, target, prediction, weight=None):
         target = tf.cast(target, tf.float32)
         prediction = tf.cast(prediction, tf.float32)
         per_film = tf.reshape(tf.cast(loss_fn(target, prediction), tf.float32), [-1])
+        if weight is not None:  # train.age_weighting: as Keras weighs a loss by sample
+            per_film = per_film * tf.reshape(tf.cast(weight, tf.float32), [-1])
         return (tf.reduce_sum(per_film), tf.reduce_sum(tf.abs(target - prediction)),
                 tf.cast(tf.shape(target)[0], tf.float32))
 
-    def train_replica(inputs, target):
+    def train_replica(inputs, target, weight=None):
         with tf.GradientTape() as tape:
             prediction = model(inputs, training=True)
-            loss_sum, abs_sum, count = sums(inputs, target, prediction)
+            loss_sum, abs_sum, count = sums(inputs, target, prediction, weight)
             loss = loss_sum / global_batch
             if model.losses:
                 loss += tf.add_n(model.losses) / strategy.num_replicas_in_sync
@@ -435,9 +442,13 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
                           jit_compile=False)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+    weights = age_weights(train_age, params.age_weighting)
+    if weights is not None:
+        log.info("age weighting %s: film weights %.2f..%.2f (mean 1)", params.age_weighting,
+                 weights.min(), weights.max())
     train_data = _shard_by_data(make_dataset(
         store.images, train_age, train_male, rows=train_rows, batch_size=global_batch,
-        training=True, seed=params.seed, augment=params.augment))
+        training=True, seed=params.seed, augment=params.augment, weights=weights))
     val_data = _shard_by_data(make_dataset(
         store.images, val_age, val_male, rows=val_rows, batch_size=global_batch,
         training=False, seed=params.seed))

@@ -7,7 +7,7 @@ from factories import make_store
 
 from boneage.config import AugmentParams, TrainParams
 from boneage.models import MODEL_FILE, SUMMARY_FILE
-from boneage.recipe import FilmBatches, augment_films, mixup_batch
+from boneage.recipe import MAX_AGE_WEIGHT, FilmBatches, age_weights, augment_films, mixup_batch
 from boneage.store import open_store
 from boneage.training import make_dataset, run_training
 
@@ -68,6 +68,43 @@ def test_film_batches_checks_that_labels_follow_the_rows():
     np.testing.assert_array_equal(images[:, 0, 0], [20, 28])  # rows 5 and 7, unaugmented
     np.testing.assert_array_equal(ages[:, 0], [2, 0])
     np.testing.assert_array_equal(sexes[:, 0], [0, 0])
+
+
+def test_age_weights_favour_rare_ages_keep_mean_one_and_are_capped():
+    # 200 children at 120 months, 20 at 30 months, 2 infants at 3 months
+    ages = np.concatenate([np.full(200, 120.0), np.full(20, 30.0), np.full(2, 3.0)])
+    assert age_weights(ages, "none") is None
+    full, root = age_weights(ages, "inverse_density"), age_weights(ages, "sqrt_inverse_density")
+    for weights in (full, root):
+        assert weights.shape == ages.shape and abs(weights.mean() - 1) < 1e-5
+        assert weights[-1] > weights[-3] > weights[0]  # infants > toddlers > children
+        assert weights.max() <= MAX_AGE_WEIGHT * (1 + 1e-5)
+    assert full[-1] / full[0] > root[-1] / root[0]  # the square root weighs ages more gently
+    with pytest.raises(ValueError, match="age_weighting"):
+        age_weights(ages, "inverse")
+
+
+def test_weighted_dataset_gives_each_film_its_weight_mixed_like_its_age():
+    images = np.zeros((12, 8, 8), dtype=np.uint8)
+    ages = np.linspace(10, 120, 12)
+    rows = np.arange(12)[::-1]
+    data = make_dataset(images, ages, np.zeros(12), rows=rows, batch_size=12, training=True,
+                        seed=3, weights=ages / 10, augment=AugmentParams(
+                            rotation_degrees=0, shift=0, zoom=0, brightness=0, contrast=0,
+                            mixup_alpha=0.4))
+    _inputs, targets, weights = next(iter(data))
+    np.testing.assert_allclose(weights.numpy(), targets.numpy() / 10, rtol=1e-5)
+    assert not np.allclose(np.sort(targets.numpy()[:, 0]), ages)  # mixed, not just shuffled
+
+
+@pytest.mark.slow
+def test_training_with_age_weighting_runs_and_records_it(tmp_path):
+    store_dir, split_dir = make_store(tmp_path, count=40, size=32)
+    run_training(store_dir, split_dir, TrainParams(**TINY, age_weighting="inverse_density",
+                                                   precision="float32"), tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
+    assert summary["params"]["age_weighting"] == "inverse_density"
+    assert np.isfinite(summary["best_val_mae_months"])
 
 
 def test_mixup_mixes_targets_within_their_range():
