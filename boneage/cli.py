@@ -32,7 +32,7 @@ def _predict(args: argparse.Namespace) -> int:
     readings = ensemble.predict_paths(paths, sex=args.sex, chronological=chronological,
                                       batch_size=args.batch_size,
                                       progress=len(paths) > 20,
-                                      explain_dir=explain)
+                                      explain_dir=explain, force=args.force)
     rows = [r.to_dict() for r in readings]
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="which exported file to run (default keras)")
     predict.add_argument("--explain", type=Path, metavar="OUTDIR",
                          help="write a Grad-CAM heatmap PNG per film here")
+    predict.add_argument("--force", action="store_true",
+                         help="read films the film check refuses as not a hand radiograph "
+                              "(the report says so)")
     predict.add_argument("--batch-size", type=int, default=32, help=argparse.SUPPRESS)
     output = predict.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="machine-readable output (JSON)")

@@ -59,6 +59,10 @@ class PreprocessParams(_Section):
     crop: Literal["none", "hand"] = "none"
     workers: int = Field(0, ge=0, description="0 means every core")
     on_error: Literal["skip", "fail"] = "skip"
+    film_check: Literal["report", "off"] = Field(
+        "report", description="report (in store.json) films the film check finds not to be "
+        "hand radiographs or inverted; they are kept either way"
+    )
 
     @field_validator("percentiles")
     @classmethod

@@ -95,6 +95,41 @@ def read_film(data: bytes, name: str = "image") -> Film:
     return Film(to_grey_float(decode_raw(data, name), name), {"format": sniff(data) or "other"})
 
 
+FORCE_HINT = "read it anyway with --force (web API: force=true)"
+
+
+def read_checked_film(data: bytes, name: str = "image", *, force: bool = False) -> Film:
+    """:func:`read_film`, then :func:`check_read_film`."""
+    return check_read_film(read_film(data, name), data, name, force=force)
+
+
+def check_read_film(film: Film, data: bytes, name: str = "image", *,
+                    force: bool = False) -> Film:
+    """The film check (:mod:`boneage.film_check`) on a decoded film, as predict and serve
+    read a film: what does not look like a hand radiograph, or looks inverted (bone dark), is
+    refused with the reason unless ``force``; ``film.meta["checks"]`` records the verdict for
+    the reading's machine-readable ``checks`` field.
+
+    An inverted-looking film is refused, not inverted back: a bright collimation border
+    around a normal film can look like an inverted background, and reading a film the wrong
+    way up gives a confident wrong age, so the user decides (invert the file, or force).
+    """
+    from boneage.errors import NotAFilmError
+    from boneage.film_check import check_film, colour_fraction
+
+    check = check_film(film.image, colour=colour_fraction(data))
+    checks = {**check.to_dict(), "forced": False}
+    problems = list(check.reasons) if not check.accepted else []
+    if check.inverted:
+        problems.append("it looks inverted (bone darker than the background); save it with "
+                        "bone bright")
+    if problems and not force:
+        raise NotAFilmError(f"{name}: not read: " + "; ".join(problems) + f"; {FORCE_HINT}",
+                            checks)
+    checks["forced"] = bool(problems)
+    return Film(film.image, {**film.meta, "checks": checks})
+
+
 def decode(data: bytes, name: str = "image") -> np.ndarray:
     """Decode a film (any of :data:`FORMATS`) to float32 grey in [0, 1]."""
     return read_film(data, name).image

@@ -16,7 +16,14 @@ import numpy as np
 
 from boneage.errors import DataError, ImageError
 from boneage.export import CARD_JSON, KERAS_FILE, SAVEDMODEL_DIR, SIGNATURE, TFLITE_FILE
-from boneage.imaging import Film, ImagingSettings, prepare, prepare_array, read_film
+from boneage.imaging import (
+    Film,
+    ImagingSettings,
+    check_read_film,
+    prepare,
+    prepare_array,
+    read_film,
+)
 from boneage.inputs import (  # noqa: F401 (IMAGE_SUFFIXES, expand_paths: re-exported)
     IMAGE_SUFFIXES,
     expand_paths,
@@ -132,11 +139,14 @@ class Reading:
     assessment: object | None = None  # boneage.standards.Assessment
     heatmap: str | None = None  # path of the Grad-CAM PNG
     error: str | None = None
+    checks: dict | None = None  # the film check's verdict (boneage.film_check)
 
     def to_dict(self) -> dict:
         from boneage.report import format_months
 
         row: dict = {"path": self.path}
+        if self.checks is not None:
+            row["checks"] = self.checks
         if self.error:
             row["error"] = self.error
             return row
@@ -170,6 +180,13 @@ class Reading:
             lines[0] += (f" +- {self.spread:.1f} months (SD between {len(self.per_model)} models: "
                          + ", ".join(f"{m:.1f}" for m in self.per_model) + ")")
         lines.append(f"  sex: {sex} ({self.sex_source})")
+        checks = self.checks or {}
+        if checks.get("forced"):
+            doubts = list(checks.get("reasons", []))
+            if checks.get("inverted"):
+                doubts.append("it looks inverted")
+            lines.append("  WARNING: read on request (force) although the film check refused "
+                         "it: " + "; ".join(doubts))
         if self.chronological_months is not None:
             a = self.assessment
             lines.append(f"  chronological age: {describe(self.chronological_months)} "
@@ -207,6 +224,18 @@ class Ensemble:
 
     def read(self, data: bytes, name: str = "image") -> Film:
         return read_film(data, name)
+
+    def check(self, film: Film, data: bytes, name: str, reading: "Reading",
+              force: bool = False) -> Film:
+        """The film check (:func:`boneage.imaging.check_read_film`), its verdict kept on
+        ``reading``; after sex and age are resolved, so a missing sex is asked for first."""
+        try:
+            film = check_read_film(film, data, name, force=force)
+        except ImageError as exc:
+            reading.checks = getattr(exc, "checks", None)
+            raise
+        reading.checks = film.meta.get("checks")
+        return film
 
     def prepare(self, film: Film, name: str = "image") -> dict:
         """The film prepared for each distinct imaging setting of the models."""
@@ -278,13 +307,14 @@ class Ensemble:
 
     def predict_bytes(self, data: bytes, name: str, sex: str | None = None,
                       chronological: float | None = None, explain: bool = False,
-                      wording: Wording = FORM):
+                      wording: Wording = FORM, force: bool = False):
         """One uploaded film -> (Reading, heatmap PNG bytes or None)."""
         from boneage.explain import explain_png
 
         reading = Reading(name)
         film = self.read(data, name)
         self.resolve(name, film, sex, chronological, reading, wording)
+        film = self.check(film, data, name, reading, force)
         prepared = self.prepare(film, name)
         self.finish(reading, self.predict_prepared([prepared], np.array([reading.male]))[0])
         png = None
@@ -295,8 +325,10 @@ class Ensemble:
 
     def predict_paths(self, paths: list[Path], sex: str | None = None,
                       chronological: float | None = None, batch_size: int = 32,
-                      progress: bool = False, explain_dir: Path | None = None) -> list[Reading]:
-        """Predict many films in batches; an unreadable file is reported and skipped."""
+                      progress: bool = False, explain_dir: Path | None = None,
+                      force: bool = False) -> list[Reading]:
+        """Predict many films in batches; an unreadable file, or one that does not look like a
+        hand radiograph (unless ``force``), is reported and skipped."""
         from tqdm import tqdm
 
         readings: list[Reading] = []
@@ -317,8 +349,10 @@ class Ensemble:
             reading = Reading(str(path))
             readings.append(reading)
             try:
-                film = self.read(read_film_bytes(path), str(path))
+                data = read_film_bytes(path)
+                film = self.read(data, str(path))
                 self.resolve(str(path), film, sex, chronological, reading)
+                film = self.check(film, data, str(path), reading, force)
                 prepared = self.prepare(film, str(path))
                 if explain_dir is not None:
                     reading.heatmap = str(self._write_heatmaps(film, prepared, reading, path,

@@ -16,7 +16,7 @@ import base64
 import logging
 from pathlib import Path
 
-from boneage.errors import ImageError
+from boneage.errors import ImageError, NotAFilmError
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,10 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
                       chronological_age: str | None = Form(
                           None, description="months (122) or years and months (10y2m), from "
                                             "1 month to 20 years"),
-                      explain: bool = Form(True, description="include the Grad-CAM heatmap")):
+                      explain: bool = Form(True, description="include the Grad-CAM heatmap"),
+                      force: bool = Form(False, description="read a film the film check "
+                                                            "refuses as not a hand radiograph "
+                                                            "(the answer says so)")):
         name = file.filename or "upload"
         data = await file.read(limit + 1)
         if len(data) > limit:
@@ -155,7 +158,9 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
             raise HTTPException(422, str(exc)) from exc
         try:
             reading, png = await run_in_threadpool(
-                ensemble.predict_bytes, data, name, sex or None, age, explain, FORM)
+                ensemble.predict_bytes, data, name, sex or None, age, explain, FORM, force)
+        except NotAFilmError as exc:
+            return JSONResponse({"detail": str(exc), "checks": exc.checks}, status_code=422)
         except ImageError as exc:
             raise HTTPException(422, str(exc)) from exc
         except Exception:
@@ -208,6 +213,7 @@ PAGE = """<!doctype html>
    <option value="">from the DICOM file</option><option value="F">F</option><option value="M">M</option>
  </select></label>
  <label>Chronological age <input id="age" name="chronological_age" placeholder="10y2m or 122 (1 month to 20 years)"></label>
+ <label><input type="checkbox" id="force" name="force"> read it even if it does not look like a hand radiograph</label>
  <button id="submit" type="submit">Predict</button>
 </form>
 <div id="status"></div>
@@ -235,6 +241,7 @@ form.addEventListener('submit', async e => {
   const sex = document.getElementById('sex').value, age = document.getElementById('age').value;
   if (sex) body.append('sex', sex);
   if (age) body.append('chronological_age', age);
+  if (document.getElementById('force').checked) body.append('force', 'true');
   status.textContent = 'Reading the film...'; result.hidden = true;
   try {
     const response = await fetch('/api/predict', { method: 'POST', body });

@@ -67,6 +67,7 @@ def open_store(directory: str | Path) -> FilmStore:
 # Worker state: each process opens the archive once.
 _ARCHIVE: zipfile.ZipFile | None = None
 _SETTINGS: ImagingSettings | None = None
+_FILM_CHECK = False
 
 
 def usable_cores() -> int:
@@ -118,21 +119,36 @@ class _MemberReader:
             self.descriptor = None
 
 
-def _init_worker(archive_path: str, settings: dict) -> None:
+MAX_LISTED = 100  # films named per kind in store.json's film-check report
+
+
+def _init_worker(archive_path: str, settings: dict, film_check: bool = False) -> None:
     # (cv2.setNumThreads here would deadlock: a forked child cannot resize OpenCV's pool.)
-    global _READER, _SETTINGS
+    global _READER, _SETTINGS, _FILM_CHECK
     _READER = _MemberReader(archive_path)
     _SETTINGS = ImagingSettings.from_dict(settings)
+    _FILM_CHECK = film_check
 
 
-def _prepare_member(member: str) -> tuple[np.ndarray | None, str | None]:
+def _prepare_member(member: str) -> tuple[np.ndarray | None, str | None, dict | None]:
+    """(prepared film, None, film check) or (None, the error, None)."""
     try:
         data = _READER.read(member)
-        return prepare(data, _SETTINGS, name=member), None
+        film = prepare(data, _SETTINGS, name=member)
+        return film, None, _check(data, member) if _FILM_CHECK else None
     except ImageError as exc:
-        return None, str(exc)
+        return None, str(exc), None
     except (zipfile.BadZipFile, OSError, ValueError, cv2.error) as exc:
-        return None, f"{member}: {type(exc).__name__}: {exc}"
+        return None, f"{member}: {type(exc).__name__}: {exc}", None
+
+
+def _check(data: bytes, name: str) -> dict:
+    """The film check's verdict (:mod:`boneage.film_check`): reported, never enforced here."""
+    from boneage.film_check import check_film, colour_fraction
+    from boneage.imaging import read_film
+
+    check = check_film(read_film(data, name).image, colour=colour_fraction(data))
+    return {"accepted": check.accepted, "inverted": check.inverted, "reasons": check.reasons}
 
 
 def _members_by_id(archive: zipfile.ZipFile) -> dict[str, str]:
@@ -156,6 +172,17 @@ def _provenance(raw_dir: Path) -> dict:
     return {"source": report.get("source"), "source_fingerprint": report.get("fingerprint")}
 
 
+def _check_report(checks: list[tuple[str, dict]]) -> dict:
+    refused = [{"id": i, "reasons": c["reasons"]} for i, c in checks if not c["accepted"]]
+    inverted = [i for i, c in checks if c["inverted"]]
+    if refused or inverted:
+        log.warning("film check: %d of %d films do not look like hand radiographs, %d look "
+                    "inverted (kept; listed in store.json)", len(refused), len(checks),
+                    len(inverted))
+    return {"n_checked": len(checks), "n_not_hand": len(refused), "n_inverted": len(inverted),
+            "not_hand": refused[:MAX_LISTED], "inverted": inverted[:MAX_LISTED]}
+
+
 def build_store(
     raw_dir: str | Path,
     out_dir: str | Path,
@@ -163,12 +190,16 @@ def build_store(
     *,
     workers: int = 0,
     on_error: str = "skip",
+    film_check: bool = False,
 ) -> dict:
     """Prepare every labelled film of a fetched data set into a packed store.
 
     ``raw_dir`` holds ``films.zip`` and ``labels.csv`` as the fetch stage writes them.
     Unreadable films are reported by id; with ``on_error='fail'`` the stage fails after
     listing all of them, with ``'skip'`` they are left out of the index.
+    With ``film_check`` every film also goes through :func:`boneage.film_check.check_film`,
+    and ``store.json`` reports those that do not look like hand radiographs or look inverted
+    (kept all the same: a training set is curated by people, not dropped by a heuristic).
     Returns the summary also written to ``store.json``.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
@@ -196,12 +227,13 @@ def build_store(
     workers = workers or usable_cores()
     ordered = [members[i] for i in labels["id"]]
     failures: list[dict] = []
+    checks: list[tuple[str, dict]] = []
     ok = np.zeros(count, dtype=bool)
     log.info("preparing %d films from %s with %d worker(s): %s", count, archive_path, workers,
              settings.to_dict())
     chunk = max(1, min(64, count // (workers * 8) or 1))
     if workers == 1:
-        _init_worker(str(archive_path), settings.to_dict())
+        _init_worker(str(archive_path), settings.to_dict(), film_check)
         results = map(_prepare_member, ordered)
         pool = None
     else:
@@ -213,13 +245,15 @@ def build_store(
         cv2.setNumThreads(1)
         try:
             pool = context.Pool(workers, initializer=_init_worker,
-                                initargs=(str(archive_path), settings.to_dict()))
+                                initargs=(str(archive_path), settings.to_dict(), film_check))
         finally:
             cv2.setNumThreads(threads)
         results = pool.imap(_prepare_member, ordered, chunksize=chunk)
     try:
-        for row, (film, error) in enumerate(tqdm(results, total=count, desc="preprocess",
-                                                 unit="film", mininterval=1.0)):
+        for row, (film, error, check) in enumerate(tqdm(results, total=count, desc="preprocess",
+                                                        unit="film", mininterval=1.0)):
+            if check is not None:
+                checks.append((labels["id"].iat[row], check))
             if film is None:
                 failures.append({"id": labels["id"].iat[row], "error": error})
                 log.warning("skipping film %s: %s", labels["id"].iat[row], error)
@@ -252,6 +286,8 @@ def build_store(
         "n_failed": len(failures),
         "failures": failures,
     }
+    if film_check:
+        summary["film_check"] = _check_report(checks)
     (out_dir / SETTINGS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     log.info("store written to %s: %d films, %d skipped", out_dir, ok.sum(), len(failures))
     return summary

@@ -19,7 +19,7 @@ def main() -> None:
 
     params = load_section("preprocess", args.params)
     build_store(args.raw, args.out, ImagingSettings.from_params(params), workers=params.workers,
-                on_error=params.on_error)
+                on_error=params.on_error, film_check=params.film_check == "report")
 
 
 if __name__ == "__main__":

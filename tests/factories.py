@@ -23,6 +23,21 @@ def blob_film(age: float, male: int, rng: np.random.Generator, height: int = 80)
     return film
 
 
+def hand_radiograph(age: float = 120.0, male: int = 1, seed: int = 0,
+                    height: int = 200) -> np.ndarray:
+    """A synthetic hand radiograph (boneage.phantom) that the film check accepts upright:
+    what predict and serve read (a blob film is refused there as not a hand)."""
+    from boneage.film_check import check_film
+    from boneage.phantom import render_film
+
+    for attempt in range(seed, seed + 50):
+        film = render_film(age, bool(male), np.random.default_rng(attempt), height)
+        check = check_film(film)
+        if check.accepted and not check.inverted:
+            return film
+    raise AssertionError(f"no accepted phantom film for seeds {seed}..{seed + 49}")
+
+
 def write_raw(directory: Path, count: int = 40, seed: int = 0, height: int = 80) -> pd.DataFrame:
     """A raw dir as the fetch stage writes it: films.zip + labels.csv + fetch-report.json."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from factories import blob_film, make_export, make_store
+from factories import hand_radiograph, make_export, make_store
 
 from boneage.cli import main as cli_main
 from boneage.config import TrainParams
@@ -29,11 +29,10 @@ def export_dir(tmp_path_factory):
 
 @pytest.fixture()
 def films(tmp_path):
-    rng = np.random.default_rng(7)
     paths = []
     for i, age in enumerate((30, 150)):
         path = tmp_path / f"film{i}.png"
-        cv2.imwrite(str(path), blob_film(age, 1, rng))
+        cv2.imwrite(str(path), hand_radiograph(age, 1, seed=i))
         paths.append(path)
     return paths
 

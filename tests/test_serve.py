@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from factories import blob_film, free_ports, make_export
+from factories import free_ports, hand_radiograph, make_export
 
 httpx = pytest.importorskip("httpx")
 
@@ -54,7 +54,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def film_png(server):
-    ok, png = cv2.imencode(".png", blob_film(120, 1, np.random.default_rng(3), height=120))
+    ok, png = cv2.imencode(".png", hand_radiograph(120, 1, seed=3))
     path = server[1] / "film.png"
     path.write_bytes(png.tobytes())
     return path

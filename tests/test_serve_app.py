@@ -51,8 +51,9 @@ def client():
 
 @pytest.fixture(scope="module")
 def png():
-    film = np.random.default_rng(0).integers(0, 255, (64, 48)).astype(np.uint8)
-    return cv2.imencode(".png", film)[1].tobytes()
+    from factories import hand_radiograph
+
+    return cv2.imencode(".png", hand_radiograph(seed=0))[1].tobytes()
 
 
 def post(client, data: bytes, name="film.png", **fields):
@@ -184,3 +185,33 @@ def test_a_chunked_upload_under_the_limit_is_read(client, png):
 def test_create_app_refuses_a_meaningless_upload_limit(value):
     with pytest.raises(ValueError, match="max_upload_mb"):
         serve.create_app(["stub"], "keras", max_upload_mb=value)
+
+
+def test_what_is_not_a_hand_radiograph_is_refused_with_its_checks(client):
+    blank = cv2.imencode(".png", np.full((200, 160), 30, np.uint8))[1].tobytes()
+    response = post(client, blank, sex="F")
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert "not read" in body["detail"] and "force" in body["detail"]
+    assert body["checks"]["accepted"] is False and "blank" in body["checks"]["failed"]
+
+
+def test_force_reads_a_refused_film_and_says_so(client):
+    blank = cv2.imencode(".png", np.full((200, 160), 30, np.uint8))[1].tobytes()
+    response = post(client, blank, sex="F", force="true")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["checks"]["forced"] is True and body["checks"]["accepted"] is False
+    assert "WARNING: read on request (force)" in body["report"]
+
+
+def test_an_inverted_film_is_refused_as_inverted(client):
+    from factories import hand_radiograph
+
+    inverted = cv2.imencode(".png", 255 - hand_radiograph(seed=0))[1].tobytes()
+    response = post(client, inverted, sex="M")
+    assert response.status_code == 422, response.text
+    assert "inverted" in response.json()["detail"]
+    assert response.json()["checks"]["inverted"] is True
+    upright = post(client, cv2.imencode(".png", hand_radiograph(seed=0))[1].tobytes(), sex="M")
+    assert upright.status_code == 200 and upright.json()["checks"]["forced"] is False

@@ -222,3 +222,21 @@ def test_damaged_member_header_is_reported_by_film(tiny_raw_dir, tmp_path):
     failure = summary["failures"][0]
     assert failure["id"] == damaged.filename.rsplit(".", 1)[0]
     assert "BadZipFile" in failure["error"] and damaged.filename in failure["error"]
+
+
+def test_film_check_reports_but_keeps_films_that_are_not_hands(make_raw_dir, tmp_path):
+    import cv2
+    from factories import hand_radiograph
+
+    def png(array):
+        return cv2.imencode(".png", array)[1].tobytes()
+
+    films = {"hand": png(hand_radiograph(seed=1)), "blank": png(np.full((200, 160), 40, np.uint8)),
+             "inverted": png(255 - hand_radiograph(seed=1))}
+    raw = make_raw_dir(films, [("hand", 100.0, 1), ("blank", 50.0, 0), ("inverted", 90.0, 1)])
+    summary = build_store(raw.path, tmp_path / "store", SETTINGS, workers=1, film_check=True)
+    report = summary["film_check"]
+    assert report["n_checked"] == 3 and summary["n_films"] == 3  # reported, never dropped
+    assert [f["id"] for f in report["not_hand"]] == ["blank"]
+    assert report["inverted"] == ["inverted"]
+    assert "film_check" not in build_store(raw.path, tmp_path / "plain", SETTINGS, workers=1)
