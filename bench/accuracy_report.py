@@ -46,19 +46,38 @@ def fullres_mae(model_dir: Path) -> tuple[float, int] | tuple[None, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "boneage")
+    parser.add_argument("--workspace", type=Path, default=ROOT,
+                        help="the pipeline workspace that ran (default: this repository)")
+    parser.add_argument("--model", type=Path, help="default: WORKSPACE/models/boneage")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--name", default="accuracy-rsna100px",
+                        help="file stem of the JSON and plots written to --out")
     args = parser.parse_args()
-    metrics = json.loads((ROOT / "metrics" / "evaluate.json").read_text())
-    training = json.loads((ROOT / "models" / "trained" / "training.json").read_text())
-    card = json.loads((args.model / "model_card.json").read_text())
-    mae_full, n_full = fullres_mae(args.model)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+    workspace = args.workspace
+    model_dir = args.model or workspace / "models" / "boneage"
+    metrics = json.loads((workspace / "metrics" / "evaluate.json").read_text())
+    training = json.loads((workspace / "models" / "trained" / "training.json").read_text())
+    card = json.loads((model_dir / "model_card.json").read_text())
+    mae_full, n_full = fullres_mae(model_dir)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True,
                             text=True).stdout.strip()
     import yaml
 
+    out_path = args.out / f"{args.name}.json"
+    params = training["params"]
     result = {
+        "architecture": params["architecture"],
+        "weights": params["weights"],
+        "frozen_stages": params.get("frozen_stages", 0),
+        "input_size": card["imaging"]["size"],
+        # Headline figures are the calibrated model's (what the export predicts).
         "mae_months": metrics["mae_months"],
+        "calibrated_mae_months": metrics["mae_months"],
+        "uncalibrated_mae_months": metrics.get("mae_months_uncalibrated"),
+        "calibration": training.get("calibration"),
+        "mae_by_age_band_uncalibrated": metrics.get("mae_by_age_band_uncalibrated"),
+        "precision": training.get("precision"),
+        "precision_probe": training.get("precision_probe"),
         "rmse_months": metrics["rmse_months"],
         "r2": metrics["r2"],
         "mae_by_sex": metrics["mae_by_sex"],
@@ -69,7 +88,7 @@ def main() -> None:
         "baseline_median_mae_months": metrics["baseline_median"]["mae_months"],
         "tta_mae_months": (metrics.get("tta") or {}).get("mae_months"),
         "tta_passes": (metrics.get("tta") or {}).get("passes"),
-        "ensemble_mae_months": None,  # no ensemble run yet: one 43-minute model per session here
+        "ensemble_mae_months": None,  # bench/ensemble_report.py --into fills these in
         "train_seconds": training["train_seconds"],
         "epochs_run": training["epochs_run"],
         "cpu_count": os.cpu_count(),
@@ -79,13 +98,13 @@ def main() -> None:
         "data": card["data"],
         "imaging": card["imaging"],
         "commit": commit,
-        "params": yaml.safe_load((ROOT / "params.yaml").read_text()),
+        "params": yaml.safe_load((workspace / "params.yaml").read_text()),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "accuracy-rsna100px.json").write_text(json.dumps(result, indent=2) + "\n")
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
     for plot in ("predicted_vs_true.png", "bland_altman.png", "error_by_age.png",
                  "training_curves.png"):
-        shutil.copy(ROOT / "plots" / plot, args.out / f"accuracy-rsna100px-{plot}")
+        shutil.copy(workspace / "plots" / plot, args.out / f"{args.name}-{plot}")
     print(json.dumps({k: result[k] for k in ("mae_months", "rmse_months", "r2", "n_test",
                                              "train_seconds", "fullres_sample_mae_months",
                                              "fullres_over_test_mae")}, indent=2))
