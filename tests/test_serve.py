@@ -86,7 +86,7 @@ def test_predict_png_with_age_gives_a_report_and_a_heatmap(server, film_png):
     assert body["heatmap_png"].startswith(prefix)
     heatmap = cv2.imdecode(np.frombuffer(base64.b64decode(body["heatmap_png"][len(prefix):]),
                                          np.uint8), cv2.IMREAD_COLOR)
-    assert heatmap.shape[:2] == (120, 96)  # over the original film
+    assert heatmap.shape[:2] == (200, 160)  # over the original film
 
 
 def test_dicom_sex_comes_from_the_tag(server, film_png):
