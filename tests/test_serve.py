@@ -204,7 +204,7 @@ def test_browser_upload_shows_bone_age_and_heatmap(server, film_png):
             assert page.inner_text("#call").split(":")[0] in ("DELAYED", "NORMAL", "ADVANCED")
             page.wait_for_function(
                 "() => document.getElementById('heatmap').naturalWidth > 0", timeout=30_000)
-            assert page.evaluate("document.getElementById('heatmap').naturalWidth") == 96
+            assert page.evaluate("document.getElementById('heatmap').naturalWidth") == 160
             page.screenshot(path=str(tmp / "page.png"))
             # a bad file shows the server's message on the page
             bad = Path(tmp) / "notes.png"
