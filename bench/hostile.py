@@ -399,14 +399,19 @@ def film_cases(tmp: Path) -> tuple[list[Case], list[dict], str]:
 # ----------------------------------------------------------------------------- measuring
 
 
-def vm_hwm_mb(pid: int) -> float | None:
-    """The process's peak RSS so far (VmHWM), None where /proc has none."""
+def _proc_status_mb(pid: int, field: str) -> float | None:
+    """A ``kB`` field of /proc/<pid>/status in MB, None where /proc has none."""
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    match = re.search(r"^VmHWM:\s+(\d+) kB", text, re.MULTILINE)
+    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
     return int(match.group(1)) / 1024 if match else None
+
+
+def vm_hwm_mb(pid: int) -> float | None:
+    """The process's peak RSS so far (VmHWM)."""
+    return _proc_status_mb(pid, "VmHWM")
 
 
 def rss_mb(pid: int) -> float | None:
@@ -418,12 +423,7 @@ def rss_mb(pid: int) -> float | None:
         pass
     except Exception:  # noqa: BLE001 - gone
         return None
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    match = re.search(r"^VmRSS:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) / 1024 if match else None
+    return _proc_status_mb(pid, "VmRSS")
 
 
 class RssSampler:

@@ -666,7 +666,12 @@ def prepare(data: bytes, settings: ImagingSettings, name: str = "image") -> np.n
 
     if data and dicom.is_dicom(data):
         return prepare_array(decode(data, name), settings, name)
-    raw = decode_raw(data, name)
+    return prepare_raw(decode_raw(data, name), settings, name)
+
+
+def prepare_raw(raw: np.ndarray, settings: ImagingSettings, name: str = "image") -> np.ndarray:
+    """:func:`prepare` of a film :func:`decode_raw` already decoded (not DICOM), for a caller
+    that also looks at the decoded film (the preprocess stage's film check)."""
     reduced, samples = reduce_for(raw, settings.size)
     image = to_grey_float(reduced, name)
     if samples.dtype in _INTEGER_SCALE:

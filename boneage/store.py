@@ -22,7 +22,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from boneage.errors import DataError, ImageError
-from boneage.imaging import ImagingSettings, prepare
+from boneage import dicom
+from boneage.imaging import (
+    ImagingSettings,
+    decode_raw,
+    prepare,
+    prepare_array,
+    prepare_raw,
+    read_film,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,20 +142,26 @@ def _prepare_member(member: str) -> tuple[np.ndarray | None, str | None, dict | 
     """(prepared film, None, film check) or (None, the error, None)."""
     try:
         data = _READER.read(member)
-        film = prepare(data, _SETTINGS, name=member)
-        return film, None, _check(data, member) if _FILM_CHECK else None
+        if not _FILM_CHECK:
+            return prepare(data, _SETTINGS, name=member), None, None
+        if dicom.is_dicom(data):
+            film = read_film(data, member)
+            return (prepare_array(film.image, _SETTINGS, member), None,
+                    _check(film.image, colour=0.0))
+        raw = decode_raw(data, member)  # decoded once: prepared and checked
+        return prepare_raw(raw, _SETTINGS, member), None, _check(raw)
     except ImageError as exc:
         return None, str(exc), None
     except (zipfile.BadZipFile, OSError, ValueError, cv2.error) as exc:
         return None, f"{member}: {type(exc).__name__}: {exc}", None
 
 
-def _check(data: bytes, name: str) -> dict:
-    """The film check's verdict (:mod:`boneage.film_check`): reported, never enforced here."""
-    from boneage.film_check import check_film, colour_fraction
-    from boneage.imaging import read_film
+def _check(image: np.ndarray, colour: float | None = None) -> dict:
+    """The film check's verdict (:mod:`boneage.film_check`) on a decoded film: reported, never
+    enforced here. A colour array's colour share is measured from its own channels."""
+    from boneage.film_check import check_film
 
-    check = check_film(read_film(data, name).image, colour=colour_fraction(data))
+    check = check_film(image, colour=colour)
     return {"accepted": check.accepted, "inverted": check.inverted, "reasons": check.reasons}
 
 
