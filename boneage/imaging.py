@@ -98,11 +98,6 @@ def read_film(data: bytes, name: str = "image") -> Film:
 FORCE_HINT = "read it anyway with --force (web API: force=true)"
 
 
-def read_checked_film(data: bytes, name: str = "image", *, force: bool = False) -> Film:
-    """:func:`read_film`, then :func:`check_read_film`."""
-    return check_read_film(read_film(data, name), data, name, force=force)
-
-
 def check_read_film(film: Film, data: bytes, name: str = "image", *,
                     force: bool = False) -> Film:
     """The film check (:mod:`boneage.film_check`) on a decoded film, as predict and serve
