@@ -148,7 +148,7 @@ def train_one(data_dir: Path, name: str, overrides: dict, workers: int) -> dict:
         keras.mixed_precision.set_global_policy(previous_policy)
     train_data = Batches(train_rows, params.augment, shuffle=True)
     val_data = Batches(val_rows, None, shuffle=False)
-    model.compile(optimizer=make_optimizer(params, len(train_data)), loss=make_loss(params),
+    model.compile(optimizer=make_optimizer(params, len(train_data), model=model), loss=make_loss(params),
                   metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
     started = time.perf_counter()
     progress = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(

@@ -110,6 +110,10 @@ class TrainParams(_Section):
         "7 stages (0 = train all, -1 = the whole backbone); frozen BatchNormalization keeps its "
         "ImageNet statistics"
     )
+    backbone_lr_scale: float = Field(
+        1.0, gt=0, le=1, description="the pretrained backbone's learning rate as a fraction of "
+        "train.lr (the head's); 1 = one rate for all (recipe.PartwiseAdamW)"
+    )
     width: int = Field(32, ge=4, le=512, description="filters of the compact CNN's first block")
     head: Literal["gap", "flatten"] = Field(
         "gap", description="compact CNN: average the last feature map (gap) or keep where "

@@ -194,8 +194,43 @@ def peak_lr(params: TrainParams, replicas: int = 1) -> float:
     return params.lr * replicas if params.scale_lr else params.lr
 
 
-def make_optimizer(params: TrainParams, steps_per_epoch: int,
-                   replicas: int = 1) -> keras.optimizers.Optimizer:
+@keras.saving.register_keras_serializable(package="boneage")
+class PartwiseAdamW(keras.optimizers.AdamW):
+    """AdamW whose step for the variables named in ``scaled_paths`` is ``lr_scale`` times the
+    schedule's: a pretrained backbone fine-tuned more gently than the new head
+    (discriminative learning rates; Keras 3 has no per-variable learning rate). Weight decay
+    stays that of the schedule. Backend-free: the scale is applied in ``update_step``, which
+    the TensorFlow and JAX optimisers both call once per variable."""
+
+    def __init__(self, *, scaled_paths: list[str] = (), lr_scale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if lr_scale <= 0:
+            raise ValueError(f"lr_scale must be > 0, got {lr_scale}")
+        self.scaled_paths = list(scaled_paths)
+        self.lr_scale = float(lr_scale)
+        self._factors: list[float] = []
+
+    def build(self, var_list):
+        super().build(var_list)
+        scaled = set(self.scaled_paths)
+        self._factors = [self.lr_scale if v.path in scaled else 1.0 for v in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self._factors[self._get_variable_index(variable)]
+        if factor != 1.0:
+            learning_rate = learning_rate * factor
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "scaled_paths": self.scaled_paths,
+                "lr_scale": self.lr_scale}
+
+
+def make_optimizer(params: TrainParams, steps_per_epoch: int, replicas: int = 1,
+                   model: keras.Model | None = None) -> keras.optimizers.Optimizer:
+    """AdamW with warm-up and cosine decay over the run; with ``train.backbone_lr_scale``
+    below 1 and a ``model`` that has a ``backbone`` layer, the backbone's trainable
+    variables step at that fraction of the learning rate (:class:`PartwiseAdamW`)."""
     total = max(1, params.epochs * steps_per_epoch)
     warmup = min(params.warmup_epochs * steps_per_epoch, total - 1)
     lr = peak_lr(params, replicas)
@@ -206,4 +241,15 @@ def make_optimizer(params: TrainParams, steps_per_epoch: int,
             warmup_target=lr if warmup else None, warmup_steps=warmup)
     else:
         learning_rate = lr
+    backbone = _backbone(model)
+    if params.backbone_lr_scale != 1.0 and backbone is not None:
+        return PartwiseAdamW(learning_rate=learning_rate, weight_decay=params.weight_decay,
+                             lr_scale=params.backbone_lr_scale,
+                             scaled_paths=[v.path for v in backbone.trainable_variables])
     return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=params.weight_decay)
+
+
+def _backbone(model: keras.Model | None) -> keras.Layer | None:
+    if model is None:
+        return None
+    return next((layer for layer in model.layers if layer.name == "backbone"), None)

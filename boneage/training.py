@@ -153,7 +153,8 @@ def precision_step(params: TrainParams, input_size: int, train_age: np.ndarray,
     keras.mixed_precision.set_global_policy(policy)
     try:
         model = build_for(params, input_size, train_age)
-        model.compile(optimizer=make_optimizer(params, steps_per_epoch), loss=make_loss(params),
+        model.compile(optimizer=make_optimizer(params, steps_per_epoch, model=model),
+                      loss=make_loss(params),
                       metrics=[keras.metrics.MeanAbsoluteError(name="mae")], jit_compile=False)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
@@ -436,7 +437,7 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
     try:
         with strategy.scope():  # variables are mirrored on every replica
             model = build_for(params, store.settings.size, train_age)
-            model.compile(optimizer=make_optimizer(params, steps, replicas),
+            model.compile(optimizer=make_optimizer(params, steps, replicas, model),
                           loss=make_loss(params),
                           metrics=[keras.metrics.MeanAbsoluteError(name="mae")],
                           jit_compile=False)

@@ -254,3 +254,46 @@ def test_age_bin_head_is_built_over_the_training_ages(tmp_path):
     assert np.allclose(np.diff(output.centres), 12.0)
     assert summary["params"]["output"] == "age_bins"
     assert np.isfinite(result.history["val_mae"]).all()
+
+
+def _backbone_and_head_model():
+    import keras
+
+    image = keras.Input((4,), name="image")
+    inner = keras.Input((4,))
+    backbone = keras.Model(inner, keras.layers.Dense(3, name="features")(inner), name="backbone")
+    output = keras.layers.Dense(1, name="age")(backbone(image))
+    return keras.Model(image, output)
+
+
+def test_backbone_lr_scale_steps_the_backbone_at_that_fraction_of_the_head_and_reloads(tmp_path):
+    import keras
+
+    from boneage.recipe import PartwiseAdamW, make_optimizer
+
+    def first_step_sizes(scale):
+        keras.utils.set_random_seed(0)
+        model = _backbone_and_head_model()
+        params = TrainParams(lr=0.01, lr_schedule="constant", warmup_epochs=0,
+                             weight_decay=0.0, backbone_lr_scale=scale)
+        optimizer = make_optimizer(params, steps_per_epoch=1, model=model)
+        model.compile(optimizer=optimizer, loss="mae")
+        before = [np.array(v) for v in model.trainable_variables]
+        x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+        model.train_on_batch(x, np.full((8, 1), 50.0, "float32"))
+        steps = {v.path: np.abs(np.array(v) - b).max()
+                 for v, b in zip(model.trainable_variables, before)}
+        return model, optimizer, steps
+
+    _, plain, plain_steps = first_step_sizes(1.0)
+    model, scaled, scaled_steps = first_step_sizes(0.1)
+    assert not isinstance(plain, PartwiseAdamW) and isinstance(scaled, PartwiseAdamW)
+    backbone_paths = {v.path for v in model.get_layer("backbone").trainable_variables}
+    assert backbone_paths and set(scaled.scaled_paths) == backbone_paths
+    for path, step in scaled_steps.items():  # Adam's first step is ~lr per weight
+        expected = plain_steps[path] * (0.1 if path in backbone_paths else 1.0)
+        assert step == pytest.approx(expected, rel=1e-3), path
+    model.save(tmp_path / "model.keras")  # evaluate reloads the trained model with its optimiser
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert isinstance(reloaded.optimizer, PartwiseAdamW)
+    assert reloaded.optimizer.lr_scale == pytest.approx(0.1)
