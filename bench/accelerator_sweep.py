@@ -16,7 +16,9 @@ Two steps:
         --base epochs=40,seed=7 --setting base: --setting mae:loss=mae --parallel 4
 
 Each ``--setting name:key=value,...`` overrides ``train`` params (``augment.x=...`` for the
-augmentation); values are read as YAML. Test films are never packed. ``precision: auto``
+augmentation) on the ``train`` section of the ``params.yaml`` that ``pack`` read (stored in
+the pack, so the base travels with the films); values are read as YAML. Test films are never
+packed. ``precision: auto``
 means mixed_bfloat16 here: the tool is meant for accelerators, where bf16 is native.
 """
 
@@ -36,10 +38,13 @@ import numpy as np
 PACK_FILE = "films.npz"
 
 
-def pack(store_dir: Path, split_dir: Path, out_dir: Path) -> Path:
-    """Train and validation films of a prepared store as lossless WebP, with their labels."""
+def pack(store_dir: Path, split_dir: Path, out_dir: Path,
+         params_path: Path = Path("params.yaml")) -> Path:
+    """Train and validation films of a prepared store as lossless WebP, with their labels
+    and the ``train`` params every setting starts from."""
     import cv2
 
+    from boneage.config import load_section
     from boneage.splits import training_ids
     from boneage.store import open_store
 
@@ -62,7 +67,8 @@ def pack(store_dir: Path, split_dir: Path, out_dir: Path) -> Path:
     path = out_dir / PACK_FILE
     np.savez(path, blob=np.concatenate(blobs), offsets=offsets, boneage=np.asarray(ages, float),
              male=np.asarray(males, float), subset=np.asarray(subsets, np.int8),
-             imaging=json.dumps(store.settings.to_dict()))
+             imaging=json.dumps(store.settings.to_dict()),
+             train_params=json.dumps(load_section("train", params_path).model_dump(mode="json")))
     print(f"packed {len(train_ids)} train + {len(val_ids)} validation films "
           f"({path.stat().st_size / 1e6:.1f} MB) to {path}")
     return path
@@ -75,8 +81,11 @@ def load_pack(data_dir: Path):
     blob, offsets = pack_data["blob"], pack_data["offsets"]
     films = np.stack([cv2.imdecode(blob[offsets[i]:offsets[i + 1]], cv2.IMREAD_GRAYSCALE)
                       for i in range(len(offsets) - 1)])
+    if "train_params" not in pack_data:
+        raise SystemExit(f"{data_dir / PACK_FILE} has no train params (packed by an older "
+                         "version): pack it again")
     return (films, pack_data["boneage"], pack_data["male"], pack_data["subset"],
-            json.loads(str(pack_data["imaging"])))
+            json.loads(str(pack_data["imaging"])), json.loads(str(pack_data["train_params"])))
 
 
 def parse_overrides(text: str) -> dict:
@@ -109,10 +118,11 @@ def train_one(data_dir: Path, name: str, overrides: dict, workers: int) -> dict:
 
     from boneage.config import TrainParams
     from boneage.models import IMAGE_INPUT, SEX_INPUT
+    from boneage.precision import policy_scope
     from boneage.recipe import FilmBatches, build_for, make_loss, make_optimizer
 
-    params = TrainParams(**overrides)
-    films, ages, males, subsets, imaging = load_pack(data_dir)
+    films, ages, males, subsets, imaging, base = load_pack(data_dir)
+    params = TrainParams.model_validate(merged(base, overrides))
     train_rows, val_rows = np.flatnonzero(subsets == 0), np.flatnonzero(subsets == 1)
     keras.utils.set_random_seed(params.seed)
 
@@ -140,16 +150,12 @@ def train_one(data_dir: Path, name: str, overrides: dict, workers: int) -> dict:
             self.epoch += 1
 
     precision = "float32" if params.precision == "float32" else "mixed_bfloat16"
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(precision)  # layers take it when built
-    try:
+    with policy_scope(precision):  # layers take it when built
         model = build_for(params, imaging["size"], ages[train_rows])
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
     train_data = Batches(train_rows, params.augment, shuffle=True)
     val_data = Batches(val_rows, None, shuffle=False)
-    model.compile(optimizer=make_optimizer(params, len(train_data), model=model), loss=make_loss(params),
-                  metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
+    model.compile(optimizer=make_optimizer(params, len(train_data), model=model),
+                  loss=make_loss(params), metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
     started = time.perf_counter()
     progress = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
         f"{name} epoch {epoch + 1}/{params.epochs}: val MAE {logs['val_mae']:.2f} "
@@ -163,7 +169,8 @@ def train_one(data_dir: Path, name: str, overrides: dict, workers: int) -> dict:
             "last_train_mae": float(history["mae"][-1]), "seconds": round(seconds, 1),
             "backend": keras.backend.backend(), "precision": precision,
             "n_train": len(train_rows), "n_val": len(val_rows), "imaging": imaging,
-            "overrides": overrides, "val_mae": [round(v, 3) for v in val_mae]}
+            "overrides": overrides, "params": params.model_dump(mode="json"),
+            "val_mae": [round(v, 3) for v in val_mae]}
 
 
 def run(data_dir: Path, out: Path, base: str, settings: list[str], parallel: int,
@@ -206,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     p_pack.add_argument("--store", type=Path, required=True)
     p_pack.add_argument("--split", type=Path, required=True)
     p_pack.add_argument("--out", type=Path, required=True)
+    p_pack.add_argument("--params", type=Path, default=Path("params.yaml"))
     p_run = sub.add_parser("run")
     p_run.add_argument("--data", type=Path, required=True)
     p_run.add_argument("--out", type=Path, required=True)
@@ -220,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     p_one.add_argument("--workers", type=int, default=3)
     args = parser.parse_args(argv)
     if args.command == "pack":
-        pack(args.store, args.split, args.out)
+        pack(args.store, args.split, args.out, args.params)
     elif args.command == "run":
         run(args.data, args.out, args.base, args.setting, args.parallel, args.workers)
     else:

@@ -21,7 +21,7 @@ of each file) on
   set: whether a partial hand should be read is a different question.
 
 Every file is encoded (PNG, JPEG or DICOM bytes) and decoded by
-:func:`boneage.imaging.read_film` as `boneage predict` would. The thresholds were tuned on
+:func:`boneage.decoding.read_film` as `boneage predict` would. The thresholds were tuned on
 the RSNA 100 px films whose id ends in 0 ("dev"); acceptance is reported on those and on
 the others ("held-out") separately. The negative categories were looked at while the
 features were designed, so their refusal rate is not a held-out figure.
@@ -70,7 +70,7 @@ from boneage.film_check import (  # noqa: E402
     check_film,
     colour_fraction,
 )
-from boneage.imaging import read_film  # noqa: E402
+from boneage.decoding import read_film  # noqa: E402
 
 SHARED = Path(os.environ.get("BONEAGE_SHARED_DATASETS", ROOT.parent / "shared" / "datasets"))
 SMALL = SHARED / "rsna-bone-age-100px" / "boneage-training-dataset"

@@ -62,7 +62,7 @@ def main() -> None:
         for name, data in films:
             started = time.perf_counter()
             film = models["tflite"].read(data, name)
-            models["tflite"].prepare(film, name)
+            models["tflite"].prepare(film)
             stages["decode_prepare"].append(time.perf_counter() - started)
             for fmt in FORMATS:
                 started = time.perf_counter()

@@ -25,6 +25,7 @@ def _predict(args: argparse.Namespace) -> int:
     paths = expand_paths(args.paths)
     explain = heatmap_folder(args.explain) if args.explain is not None else None
 
+    _import_tensorflow(args)
     from boneage.predictor import Ensemble
     from boneage.standards import RULE
 
@@ -68,6 +69,7 @@ def _write_csv(rows: list[dict]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    _import_tensorflow(args)
     from boneage.serve import run_server
 
     run_server(args.model or [DEFAULT_MODEL], host=args.host, port=args.port,
@@ -78,7 +80,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _crossval(args: argparse.Namespace) -> int:
     from boneage.crossval import exp_show, summarize, write_summary
 
-    shown = json.loads(Path(args.from_json).read_text()) if args.from_json else exp_show()
+    shown = _saved_exp_show(Path(args.from_json)) if args.from_json else exp_show()
     summary = summarize(shown, args.exps)
     out = write_summary(summary, args.out)
     print(f"{len(summary['folds_run'])} folds ({', '.join(summary['runs'].values())}) -> {out}")
@@ -92,6 +94,17 @@ def _crossval(args: argparse.Namespace) -> int:
             line += f"  = {format_months(stats['mean'])} +- {format_months(stats['sd'])}"
         print(line)
     return 0
+
+
+def _saved_exp_show(path: Path) -> list:
+    from boneage.errors import UsageError
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"--from-json {path}: cannot read it ({exc.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--from-json {path}: not `dvc exp show --json` output ({exc})") from None
 
 
 MAX_UPLOAD_MB = 1024.0  # uploads are held in memory: a ceiling for the flag
@@ -109,6 +122,11 @@ def upload_megabytes(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} MB: give a size above 0 and at most "
                                          f"{MAX_UPLOAD_MB:g} MB")
     return value
+
+
+def _verbose_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument("-v", "--verbose", action="store_true",
+                         help="log what is happening, TensorFlow's start-up lines included")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     output = predict.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     output.add_argument("--csv", action="store_true", help="machine-readable output (CSV)")
+    _verbose_flag(predict)
     predict.set_defaults(handler=_predict)
 
     serve = commands.add_parser("serve", help="web page and JSON API for predictions")
@@ -150,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-upload-mb", type=upload_megabytes, default=20.0, metavar="MB",
                        help="largest upload accepted, with or without a Content-Length "
                             f"(default 20 MB, at most {MAX_UPLOAD_MB:g})")
+    _verbose_flag(serve)
     serve.set_defaults(handler=_serve)
 
     crossval = commands.add_parser(
@@ -163,20 +183,28 @@ def build_parser() -> argparse.ArgumentParser:
                                "train.fold >= 0)")
     crossval.add_argument("--from-json", metavar="FILE",
                           help="read saved `dvc exp show --json` output instead of running dvc")
+    _verbose_flag(crossval)
     crossval.set_defaults(handler=_crossval)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from boneage.runner import EXPECTED_ERRORS, setup_logging
+    from boneage.runner import report_user_errors, setup_logging
 
     args = build_parser().parse_args(argv)
-    setup_logging("WARNING")
-    try:
-        return args.handler(args)
-    except (*EXPECTED_ERRORS, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    setup_logging("INFO" if args.verbose else "WARNING")
+    return report_user_errors(lambda: args.handler(args))
+
+
+def _import_tensorflow(args: argparse.Namespace) -> None:
+    """TensorFlow, imported once the arguments are checked: its start-up lines hidden unless
+    ``--verbose`` (they are the library's, not the reading's)."""
+    if args.verbose:
+        import tensorflow  # noqa: F401
+    else:
+        from boneage.runner import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
 
 
 if __name__ == "__main__":

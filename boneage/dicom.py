@@ -1,8 +1,8 @@
 """DICOM films: pixels as the radiologist's viewer shows them, plus the patient's sex and age.
 
-Called by :func:`boneage.imaging.read_film` when the bytes carry the DICOM magic, so a DICOM
+Called by :func:`boneage.decoding.read_film` when the bytes carry the DICOM magic, so a DICOM
 becomes the same grey float [0, 1] array a PNG does and then goes through the one imaging
-path (:func:`boneage.imaging.prepare_array`). What is applied, in DICOM's order (PS3.3
+path (:func:`boneage.imaging.prepare`). What is applied, in DICOM's order (PS3.3
 C.11): the modality rescale (RescaleSlope/RescaleIntercept), the first VOI window
 (WindowCenter/WindowWidth, linear function), and for MONOCHROME1 (bone dark) an inversion so
 bone is bright as in every training film.
@@ -271,7 +271,7 @@ def _check_first_frame(dataset, name: str, rows: int, columns: int, frames: int)
         _check_rle(frame, rows * columns, name)
         return
     if syntax in _JPEG_SYNTAXES:
-        from boneage.imaging import jpeg_size
+        from boneage.decoding import jpeg_size
 
         size = jpeg_size(frame)
     else:

@@ -91,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="compare the weights the workers wrote to DIR and exit")
     args = parser.parse_args(argv)
 
-    from boneage.runner import EXPECTED_ERRORS, setup_logging
+    from boneage.runner import report_user_errors, setup_logging
 
     setup_logging()
-    try:
+
+    def check() -> int:
         if args.compare is not None:
             worst = compare(args.compare)
             same = worst <= 1e-6
@@ -103,9 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if same else 1
         print(f"wrote {run_worker(args.params, args.store, args.split, args.out)}")
         return 0
-    except (*EXPECTED_ERRORS, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+
+    return report_user_errors(check)
 
 
 if __name__ == "__main__":

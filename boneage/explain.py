@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from boneage.imaging import ImagingSettings, crop_box, reduce_for
+from boneage.imaging import Geometry, ImagingSettings
 
 CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
 
@@ -106,18 +106,12 @@ class GradCam:
         return np.clip(cam, 0.0, 1.0), float(months.numpy())
 
 
-def to_original(cam: np.ndarray, original: np.ndarray, settings: ImagingSettings) -> np.ndarray:
-    """Map a model-input heatmap back onto the decoded film (undo resize, pad and hand crop)."""
-    height, width = original.shape
-    top, bottom, left, right = 0, height, 0, width
-    if settings.crop == "hand":
-        # The very steps prepare's crop takes: reduce by a whole factor, then crop_box.
-        reduced, _ = reduce_for(original, settings.size)
-        found = crop_box(reduced)
-        if found is not None:
-            factor = height // reduced.shape[0]
-            top, bottom, left, right = (min(edge * factor, limit) for edge, limit in
-                                        zip(found[1], (height, height, width, width)))
+def to_original(cam: np.ndarray, geometry: Geometry, settings: ImagingSettings) -> np.ndarray:
+    """Map a model-input heatmap ``(size, size)`` back onto the decoded film ``(height, width)``:
+    undo the resize, the pad and the hand crop that :func:`boneage.imaging.prepare_with_geometry`
+    reported taking (``geometry``)."""
+    height, width = geometry.height, geometry.width
+    top, bottom, left, right = geometry.box
     crop_h, crop_w = bottom - top, right - left
     if settings.resize == "pad":
         size = settings.size

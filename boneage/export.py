@@ -19,6 +19,13 @@ from pathlib import Path
 import keras
 
 from boneage import __version__
+from boneage.artifacts import (  # noqa: F401  (CARD_*: importable from here)
+    CARD_JSON,
+    CARD_MD,
+    EXPORT_KERAS,
+    EXPORT_SAVEDMODEL,
+    EXPORT_TFLITE,
+)
 from boneage.calibration import Calibration, is_identity
 from boneage.models import (
     backbone_card,
@@ -30,15 +37,12 @@ from boneage.models import (
     AgeBinExpectation,
     build_model,
 )
+from boneage.precision import policy_scope
 from boneage.report import format_months
 
 log = logging.getLogger(__name__)
 
-KERAS_FILE = "model.keras"
-SAVEDMODEL_DIR = "saved_model"
-TFLITE_FILE = "model.tflite"
-CARD_JSON = "model_card.json"
-CARD_MD = "MODEL_CARD.md"
+KERAS_FILE, SAVEDMODEL_DIR, TFLITE_FILE = EXPORT_KERAS, EXPORT_SAVEDMODEL, EXPORT_TFLITE
 SIGNATURE = "serving_default"
 
 
@@ -86,16 +90,12 @@ def float32_model(model: keras.Model, training: dict) -> keras.Model:
         head = {"age_bins": output.centres, "variance_weight": output.variance_weight}
     else:
         head = {"target_mean": output.mean, "target_std": output.std}
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
+    with policy_scope("float32"):
         copy = build_model(architecture=params["architecture"],
                            input_size=int(training["imaging"]["size"]), width=params["width"],
                            head=params.get("head", "gap"), weights="none",
                            frozen_stages=params.get("frozen_stages", 0),
                            use_sex=params["use_sex"], dropout=params["dropout"], **head)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
     copy.set_weights(model.get_weights())
     log.info("exporting a float32 copy of the mixed-precision model")
     return copy

@@ -2,7 +2,7 @@
 
 Without it, a colour photograph, a black frame, a gradient or a chest slice each get a bone
 age, and an inverted film (bone dark, background bright) reads as a much younger hand.
-:func:`check_film` looks at the decoded grey film (what :func:`boneage.imaging.read_film`
+:func:`check_film` looks at the decoded grey film (what :func:`boneage.decoding.read_film`
 gives, before :func:`boneage.imaging.prepare`) and answers with a :class:`FilmCheck`:
 accepted or not, why not, whether it looks inverted, and the measured features.
 
@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+
+from boneage.decoding import Film
+from boneage.errors import NotAFilmError
 
 __all__ = ["FilmCheck", "check_film", "colour_fraction", "colour_fraction_of"]
 
@@ -231,7 +234,7 @@ def colour_fraction(data: bytes) -> float:
     0 for DICOM (its pixels are read as grey by :mod:`boneage.dicom`) and for grey PNG and
     JPEG files (from the header, nothing decoded). Other files are decoded reduced (1/4 a
     side, which libjpeg does almost for free) in colour. Call it after the film itself was
-    decoded (:func:`boneage.imaging.read_film`), which has checked the size in the header:
+    decoded (:func:`boneage.decoding.read_film`), which has checked the size in the header:
     this function does not check sizes again.
     """
     if not data:
@@ -277,7 +280,7 @@ def check_film(image: np.ndarray, *, colour: float | None = None) -> FilmCheck:
     """Check that a decoded film looks like a hand radiograph.
 
     ``image``: the film as decoded, before :func:`boneage.imaging.prepare`: a 2-D grey
-    array, uint8, uint16 or float (float in [0, 1] as :func:`boneage.imaging.read_film`
+    array, uint8, uint16 or float (float in [0, 1] as :func:`boneage.decoding.read_film`
     gives it; other float ranges are stretched), any size. A 3-D colour array (BGR, as
     OpenCV decodes) is accepted too and its colour measured from its channels.
     ``colour``: the share of coloured pixels of the original file (:func:`colour_fraction`);
@@ -578,3 +581,30 @@ def _region(component: np.ndarray, norm: np.ndarray, edge: np.ndarray, smooth: n
             "smooth": background_smooth, "edges": background_edges,
             "area": area / frame, "solidity": solidity, "sides": int(sides),
             "gap_open": gap_open}
+
+
+FORCE_HINT = "read it anyway with --force (web API: force=true)"
+
+
+def check_read_film(film: Film, data: bytes, name: str = "image", *,
+                    force: bool = False) -> Film:
+    """The film check (:mod:`boneage.film_check`) on a decoded film, as predict and serve
+    read a film: what does not look like a hand radiograph, or looks inverted (bone dark), is
+    refused with the reason unless ``force``; ``film.meta["checks"]`` records the verdict for
+    the reading's machine-readable ``checks`` field.
+
+    An inverted-looking film is refused, not inverted back: a bright collimation border
+    around a normal film can look like an inverted background, and reading a film the wrong
+    way up gives a confident wrong age, so the user decides (invert the file, or force).
+    """
+    check = check_film(film.image, colour=colour_fraction(data))
+    checks = {**check.to_dict(), "forced": False}
+    problems = list(check.reasons) if not check.accepted else []
+    if check.inverted:
+        problems.append("it looks inverted (bone darker than the background); save it with "
+                        "bone bright")
+    if problems and not force:
+        raise NotAFilmError(f"{name}: not read: " + "; ".join(problems) + f"; {FORCE_HINT}",
+                            checks)
+    checks["forced"] = bool(problems)
+    return Film(film.pixels, {**film.meta, "checks": checks})

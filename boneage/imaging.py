@@ -1,46 +1,43 @@
-"""The one imaging path: decode, crop, normalise and resize a film.
+"""The one imaging path: a decoded film -> model input (crop, normalise, resize).
 
-The preprocess stage, ``boneage predict`` and the web app all call :func:`prepare`
-with the :class:`ImagingSettings` that the export records in the model card, so a film
-is turned into model input exactly the same way in training and in use. Training/serving
-skew (a different crop, contrast or aspect at inference) is the classic failure of this
-field; keeping one function makes it impossible.
+The preprocess stage, ``boneage predict``, the web app and Grad-CAM all call :func:`prepare`
+on a :class:`~boneage.decoding.Film` (from :func:`boneage.decoding.read_film`) with the
+:class:`ImagingSettings` that the export records in the model card, so a film is turned into
+model input exactly the same way in training and in use, bit for bit (tests/test_imaging_path.py).
+Training/serving skew (a different crop, contrast or aspect at inference) is the classic
+failure of this field; keeping one function makes it impossible.
 
-DICOM files are decoded by :mod:`boneage.dicom` (called from :func:`read_film`) into the same
-grey float array as PNG/JPEG, so they too flow through :func:`prepare_array`.
-
-Films come from anyone (``boneage serve`` takes uploads), so no format is decoded unless its
-header has been read and its width and height checked first (:data:`FORMATS`; anything else,
-GIF or JPEG 2000 say, is refused rather than handed to OpenCV unchecked). Films are read
-upright: the EXIF orientation of a JPEG or PNG is applied.
+Decoding (formats, header size checks, DICOM) lives in :mod:`boneage.decoding`; this module
+only transforms pixels.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import cv2
 import numpy as np
 
-from boneage.errors import ImageError
+from boneage.config import PreprocessParams
+from boneage.decoding import Film, grey_plane, to_grey_float
 
-MAX_PIXELS = 100_000_000  # a 10,000 x 10,000 film; bigger is not a hand radiograph
-MAX_SIDE = 16_384
+
+_DEFAULTS = PreprocessParams()  # params.yaml's preprocess values (tests/test_config.py)
 
 
 @dataclass(frozen=True)
 class ImagingSettings:
-    """How a film becomes model input; saved in the model card and read back by predict."""
+    """How a film becomes model input; saved in the model card and read back by predict.
+    The defaults are the ``preprocess`` section's."""
 
-    size: int = 128
-    resize: str = "squash"  # "squash" to a square, or "pad" keeping the aspect ratio
-    contrast: str = "percentile"  # "none" | "percentile" | "clahe"
-    percentiles: tuple[float, float] = (1.0, 99.0)
-    clahe_clip: float = 2.0
-    clahe_tiles: int = 8
-    crop: str = "none"  # "none" | "hand": crop to the hand, blank markers and plate borders
+    size: int = _DEFAULTS.size  # px, the side of the square input
+    resize: str = _DEFAULTS.resize  # "squash" to a square, or "pad" keeping the aspect ratio
+    contrast: str = _DEFAULTS.contrast  # "none" | "percentile" | "clahe"
+    percentiles: tuple[float, float] = _DEFAULTS.percentiles
+    clahe_clip: float = _DEFAULTS.clahe_clip
+    clahe_tiles: int = _DEFAULTS.clahe_tiles
+    crop: str = _DEFAULTS.crop  # "none" | "hand": crop to the hand, blank markers and borders
 
     def __post_init__(self) -> None:
         if self.resize not in ("squash", "pad"):
@@ -72,171 +69,10 @@ class ImagingSettings:
         return data
 
 
-@dataclass
-class Film:
-    """A decoded film: grey float32 in [0, 1] (bone bright) and what its file said about
-    the patient (DICOM tags; empty for PNG/JPEG)."""
-
-    image: np.ndarray
-    meta: dict
-
-
-def read_film(data: bytes, name: str = "image") -> Film:
-    """Decode a film (any of :data:`FORMATS`, 8- or 16-bit, grey or colour) to a :class:`Film`.
-
-    Sizes are checked from the header before the pixels are decoded, so a decompression
-    bomb costs nothing.
-    """
-    from boneage import dicom
-
-    if data and dicom.is_dicom(data):
-        image, meta = dicom.read_dicom(data, name, MAX_PIXELS, MAX_SIDE)
-        return Film(image, meta)
-    return Film(to_grey_float(decode_raw(data, name), name), {"format": sniff(data) or "other"})
-
-
-FORCE_HINT = "read it anyway with --force (web API: force=true)"
-
-
-def check_read_film(film: Film, data: bytes, name: str = "image", *,
-                    force: bool = False) -> Film:
-    """The film check (:mod:`boneage.film_check`) on a decoded film, as predict and serve
-    read a film: what does not look like a hand radiograph, or looks inverted (bone dark), is
-    refused with the reason unless ``force``; ``film.meta["checks"]`` records the verdict for
-    the reading's machine-readable ``checks`` field.
-
-    An inverted-looking film is refused, not inverted back: a bright collimation border
-    around a normal film can look like an inverted background, and reading a film the wrong
-    way up gives a confident wrong age, so the user decides (invert the file, or force).
-    """
-    from boneage.errors import NotAFilmError
-    from boneage.film_check import check_film, colour_fraction
-
-    check = check_film(film.image, colour=colour_fraction(data))
-    checks = {**check.to_dict(), "forced": False}
-    problems = list(check.reasons) if not check.accepted else []
-    if check.inverted:
-        problems.append("it looks inverted (bone darker than the background); save it with "
-                        "bone bright")
-    if problems and not force:
-        raise NotAFilmError(f"{name}: not read: " + "; ".join(problems) + f"; {FORCE_HINT}",
-                            checks)
-    checks["forced"] = bool(problems)
-    return Film(film.image, {**film.meta, "checks": checks})
-
-
-def decode(data: bytes, name: str = "image") -> np.ndarray:
-    """Decode a film (any of :data:`FORMATS`) to float32 grey in [0, 1]."""
-    return read_film(data, name).image
-
-
-def decode_raw(data: bytes, name: str = "image") -> np.ndarray:
-    """Decode image bytes (not DICOM) to the array as stored (uint8/uint16, 1-3 channels),
-    upright (EXIF orientation applied) and checked.
-
-    Only formats whose header this module reads are decoded: the size check must hold for
-    every format the decoder accepts, or a 20,000 px film in a format we cannot read the
-    header of would be decoded in full.
-    """
-    if not data:
-        raise ImageError(f"{name}: empty file")
-    kind = sniff(data)
-    if kind not in _HEADER_READERS:
-        raise ImageError(f"{name}: not a readable {FORMATS} image "
-                         f"(unrecognised content {data[:8]!r})")
-    size = _HEADER_READERS[kind](data)
-    if size is None:
-        raise ImageError(f"{name}: not a readable {kind.upper()} image (corrupt or truncated?): "
-                         "its header gives no width and height")
-    width, height = size
-    check_size(width, height, name)
-    image = _decode_grey_png(data, name) if _is_plain_grey_png(data) else None
-    if image is None:
-        buffer = np.frombuffer(data, dtype=np.uint8)
-        try:
-            # Not IMREAD_UNCHANGED (-1, every flag bit): it skips the EXIF orientation, and a
-            # film stored sideways must be read upright. ANYDEPTH keeps 16 bits, ANYCOLOR the
-            # channels (alpha is dropped: films are grey).
-            image = cv2.imdecode(buffer, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
-        except cv2.error as exc:  # OpenCV's own size limit (boneage/__init__.py), bad data
-            raise ImageError(f"{name}: not a readable {kind.upper()} image ({exc})") from exc
-    if image is None or image.size == 0:
-        raise ImageError(f"{name}: not a readable {kind.upper()} image "
-                         "(corrupt or truncated?)")
-    check_size(image.shape[1], image.shape[0], name)  # belt and braces: what was decoded
-    return image
-
-
-def _is_plain_grey_png(data: bytes) -> bool:
-    """An 8- or 16-bit greyscale PNG (IHDR bit depth and colour type), how radiographs are
-    stored; colour, palette and 1-4 bit films take OpenCV's path, and so do PNGs with an
-    eXIf chunk (OpenCV applies its orientation; imagecodecs does not)."""
-    return sniff(data) == "png" and len(data) > 25 and data[12:16] == b"IHDR" \
-        and data[24] in (8, 16) and data[25] == 0 and not _png_has_exif(data)
-
-
-def _png_has_exif(data: bytes) -> bool:
-    """Whether an eXIf chunk comes before the image data (walks the chunk lengths)."""
-    position = 8
-    while position + 8 <= len(data):
-        kind = data[position + 4:position + 8]
-        if kind == b"eXIf":
-            return True
-        if kind in (b"IDAT", b"IEND"):
-            return False
-        position += 12 + int.from_bytes(data[position:position + 4], "big")
-    return False
-
-
-def _decode_grey_png(data: bytes, name: str) -> np.ndarray | None:
-    """Decode a grey PNG with imagecodecs (libpng over zlib-ng): the same pixels as
-    ``cv2.imdecode`` (a test checks), 6-14% faster on full-resolution films, and decoding
-    is most of what preprocessing a full-resolution film costs. None (OpenCV decodes
-    instead, and words the error for a bad file) when imagecodecs fails or gives anything
-    but one grey plane. Imported on first use, not at start-up."""
-    import imagecodecs
-
-    try:
-        image = imagecodecs.png_decode(data)
-    except Exception:  # noqa: BLE001 - any failure: OpenCV reads the file or reports it
-        return None
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    return image if image.ndim == 2 and image.dtype in (np.uint8, np.uint16) else None
-
-
-FORMATS = "PNG, JPEG, TIFF, BMP, WebP, PNM or DICOM"  # what read_film accepts
-
-
-def sniff(data: bytes) -> str | None:
-    """'png', 'jpeg', 'tiff', 'bmp', 'webp', 'pnm' or 'dicom' from the magic bytes; None for
-    anything else (GIF, JPEG 2000, HDR, ...: formats whose header this module does not read)."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[128:132] == b"DICM":
-        return "dicom"
-    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    if data[:2] == b"BM":
-        return "bmp"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if len(data) > 2 and data[0:1] == b"P" and data[1:2] in b"123456" and data[2:3].isspace():
-        return "pnm"
-    return None
-
-
-def check_size(width: int, height: int, name: str = "image") -> None:
-    """Refuse films too large to be a hand radiograph (and decompression bombs)."""
-    if width < 1 or height < 1:
-        raise ImageError(f"{name}: image header gives {width}x{height} px (corrupt?)")
-    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-        raise ImageError(
-            f"{name}: image is {width}x{height} px; films larger than "
-            f"{MAX_SIDE} px a side or {MAX_PIXELS:,} px are refused"
-        )
+def reduction_factor(height: int, width: int, size: int) -> int:
+    """The whole factor :func:`reduce_for` shrinks a ``height x width`` film by (1 = not)."""
+    factor = min(height, width) // (2 * size)
+    return factor if factor >= 2 else 1
 
 
 def reduce_for(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -253,8 +89,8 @@ def reduce_for(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     back as they are (``samples`` is then the film itself).
     """
     height, width = image.shape[:2]
-    factor = min(height, width) // (2 * size)
-    if factor < 2:
+    factor = reduction_factor(height, width, size)
+    if factor == 1:
         return image, image
     height, width = height // factor, width // factor
     # Exact whole factors (edges trimmed by < factor px) take OpenCV's fast box-average
@@ -268,35 +104,6 @@ def reduce_for(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     if remaining > 1:
         reduced = cv2.resize(reduced, (width, height), interpolation=cv2.INTER_AREA)
     return reduced, np.ascontiguousarray(image[:height * factor:factor, :width * factor:factor])
-
-
-def grey_plane(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """One grey plane of a decoded array (1-4 channels), in its own dtype."""
-    if image.ndim == 3:
-        if image.shape[2] == 1:
-            return image[:, :, 0]
-        if image.shape[2] in (3, 4):
-            return cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY)
-        raise ImageError(f"{name}: unsupported channel count {image.shape[2]}")
-    if image.ndim != 2:
-        raise ImageError(f"{name}: unsupported image shape {image.shape}")
-    return image
-
-
-def to_grey_float(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Convert a decoded array (uint8/uint16/float, 1-4 channels) to float32 grey in [0, 1]."""
-    image = grey_plane(image, name)
-    if image.shape[0] < 8 or image.shape[1] < 8:
-        raise ImageError(f"{name}: image is only {image.shape[1]}x{image.shape[0]} px")
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) / 65535.0
-    image = image.astype(np.float32)
-    if not np.isfinite(image).all():
-        raise ImageError(f"{name}: image holds NaN or infinite values")
-    low, high = float(image.min()), float(image.max())
-    return (image - low) / (high - low) if high > low else np.zeros_like(image)
 
 
 _INTEGER_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
@@ -359,129 +166,6 @@ def _percentiles(samples, qs) -> np.ndarray:
     if isinstance(samples, Levels):
         return samples.percentiles(qs)
     return np.percentile(samples, qs)
-
-
-# Frame headers: baseline, extended, progressive, lossless (Huffman and arithmetic) and
-# JPEG-LS (0xF7, met inside DICOM). 0xC4 (DHT), 0xC8 (JPG) and 0xCC (DAC) are not frames.
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}
-
-
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from a JPEG's frame header (SOFn); None when there is none.
-
-    Markers are found the way libjpeg finds them (its ``next_marker``): bytes that are not
-    0xFF between segments are skipped, as are fill bytes and stuffed zeros. Stopping at the
-    first stray byte instead would let a stray byte hide the frame header from the size
-    check while the decoder still reads it. A scan (SOS) or the end (EOI) before any frame
-    header gives None: the decoder cannot decode that either.
-    """
-    if data[:2] != b"\xff\xd8":
-        return None
-    position, end = 2, len(data)
-    while True:
-        position = data.find(b"\xff", position)
-        if position < 0:
-            return None
-        while position < end and data[position] == 0xFF:
-            position += 1
-        if position >= end:
-            return None
-        marker = data[position]
-        position += 1
-        if marker == 0x00:  # a stuffed zero: not a marker
-            continue
-        if marker in _JPEG_SOF:
-            if position + 7 > end:
-                return None
-            height = int.from_bytes(data[position + 3:position + 5], "big")
-            width = int.from_bytes(data[position + 5:position + 7], "big")
-            return width, height
-        if marker in (0xD9, 0xDA):  # EOI, SOS
-            return None
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # SOI, TEM, RSTn: no length
-            continue
-        position += max(2, int.from_bytes(data[position:position + 2], "big"))
-
-
-def _png_size(data: bytes) -> tuple[int, int] | None:
-    """IHDR must be the first chunk (libpng refuses anything else)."""
-    if len(data) < 24 or data[12:16] != b"IHDR":
-        return None
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-
-
-_TIFF_TYPES = {1: "B", 3: "H", 4: "I", 16: "Q"}  # BYTE, SHORT, LONG, LONG8
-
-
-def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    """ImageWidth (256) and ImageLength (257) of the first directory, the page OpenCV
-    decodes; classic TIFF and BigTIFF. The first of duplicate tags counts, as in libtiff."""
-    import struct
-
-    order = "<" if data[:2] == b"II" else ">"
-    try:
-        if data[2:4] == (b"*\x00" if order == "<" else b"\x00*"):
-            (offset,) = struct.unpack_from(order + "I", data, 4)
-            count_format, entry_format, entry_size = "H", "HHI4s", 12
-        else:  # BigTIFF
-            (offset,) = struct.unpack_from(order + "Q", data, 8)
-            count_format, entry_format, entry_size = "Q", "HHQ8s", 20
-        (count,) = struct.unpack_from(order + count_format, data, offset)
-        found: dict[int, int] = {}
-        start = offset + struct.calcsize(count_format)
-        for index in range(min(count, 4096)):
-            tag, kind, values, value = struct.unpack_from(order + entry_format, data,
-                                                          start + index * entry_size)
-            if tag in (256, 257) and tag not in found:
-                if kind not in _TIFF_TYPES or values != 1:
-                    return None
-                found[tag] = struct.unpack_from(order + _TIFF_TYPES[kind], value)[0]
-            if len(found) == 2:
-                return found[256], found[257]
-    except struct.error:  # the directory runs past the end of the file
-        return None
-    return None
-
-
-def _bmp_size(data: bytes) -> tuple[int, int] | None:
-    """From the DIB header: OS/2 (12 bytes, unsigned 16-bit) or Windows (>= 40, signed 32-bit;
-    a negative height means top-down rows)."""
-    if len(data) < 26:
-        return None
-    header = int.from_bytes(data[14:18], "little")
-    if header == 12:
-        return int.from_bytes(data[18:20], "little"), int.from_bytes(data[20:22], "little")
-    if header >= 40:
-        width = int.from_bytes(data[18:22], "little", signed=True)
-        height = int.from_bytes(data[22:26], "little", signed=True)
-        return (width, abs(height)) if width >= 0 else None
-    return None
-
-
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    """From the first chunk: VP8X (the canvas), VP8 (lossy key frame) or VP8L (lossless)."""
-    kind, payload = data[12:16], data[20:30]
-    if kind == b"VP8X" and len(payload) >= 10:
-        return (int.from_bytes(payload[4:7], "little") + 1,
-                int.from_bytes(payload[7:10], "little") + 1)
-    if kind == b"VP8 " and len(payload) >= 10 and payload[3:6] == b"\x9d\x01\x2a":
-        return (int.from_bytes(payload[6:8], "little") & 0x3FFF,
-                int.from_bytes(payload[8:10], "little") & 0x3FFF)
-    if kind == b"VP8L" and len(payload) >= 5 and payload[0] == 0x2F:
-        bits = int.from_bytes(payload[1:5], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    return None
-
-
-def _pnm_size(data: bytes) -> tuple[int, int] | None:
-    """The first two numbers after the magic (P1-P6), skipping white space and # comments."""
-    numbers = re.match(rb"P[1-6](?:\s|#[^\n\r]*)+(\d{1,9})(?:\s|#[^\n\r]*)+(\d{1,9})",
-                       data[:4096])
-    return (int(numbers.group(1)), int(numbers.group(2))) if numbers else None
-
-
-_HEADER_READERS = {"png": _png_size, "jpeg": jpeg_size, "tiff": _tiff_size, "bmp": _bmp_size,
-                   "webp": _webp_size, "pnm": _pnm_size}
 
 
 def _candidates(small8: np.ndarray, valid: np.ndarray):
@@ -577,22 +261,24 @@ def crop_box(image: np.ndarray, margin: float = 0.03):
 def _crop_to_hand(image: np.ndarray, samples, margin: float = 0.03):
     """:func:`crop_to_hand` of ``image`` and of its ``samples`` (see :func:`reduce_for`: the same
     shape, float or the stored integers), with the background level taken from ``samples``.
-    Integer samples come back as the :class:`Levels` of the cropped, blanked film."""
+    Integer samples come back as the :class:`Levels` of the cropped, blanked film. Returns
+    ``(image, samples, box)``, ``box`` the crop's (top, bottom, left, right) or None."""
     found = crop_box(image, margin)
     if found is None:
-        return image, samples
+        return image, samples, None
     mask, (top, bottom, left, right) = found
     outside = ~mask
     background = float(_percentiles(samples[outside], [5])[0]) if outside.any() else 0.0
     box = (slice(top, bottom), slice(left, right))
     inside = mask[box]
     out = np.where(inside, image[box], background).astype(np.float32)
+    edges = (top, bottom, left, right)
     if samples is image:
-        return out, out
+        return out, out, edges
     if samples.dtype in _INTEGER_SCALE:
         kept = samples[box][inside]
-        return out, Levels.of(kept, fill=background, fill_count=inside.size - kept.size)
-    return out, np.where(inside, samples[box], background).astype(np.float32)
+        return out, Levels.of(kept, fill=background, fill_count=inside.size - kept.size), edges
+    return out, np.where(inside, samples[box], background).astype(np.float32), edges
 
 
 def normalise_contrast(image: np.ndarray, settings: ImagingSettings,
@@ -635,44 +321,60 @@ def resize(image: np.ndarray, settings: ImagingSettings) -> np.ndarray:
     return out
 
 
-def prepare_array(image: np.ndarray, settings: ImagingSettings, name: str = "image") -> np.ndarray:
-    """Grey float [0, 1] film -> uint8 ``size x size`` model input."""
-    return _prepare_reduced(*reduce_for(image, settings.size), settings)
-
-
-def _prepare_reduced(image: np.ndarray, samples: np.ndarray,
-                     settings: ImagingSettings) -> np.ndarray:
-    """``image``: the (reduced) film as float in [0, 1]; ``samples``: its unaveraged pixels,
-    as floats or as the stored integers (percentiles from a histogram, see :class:`Levels`)."""
+def _transform(image: np.ndarray, samples, settings: ImagingSettings):
+    """Crop, stretch and resize a (reduced) film: ``image`` float in [0, 1], ``samples`` its
+    unaveraged pixels as floats or stored integers (:func:`reduce_for`). Returns the uint8
+    model input and the crop box in ``image``'s px (None when not cropped)."""
+    box = None
     if settings.crop == "hand":
-        image, samples = _crop_to_hand(image, samples)
+        image, samples, box = _crop_to_hand(image, samples)
     image = normalise_contrast(image, settings, samples)
     image = resize(image, settings)
-    return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+    return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8), box
 
 
-def prepare(data: bytes, settings: ImagingSettings, name: str = "image") -> np.ndarray:
-    """Encoded film bytes -> uint8 ``size x size`` model input (the single imaging path).
+@dataclass(frozen=True)
+class Geometry:
+    """Where a model input came from in its decoded film, to map a heatmap back onto it:
+    the film's ``height`` x ``width`` (px) and the crop ``box`` (top, bottom, left, right)
+    in those px (the whole film when nothing was cropped)."""
 
-    The film is reduced in its stored dtype (uint8/uint16), before the float conversion,
-    which would otherwise cost most of a decode again on a full-resolution film.
+    height: int
+    width: int
+    box: tuple[int, int, int, int]
+
+
+def prepare(film: Film, settings: ImagingSettings) -> np.ndarray:
+    """A decoded film -> uint8 ``(size, size)`` model input: the one imaging path.
+
+    The preprocess stage, ``boneage predict``, the web app and the evaluate stage's check
+    all call this, so the same file gives the same input bit for bit. Raises nothing for a
+    film :func:`~boneage.decoding.read_film` accepted.
     """
-    from boneage import dicom
-
-    if data and dicom.is_dicom(data):
-        return prepare_array(decode(data, name), settings, name)
-    return prepare_raw(decode_raw(data, name), settings, name)
+    return prepare_with_geometry(film, settings)[0]
 
 
-def prepare_raw(raw: np.ndarray, settings: ImagingSettings, name: str = "image") -> np.ndarray:
-    """:func:`prepare` of a film :func:`decode_raw` already decoded (not DICOM), for a caller
-    that also looks at the decoded film (the preprocess stage's film check)."""
-    reduced, samples = reduce_for(raw, settings.size)
-    image = to_grey_float(reduced, name)
-    if samples.dtype in _INTEGER_SCALE:
-        samples = grey_plane(samples, name)  # percentiles from the stored levels
-    elif samples is reduced:
-        samples = image
+def prepare_with_geometry(film: Film, settings: ImagingSettings) -> tuple[np.ndarray, Geometry]:
+    """:func:`prepare`, and where the input came from in the film (:class:`Geometry`, for
+    Grad-CAM to map its heatmap back with the very crop that was taken).
+
+    The film is first reduced by a whole factor in its stored dtype (a full-resolution film
+    is ~30x the pixels the output needs); the hand crop and contrast stretch then work on the
+    reduced film, with the percentiles taken from the unaveraged stored levels
+    (:func:`reduce_for`, :class:`Levels`).
+    """
+    pixels = film.pixels
+    height, width = pixels.shape[:2]
+    reduced, samples = reduce_for(pixels, settings.size)
+    if pixels.dtype in _INTEGER_SCALE:  # stored levels: percentiles from their histogram
+        image, samples = to_grey_float(reduced), grey_plane(samples)
+    else:  # float grey in [0, 1] (DICOM): samples are the unaveraged floats (or the film)
+        image = reduced
+    prepared, box = _transform(image, samples, settings)
+    if box is None:
+        edges = (0, height, 0, width)
     else:
-        samples = to_grey_float(samples, name)
-    return _prepare_reduced(image, samples, settings)
+        factor = reduction_factor(height, width, settings.size)
+        edges = tuple(min(edge * factor, limit)
+                      for edge, limit in zip(box, (height, height, width, width)))
+    return prepared, Geometry(height, width, edges)

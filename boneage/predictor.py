@@ -14,16 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from boneage.errors import DataError, ImageError
+from boneage.errors import DataError, ImageError, UsageError
 from boneage.export import CARD_JSON, KERAS_FILE, SAVEDMODEL_DIR, SIGNATURE, TFLITE_FILE
-from boneage.imaging import (
-    Film,
-    ImagingSettings,
-    check_read_film,
-    prepare,
-    prepare_array,
-    read_film,
-)
+from boneage.decoding import Film, read_film
+from boneage.film_check import check_read_film
+from boneage.imaging import ImagingSettings, prepare, prepare_with_geometry
 from boneage.inputs import (  # noqa: F401 (IMAGE_SUFFIXES, expand_paths: re-exported)
     IMAGE_SUFFIXES,
     expand_paths,
@@ -50,7 +45,8 @@ class Predictor:
         self.card = json.loads(card_path.read_text())
         self.settings = ImagingSettings.from_dict(self.card["imaging"])
         if model_format not in FORMAT_FILES:
-            raise ValueError(f"model format must be one of {sorted(FORMAT_FILES)}")
+            raise UsageError(f"model format must be one of {sorted(FORMAT_FILES)}, got "
+                             f"{model_format!r}")
         target = self.model_dir / FORMAT_FILES[model_format]
         if not target.exists():
             raise DataError(f"{target}: this export has no {model_format} model "
@@ -95,7 +91,8 @@ class Predictor:
             self._run = run
 
     def prepare(self, data: bytes, name: str = "image") -> np.ndarray:
-        return prepare(data, self.settings, name)
+        """Film bytes -> this model's uint8 input, through the one imaging path."""
+        return prepare(read_film(data, name), self.settings)
 
     def predict_prepared(self, films: np.ndarray, male) -> np.ndarray:
         """Months for prepared uint8 films (N, S, S); ``male`` is one value or one per film."""
@@ -205,12 +202,12 @@ class Ensemble:
     """One or more exported models read as one: the mean, and the SD between them.
 
     Each film is decoded once; each distinct set of imaging settings in the models' cards
-    gets its own prepared input through the one imaging path (:func:`prepare_array`).
+    gets its own prepared input through the one imaging path (:func:`boneage.imaging.prepare`).
     """
 
     def __init__(self, model_dirs: list[str | Path], model_format: str = "keras"):
         if not model_dirs:
-            raise ValueError("give at least one --model directory")
+            raise UsageError("give at least one --model directory")
         self.predictors = [Predictor(d, model_format) for d in model_dirs]
         self.settings = list(dict.fromkeys(p.settings for p in self.predictors))
         self._explainers = None
@@ -218,16 +215,12 @@ class Ensemble:
         # once (the web app's thread pool); decoding and preparing still run in parallel.
         self._lock = threading.RLock()
 
-    @property
-    def size(self) -> int:
-        return max(s.size for s in self.settings)
-
     def read(self, data: bytes, name: str = "image") -> Film:
         return read_film(data, name)
 
     def check(self, film: Film, data: bytes, name: str, reading: "Reading",
               force: bool = False) -> Film:
-        """The film check (:func:`boneage.imaging.check_read_film`), its verdict kept on
+        """The film check (:func:`boneage.film_check.check_read_film`), its verdict kept on
         ``reading``; after sex and age are resolved, so a missing sex is asked for first."""
         try:
             film = check_read_film(film, data, name, force=force)
@@ -237,9 +230,9 @@ class Ensemble:
         reading.checks = film.meta.get("checks")
         return film
 
-    def prepare(self, film: Film, name: str = "image") -> dict:
+    def prepare(self, film: Film) -> dict:
         """The film prepared for each distinct imaging setting of the models."""
-        return {s: prepare_array(film.image, s, name) for s in self.settings}
+        return {s: prepare(film, s) for s in self.settings}
 
     def predict_prepared(self, prepared: list[dict], males: np.ndarray) -> np.ndarray:
         """Months, shape (films, models), for films already prepared by :meth:`prepare`."""
@@ -302,7 +295,8 @@ class Ensemble:
             with self._lock:
                 cam, _ = explainer.heatmap(prepared[predictor.settings], male)
             first_input = cam if first_input is None else first_input
-            maps.append(to_original(cam, film.image, predictor.settings))
+            geometry = prepare_with_geometry(film, predictor.settings)[1]  # the crop taken
+            maps.append(to_original(cam, geometry, predictor.settings))
         return np.mean(maps, axis=0), first_input
 
     def predict_bytes(self, data: bytes, name: str, sex: str | None = None,
@@ -315,7 +309,7 @@ class Ensemble:
         film = self.read(data, name)
         self.resolve(name, film, sex, chronological, reading, wording)
         film = self.check(film, data, name, reading, force)
-        prepared = self.prepare(film, name)
+        prepared = self.prepare(film)
         self.finish(reading, self.predict_prepared([prepared], np.array([reading.male]))[0])
         png = None
         if explain:
@@ -353,7 +347,7 @@ class Ensemble:
                 film = self.read(data, str(path))
                 self.resolve(str(path), film, sex, chronological, reading)
                 film = self.check(film, data, str(path), reading, force)
-                prepared = self.prepare(film, str(path))
+                prepared = self.prepare(film)
                 if explain_dir is not None:
                     reading.heatmap = str(self._write_heatmaps(film, prepared, reading, path,
                                                                index, explain_dir))

@@ -15,6 +15,27 @@ from boneage.config import AugmentParams, TrainParams
 from boneage.models import age_bin_centres, build_model
 
 
+def pose_matrix(width: int, height: int, *, angle: float = 0.0, scale: float = 1.0,
+                shift=(0.0, 0.0), flip: bool = False) -> np.ndarray:
+    """The 2x3 affine map of one pose of a ``width x height`` film: mirrored (``flip``), then
+    rotated by ``angle`` degrees and scaled by ``scale`` (> 1 magnifies) about the film's
+    centre, then shifted by ``shift`` (x, y) px. Training's augmentation and evaluation's
+    test-time augmentation both pose films with it."""
+    centre = ((width - 1) / 2.0, (height - 1) / 2.0)
+    matrix = cv2.getRotationMatrix2D(centre, angle, scale)
+    if flip:  # mirror first: x -> width - 1 - x
+        matrix = matrix @ np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    matrix[:, 2] += shift
+    return matrix
+
+
+def warp(film: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``film`` (H, W) under the affine ``matrix``, bilinear, black outside the film."""
+    height, width = film.shape[:2]
+    return cv2.warpAffine(film, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
 def augment_films(films: np.ndarray, seed: int, params: AugmentParams) -> np.ndarray:
     """Random pose and exposure for a batch of uint8 films ``(N, S, S)`` -> float32 0..255.
 
@@ -33,14 +54,10 @@ def augment_films(films: np.ndarray, seed: int, params: AugmentParams) -> np.nda
     shifts = rng.uniform(-params.shift, params.shift, (count, 2)) * (width, height)
     flips = rng.random(count) < 0.5 if params.horizontal_flip else np.zeros(count, bool)
     out = np.empty(films.shape, np.float32)
-    centre = ((width - 1) / 2.0, (height - 1) / 2.0)
     for index in range(count):
-        matrix = cv2.getRotationMatrix2D(centre, angles[index], 1.0 / zooms[index])
-        if flips[index]:  # mirror first: x -> width - 1 - x
-            matrix = matrix @ np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-        matrix[:, 2] += shifts[index]
-        out[index] = cv2.warpAffine(films[index], matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        matrix = pose_matrix(width, height, angle=angles[index], scale=1.0 / zooms[index],
+                             shift=shifts[index], flip=bool(flips[index]))
+        out[index] = warp(films[index], matrix)
     if params.brightness:
         out += (rng.uniform(-params.brightness, params.brightness, count) * 255.0)[:, None, None]
         np.clip(out, 0.0, 255.0, out=out)

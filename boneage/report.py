@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from boneage.errors import UsageError
+
 _AGE_PATTERN = re.compile(
     r"^\s*(?:(?P<years>\d+(?:\.\d+)?)\s*(?:y|yr|yrs|year|years))?\s*"
     r"(?:(?P<months>\d+(?:\.\d+)?)\s*(?:m|mo|mos|month|months)?)?\s*$",
@@ -44,14 +46,14 @@ def parse_age(text: str | float | int) -> float:
     else:
         match = _AGE_PATTERN.match(str(text))
         if not match or not (match.group("years") or match.group("months")):
-            raise ValueError(f"cannot read age {text!r}; write months (122) or years and "
+            raise UsageError(f"cannot read age {text!r}; write months (122) or years and "
                              "months (10y2m)")
         months = float(match.group("years") or 0) * 12 + float(match.group("months") or 0)
         if match.group("years") and match.group("months") and float(match.group("months")) >= 12:
             # '10y15m' is a slip, not 11 years 3 months: say so rather than guess
-            raise ValueError(f"cannot read age {text!r}: months must be 0-11 when years are "
+            raise UsageError(f"cannot read age {text!r}: months must be 0-11 when years are "
                              f"given (did you mean {months // 12:g}y{months % 12:g}m, or "
                              f"{months:g} months?)")
     if not 0 <= months <= 300:
-        raise ValueError(f"age {text!r} is {months:g} months, outside 0..300")
+        raise UsageError(f"age {text!r} is {months:g} months, outside 0..300")
     return months

@@ -3,7 +3,7 @@
 Models load once at start; each prediction runs in the thread pool so the event loop keeps
 answering (health checks, other uploads) while a film is read. Uploads are checked before
 any decoding: size limit (counted as the body streams in, so a chunked upload without a
-Content-Length is cut off too), magic bytes (:data:`boneage.imaging.FORMATS`), and the image
+Content-Length is cut off too), magic bytes (:data:`boneage.decoding.FORMATS`), and the image
 header's width and height (so a 20,000 px "film" is refused without decoding it). Every
 refusal is a 4xx with ``{"detail": "..."}`` naming what is wrong; anything unexpected is a
 JSON 500 with a generic message (the traceback goes to the log); the server keeps serving.
@@ -16,10 +16,11 @@ import base64
 import logging
 from pathlib import Path
 
-from boneage.errors import ImageError, NotAFilmError
+from boneage.errors import ImageError, NotAFilmError, UsageError
 
 log = logging.getLogger(__name__)
 
+PAGE = Path(__file__).with_name("static") / "index.html"  # the web page: HTML + JavaScript
 FORMAT_PREFERENCE = ("savedmodel", "keras", "tflite")  # fastest first: bench/predict_latency.py
 MB = 1024 * 1024
 
@@ -83,7 +84,7 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
     from fastapi.responses import HTMLResponse, JSONResponse
 
     from boneage import __version__
-    from boneage.imaging import FORMATS, sniff
+    from boneage.decoding import FORMATS, sniff
     from boneage.inputs import parse_chronological_age, parse_sex
     from boneage.predictor import FORM, Ensemble
     from boneage.standards import RULE, SOURCE
@@ -119,9 +120,11 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
         return JSONResponse({"detail": "internal error while answering; the server log has "
                                        "the details"}, status_code=500)
 
+    page_html = PAGE.read_text(encoding="utf-8")
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
-        return PAGE
+        return page_html
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -154,7 +157,7 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
                 parse_sex(sex)
             age = (parse_chronological_age(chronological_age)
                    if chronological_age not in (None, "") else None)
-        except ValueError as exc:
+        except UsageError as exc:
             raise HTTPException(422, str(exc)) from exc
         try:
             reading, png = await run_in_threadpool(
@@ -184,89 +187,3 @@ def run_server(model_dirs: list[str | Path], host: str = "127.0.0.1", port: int 
     app = create_app(model_dirs, model_format, max_upload_mb)
     print(f"boneage: serving on http://{host}:{port}/ (API docs at /docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
-
-
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>boneage</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
- body { font-family: system-ui, sans-serif; max-width: 56rem; margin: 2rem auto; padding: 0 1rem; }
- #drop { border: 2px dashed #888; border-radius: 8px; padding: 2rem; text-align: center; }
- #drop.over { background: #eef; }
- label { display: inline-block; margin: .5rem 1rem .5rem 0; }
- #result pre { background: #f4f4f4; padding: 1rem; white-space: pre-wrap; }
- #heatmap { max-width: 100%; max-height: 36rem; }
- .error { color: #a00; font-weight: bold; }
- .call-delayed, .call-advanced { color: #a00; } .call-normal { color: #070; }
-</style>
-</head>
-<body>
-<h1>Bone age</h1>
-<p>Research and decision support only: a radiologist reviews every reading.</p>
-<form id="form">
- <div id="drop">Drop a hand radiograph here (PNG, JPEG, TIFF, BMP, WebP, PNM or DICOM) or
-  <input type="file" id="file" name="file" accept=".png,.jpg,.jpeg,.tif,.tiff,.bmp,.webp,.pgm,.ppm,.pnm,.dcm,image/png,image/jpeg,image/tiff,image/bmp,image/webp,application/dicom"></div>
- <label>Sex <select id="sex" name="sex">
-   <option value="">from the DICOM file</option><option value="F">F</option><option value="M">M</option>
- </select></label>
- <label>Chronological age <input id="age" name="chronological_age" placeholder="10y2m or 122 (1 month to 20 years)"></label>
- <label><input type="checkbox" id="force" name="force"> read it even if it does not look like a hand radiograph</label>
- <button id="submit" type="submit">Predict</button>
-</form>
-<div id="status"></div>
-<div id="result" hidden>
- <h2 id="boneage"></h2>
- <p id="call"></p>
- <pre id="report"></pre>
- <img id="heatmap" alt="Grad-CAM heatmap over the film">
-</div>
-<script>
-const form = document.getElementById('form'), drop = document.getElementById('drop');
-const fileInput = document.getElementById('file'), status = document.getElementById('status');
-drop.addEventListener('dragover', e => { e.preventDefault(); drop.classList.add('over'); });
-drop.addEventListener('dragleave', () => drop.classList.remove('over'));
-drop.addEventListener('drop', e => {
-  e.preventDefault(); drop.classList.remove('over');
-  fileInput.files = e.dataTransfer.files;
-});
-form.addEventListener('submit', async e => {
-  e.preventDefault();
-  const result = document.getElementById('result');
-  if (!fileInput.files.length) { status.innerHTML = '<p class="error">Choose a film first.</p>'; return; }
-  const body = new FormData();
-  body.append('file', fileInput.files[0]);
-  const sex = document.getElementById('sex').value, age = document.getElementById('age').value;
-  if (sex) body.append('sex', sex);
-  if (age) body.append('chronological_age', age);
-  if (document.getElementById('force').checked) body.append('force', 'true');
-  status.textContent = 'Reading the film...'; result.hidden = true;
-  try {
-    const response = await fetch('/api/predict', { method: 'POST', body });
-    const data = await response.json();
-    if (!response.ok) {
-      status.innerHTML = ''; const p = document.createElement('p'); p.className = 'error';
-      p.textContent = 'Not read: ' + (typeof data.detail === 'string' ? data.detail : JSON.stringify(data.detail));
-      status.appendChild(p); return;
-    }
-    status.textContent = '';
-    document.getElementById('boneage').textContent =
-      `Bone age ${data.boneage_months} months (${data.boneage_text})`;
-    const call = document.getElementById('call');
-    call.textContent = data.call ? `${data.call.toUpperCase()}: ${data.difference_months} months, ${data.z_score} SD` : '';
-    call.className = data.call ? 'call-' + data.call : '';
-    document.getElementById('report').textContent = data.report;
-    const img = document.getElementById('heatmap');
-    if (data.heatmap_png) { img.src = data.heatmap_png; img.hidden = false; } else { img.hidden = true; }
-    result.hidden = false;
-  } catch (err) {
-    status.innerHTML = ''; const p = document.createElement('p'); p.className = 'error';
-    p.textContent = 'Request failed: ' + err; status.appendChild(p);
-  }
-});
-</script>
-</body>
-</html>
-"""

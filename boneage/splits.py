@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from boneage.artifacts import FOLDS_CSV, SPLIT_FILES
 from boneage.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -104,8 +105,8 @@ def write_split(out_dir: str | Path, index: pd.DataFrame, *, val: float, test: f
     out_dir.mkdir(parents=True, exist_ok=True)
     result = split_ids(index, val=val, test=test, seed=seed, band_months=band_months)
     for name, ids in result.items():
-        write_ids(out_dir / f"{name}.txt", ids)
-    folds_path = out_dir / "folds.csv"
+        write_ids(out_dir / SPLIT_FILES[name], ids)
+    folds_path = out_dir / FOLDS_CSV
     if folds:
         pool = index[index["id"].isin(set(result["train"]) | set(result["val"]))]
         fold_ids(pool, folds=folds, seed=seed, band_months=band_months).to_csv(folds_path,
@@ -119,8 +120,8 @@ def training_ids(split_dir: str | Path, fold: int = -1) -> tuple[list[str], list
     """(train ids, validation ids): the train/val split, or fold ``fold`` held out of train+val."""
     split_dir = Path(split_dir)
     if fold < 0:
-        return read_ids(split_dir / "train.txt"), read_ids(split_dir / "val.txt")
-    folds_path = split_dir / "folds.csv"
+        return read_ids(split_dir / SPLIT_FILES["train"]), read_ids(split_dir / SPLIT_FILES["val"])
+    folds_path = split_dir / FOLDS_CSV
     if not folds_path.is_file():
         raise DataError(f"train.fold={fold} needs {folds_path}; set split.folds >= 2")
     folds = pd.read_csv(folds_path, dtype={"id": str})

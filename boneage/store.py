@@ -21,22 +21,21 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from boneage.errors import DataError, ImageError
-from boneage import dicom
-from boneage.imaging import (
-    ImagingSettings,
-    decode_raw,
-    prepare,
-    prepare_array,
-    prepare_raw,
-    read_film,
+from boneage.artifacts import (
+    FETCH_REPORT,
+    FILMS_ZIP,
+    LABELS_CSV,
+    STORE_IMAGES,
+    STORE_INDEX,
+    STORE_INFO,
 )
+from boneage.decoding import read_film
+from boneage.errors import DataError, ImageError
+from boneage.imaging import ImagingSettings, prepare
 
 log = logging.getLogger(__name__)
 
-IMAGES_FILE = "films.npy"
-INDEX_FILE = "index.csv"
-SETTINGS_FILE = "store.json"
+IMAGES_FILE, INDEX_FILE, SETTINGS_FILE = STORE_IMAGES, STORE_INDEX, STORE_INFO
 LABEL_COLUMNS = ("id", "boneage", "male")
 
 
@@ -73,7 +72,6 @@ def open_store(directory: str | Path) -> FilmStore:
 
 
 # Worker state: each process opens the archive once.
-_ARCHIVE: zipfile.ZipFile | None = None
 _SETTINGS: ImagingSettings | None = None
 _FILM_CHECK = False
 
@@ -141,15 +139,12 @@ def _init_worker(archive_path: str, settings: dict, film_check: bool = False) ->
 def _prepare_member(member: str) -> tuple[np.ndarray | None, str | None, dict | None]:
     """(prepared film, None, film check) or (None, the error, None)."""
     try:
-        data = _READER.read(member)
+        film = read_film(_READER.read(member), member)  # decoded once: prepared and checked
+        prepared = prepare(film, _SETTINGS)  # the one imaging path, as predict and serve
         if not _FILM_CHECK:
-            return prepare(data, _SETTINGS, name=member), None, None
-        if dicom.is_dicom(data):
-            film = read_film(data, member)
-            return (prepare_array(film.image, _SETTINGS, member), None,
-                    _check(film.image, colour=0.0))
-        raw = decode_raw(data, member)  # decoded once: prepared and checked
-        return prepare_raw(raw, _SETTINGS, member), None, _check(raw)
+            return prepared, None, None
+        dicom = film.meta.get("format") == "dicom"  # grey by definition; others: measured
+        return prepared, None, _check(film.pixels, colour=0.0 if dicom else None)
     except ImageError as exc:
         return None, str(exc), None
     except (zipfile.BadZipFile, OSError, ValueError, cv2.error) as exc:
@@ -179,7 +174,7 @@ def _members_by_id(archive: zipfile.ZipFile) -> dict[str, str]:
 
 def _provenance(raw_dir: Path) -> dict:
     """Source and fingerprint from the fetch report, so the model card can name its data."""
-    report_path = raw_dir / "fetch-report.json"
+    report_path = raw_dir / FETCH_REPORT
     if not report_path.is_file():
         return {"source": None, "source_fingerprint": None}
     report = json.loads(report_path.read_text())
@@ -219,7 +214,7 @@ def build_store(
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if on_error not in ("skip", "fail"):
         raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
-    labels_path, archive_path = raw_dir / "labels.csv", raw_dir / "films.zip"
+    labels_path, archive_path = raw_dir / LABELS_CSV, raw_dir / FILMS_ZIP
     for path in (labels_path, archive_path):
         if not path.is_file():
             raise DataError(f"{path}: missing; run the fetch stage first")

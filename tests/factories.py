@@ -62,7 +62,8 @@ def make_store(tmp_path: Path, count: int = 40, size: int = 32, seed: int = 0):
     from boneage.store import build_store
 
     labels = write_raw(tmp_path / "raw", count=count, seed=seed)
-    build_store(tmp_path / "raw", tmp_path / "prepared", ImagingSettings(size=size), workers=1)
+    build_store(tmp_path / "raw", tmp_path / "prepared", ImagingSettings(crop="none", size=size),
+                workers=1)
     write_split(tmp_path / "split", labels, val=0.2, test=0.2, seed=1, band_months=60)
     return tmp_path / "prepared", tmp_path / "split"
 
@@ -85,7 +86,7 @@ def make_export(tmp_path: Path, count: int = 40, size: int = 32, width: int = 4,
 
     labels = write_raw(tmp_path / "raw", count=count, seed=seed)
     build_store(tmp_path / "raw", tmp_path / "prepared",
-                ImagingSettings(size=size, **(imaging or {})), workers=1)
+                ImagingSettings(**{"size": size, "crop": "none", **(imaging or {})}), workers=1)
     write_split(tmp_path / "split", labels, val=0.2, test=0.2, seed=1, band_months=60)
     store_dir, split_dir = tmp_path / "prepared", tmp_path / "split"
     run_training(store_dir, split_dir,

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from factories import make_store
 
+from boneage.config import load_section
 from boneage.splits import training_ids
 from boneage.store import open_store
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "accelerator_sweep.py"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "accelerator_sweep.py"
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +26,8 @@ def sweep():
 
 def test_pack_carries_the_train_and_validation_films_losslessly_and_no_test_film(sweep, tmp_path):
     store_dir, split_dir = make_store(tmp_path, count=30, size=32)
-    sweep.pack(store_dir, split_dir, tmp_path / "pack")
-    films, ages, males, subsets, imaging = sweep.load_pack(tmp_path / "pack")
+    sweep.pack(store_dir, split_dir, tmp_path / "pack", ROOT / "params.yaml")
+    films, ages, males, subsets, imaging, base = sweep.load_pack(tmp_path / "pack")
     store = open_store(store_dir)
     train_ids, val_ids = training_ids(split_dir, -1)
     assert len(films) == len(train_ids) + len(val_ids) < 30  # the test films stay behind
@@ -35,6 +37,7 @@ def test_pack_carries_the_train_and_validation_films_losslessly_and_no_test_film
     np.testing.assert_array_equal(males, expected["male"].to_numpy(float))
     assert subsets.tolist() == [0] * len(train_ids) + [1] * len(val_ids)
     assert imaging["size"] == 32
+    assert base == load_section("train", ROOT / "params.yaml").model_dump(mode="json")
 
 
 def test_settings_parse_into_nested_train_params(sweep):
@@ -50,7 +53,9 @@ def test_settings_parse_into_nested_train_params(sweep):
 
 def test_one_setting_trains_on_the_packed_films_and_reports_validation_mae(sweep, tmp_path):
     store_dir, split_dir = make_store(tmp_path, count=30, size=32)
-    sweep.pack(store_dir, split_dir, tmp_path / "pack")
+    params_path = tmp_path / "params.yaml"  # the settings start from this file, not code defaults
+    params_path.write_text((ROOT / "params.yaml").read_text().replace("  lr: 0.002", "  lr: 0.0123"))
+    sweep.pack(store_dir, split_dir, tmp_path / "pack", params_path)
     result = sweep.train_one(tmp_path / "pack", "tiny",
                              {"epochs": 2, "width": 4, "batch_size": 8, "precision": "float32",
                               "augment": {"mixup_alpha": 0.2}}, workers=1)
@@ -59,3 +64,4 @@ def test_one_setting_trains_on_the_packed_films_and_reports_validation_mae(sweep
     assert len(result["val_mae"]) == 2 and all(math.isfinite(v) for v in result["val_mae"])
     assert result["best_val_mae"] == pytest.approx(min(result["val_mae"]), abs=1e-3)
     assert result["precision"] == "float32"
+    assert result["params"]["lr"] == 0.0123 and result["params"]["width"] == 4

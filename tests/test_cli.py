@@ -80,3 +80,15 @@ def test_a_device_or_an_oversized_file_is_reported_not_read(tmp_path, monkeypatc
         inputs.read_film_bytes(big)
     monkeypatch.setattr(inputs, "MAX_FILE_BYTES", 4096)
     assert inputs.read_film_bytes(big) == bytes(2048)
+
+
+def test_crossval_from_a_missing_or_broken_json_is_one_line(tmp_path, capsys):
+    from boneage.cli import main
+
+    broken = tmp_path / "shown.json"
+    broken.write_text("{not json")
+    for path, message in ((tmp_path / "absent.json", "cannot read it"),
+                          (broken, "not `dvc exp show --json` output")):
+        assert main(["crossval", "--from-json", str(path), "--out", str(tmp_path / "o.json")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --from-json {path}: {message}") and err.count("\n") == 1

@@ -260,3 +260,25 @@ def test_empty_file_gives_defaults(tmp_path):
 
 def test_params_error_is_a_value_error():
     assert issubclass(ParamsError, ValueError)
+
+
+def test_params_yaml_is_the_single_source_of_defaults():
+    """Code that builds a section without the file (benches, the sweep, tests) must train
+    what the pipeline trains: every default equals params.yaml's value, and params.yaml
+    spells out every knob."""
+    root = Path(__file__).resolve().parents[1]
+    written = yaml.safe_load((root / "params.yaml").read_text())
+
+    def keys(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from keys(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+
+    assert set(keys(Params().model_dump())) == set(keys(written))
+    assert load_params(root / "params.yaml").model_dump() == Params().model_dump()
+    from boneage.imaging import ImagingSettings  # the settings a model card records
+
+    assert ImagingSettings() == ImagingSettings.from_params(load_params(root / "params.yaml")
+                                                             .preprocess)

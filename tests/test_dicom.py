@@ -21,7 +21,8 @@ from pydicom.uid import (  # noqa: E402
 
 from boneage.dicom import parse_patient_age  # noqa: E402
 from boneage.errors import ImageError  # noqa: E402
-from boneage.imaging import ImagingSettings, decode, prepare, prepare_array, read_film  # noqa: E402
+from boneage.decoding import Film, decode, read_film  # noqa: E402
+from boneage.imaging import ImagingSettings, prepare  # noqa: E402
 
 
 def make_dicom(pixels: np.ndarray | None, *, photometric="MONOCHROME2", slope=None,
@@ -67,8 +68,8 @@ def test_monochrome2_8bit_without_window_matches_the_png_of_the_same_pixels(hand
     film = hand_film(120, 100)
     film[0, 0], film[-1, -1] = 0, 255  # full range, so min-max scaling is the identity
     settings = ImagingSettings(size=32, crop="hand")
-    from_dicom = prepare(make_dicom(film), settings, "film.dcm")
-    from_png = prepare(encode(film), settings, "film.png")
+    from_dicom = prepare(read_film(make_dicom(film), "film.dcm"), settings)
+    from_png = prepare(read_film(encode(film), "film.png"), settings)
     np.testing.assert_array_equal(from_dicom, from_png)
 
 
@@ -101,7 +102,7 @@ def test_16bit_without_window_uses_the_full_range_of_the_rescaled_values():
     stored = np.linspace(1000, 3000, 64 * 64).reshape(64, 64).astype(np.uint16)
     image = decode(make_dicom(stored, slope=1, intercept=0))
     assert image.min() == 0.0 and image.max() == pytest.approx(1.0)
-    prepared = prepare_array(image, ImagingSettings(size=16, contrast="none"))
+    prepared = prepare(Film(image), ImagingSettings(crop="none", size=16, contrast="none"))
     assert prepared.dtype == np.uint8 and prepared.shape == (16, 16)
 
 
@@ -177,7 +178,7 @@ def test_malformed_numbers_are_image_errors_naming_file_and_tag(hand_film, tags,
     with pytest.raises(ImageError, match=message):
         decode(replaced(data, old, new), "bad.dcm")
     with pytest.raises(ImageError, match=message):
-        prepare(replaced(data, old, new), ImagingSettings(size=16), "bad.dcm")
+        prepare(read_film(replaced(data, old, new), "bad.dcm"), ImagingSettings(crop="none", size=16))
 
 
 def test_malformed_frame_count_is_an_image_error(hand_film):

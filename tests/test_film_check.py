@@ -21,7 +21,7 @@ from boneage.film_check import (
     colour_fraction,
     colour_fraction_of,
 )
-from boneage.imaging import read_film
+from boneage.decoding import read_film
 from boneage.phantom import generate, render_film
 
 SMALL = (Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

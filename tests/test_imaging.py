@@ -10,19 +10,26 @@ import cv2
 import numpy as np
 import pytest
 
-from boneage import imaging
+from boneage import decoding, imaging
 from boneage.config import PreprocessParams
 from boneage.errors import ImageError
+from boneage.decoding import Film, decode, read_film, to_grey_float
 from boneage.imaging import (
     ImagingSettings,
     crop_to_hand,
-    decode,
     normalise_contrast,
     prepare,
-    prepare_array,
     resize,
-    to_grey_float,
 )
+
+
+def prepare_film(image: np.ndarray, settings: ImagingSettings) -> np.ndarray:
+    """prepare() of a grey float32 film in [0, 1] (as DICOM decodes to)."""
+    return prepare(Film(np.asarray(image, np.float32)), settings)
+
+
+def prepare_bytes(data: bytes, settings: ImagingSettings, name: str = "image") -> np.ndarray:
+    return prepare(read_film(data, name), settings)
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -127,11 +134,11 @@ def test_grey_png_fast_decoder_gives_opencvs_pixels(dtype):
     film = np.random.default_rng(5).integers(0, top, (301, 217), endpoint=True).astype(dtype)
     film[100:200, 50:150] = top // 3  # flat areas and noise: every PNG filter type gets used
     data = cv2.imencode(".png", film)[1].tobytes()
-    assert imaging._is_plain_grey_png(data)
-    fast = imaging._decode_grey_png(data, "film.png")
+    assert decoding._is_plain_grey_png(data)
+    fast = decoding._decode_grey_png(data, "film.png")
     assert fast is not None and fast.dtype == dtype
     np.testing.assert_array_equal(fast, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
-    np.testing.assert_array_equal(imaging.decode_raw(data), film)
+    np.testing.assert_array_equal(decoding.decode_raw(data), film)
 
 
 def test_grey_png_falls_back_to_opencv_when_the_fast_decoder_fails(monkeypatch):
@@ -143,17 +150,17 @@ def test_grey_png_falls_back_to_opencv_when_the_fast_decoder_fails(monkeypatch):
     monkeypatch.setattr(imagecodecs, "png_decode", broken)
     film = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
     data = cv2.imencode(".png", film)[1].tobytes()
-    np.testing.assert_array_equal(imaging.decode_raw(data, "film.png"), film)
+    np.testing.assert_array_equal(decoding.decode_raw(data, "film.png"), film)
     with pytest.raises(ImageError, match=r"^cut\.png: .*truncated"):
-        imaging.decode_raw(data[: len(data) // 2], "cut.png")
+        decoding.decode_raw(data[: len(data) // 2], "cut.png")
 
 
 def test_colour_png_takes_opencvs_path():
     colour = np.zeros((40, 30, 3), np.uint8)
     colour[..., 2] = 200  # red in OpenCV's BGR order
     data = cv2.imencode(".png", colour)[1].tobytes()
-    assert not imaging._is_plain_grey_png(data)
-    np.testing.assert_array_equal(imaging.decode_raw(data), colour)
+    assert not decoding._is_plain_grey_png(data)
+    np.testing.assert_array_equal(decoding.decode_raw(data), colour)
     assert decode(data)[0, 0] == pytest.approx(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)[0, 0] / 255)
 
 
@@ -167,8 +174,8 @@ def test_huge_png_header_is_refused_before_decoding(monkeypatch, width, height):
     def no_decode(*args, **kwargs):
         raise AssertionError("cv2.imdecode called on a decompression bomb")
 
-    monkeypatch.setattr(imaging.cv2, "imdecode", no_decode)
-    monkeypatch.setattr(imaging, "_decode_grey_png", no_decode)
+    monkeypatch.setattr(decoding.cv2, "imdecode", no_decode)
+    monkeypatch.setattr(decoding, "_decode_grey_png", no_decode)
     with pytest.raises(ImageError, match=rf"bomb\.png: image is {width}x{height} px"):
         decode(png_claiming(width, height), "bomb.png")
 
@@ -191,7 +198,7 @@ def test_huge_jpeg_header_is_refused_before_decoding(monkeypatch):
     def no_decode(*args, **kwargs):
         raise AssertionError("cv2.imdecode called on a decompression bomb")
 
-    monkeypatch.setattr(imaging.cv2, "imdecode", no_decode)
+    monkeypatch.setattr(decoding.cv2, "imdecode", no_decode)
     with pytest.raises(ImageError, match=r"bomb\.jpg: image is 20000x20000 px"):
         decode(jpeg_claiming(20000, 20000), "bomb.jpg")
 
@@ -210,7 +217,7 @@ def with_stray_byte(jpeg: bytes) -> bytes:
 
 def test_jpeg_with_a_stray_byte_is_still_decoded_so_its_header_must_be_read():
     data = with_stray_byte(jpeg_claiming(64, 40))
-    assert imaging.jpeg_size(data) == (64, 40)
+    assert decoding.jpeg_size(data) == (64, 40)
     assert decode(data, "stray.jpg").shape == (40, 64)
 
 
@@ -218,8 +225,8 @@ def refuse_decoding(monkeypatch):
     def no_decode(*args, **kwargs):
         raise AssertionError("decoder called on a decompression bomb")
 
-    monkeypatch.setattr(imaging.cv2, "imdecode", no_decode)
-    monkeypatch.setattr(imaging, "_decode_grey_png", no_decode)
+    monkeypatch.setattr(decoding.cv2, "imdecode", no_decode)
+    monkeypatch.setattr(decoding, "_decode_grey_png", no_decode)
 
 
 def tiff_claiming(width: int, height: int, big: bool = False) -> bytes:
@@ -281,11 +288,11 @@ def test_every_accepted_format_reads_its_header_and_decodes_as_opencv_does(ext, 
     if ext in (".ppm", ".webp"):
         film = np.dstack([film, film // 2, 255 - film])
     data = cv2.imencode(ext, film, params)[1].tobytes()
-    kind = imaging.sniff(data)
-    assert imaging._HEADER_READERS[kind](data) == (64, 40)
+    kind = decoding.sniff(data)
+    assert decoding._HEADER_READERS[kind](data) == (64, 40)
     flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
     expected = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    np.testing.assert_array_equal(imaging.decode_raw(data, "film" + ext), expected)
+    np.testing.assert_array_equal(decoding.decode_raw(data, "film" + ext), expected)
 
 
 @pytest.mark.parametrize("data", [
@@ -317,9 +324,9 @@ def test_opencvs_own_size_ceiling_matches_the_header_check():
     """boneage/__init__.py sets OpenCV's ceiling (a backstop, read when cv2 loads)."""
     import os
 
-    assert os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] == str(imaging.MAX_PIXELS)
-    assert os.environ["OPENCV_IO_MAX_IMAGE_WIDTH"] == str(imaging.MAX_SIDE)
-    assert os.environ["OPENCV_IO_MAX_IMAGE_HEIGHT"] == str(imaging.MAX_SIDE)
+    assert os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] == str(decoding.MAX_PIXELS)
+    assert os.environ["OPENCV_IO_MAX_IMAGE_WIDTH"] == str(decoding.MAX_SIDE)
+    assert os.environ["OPENCV_IO_MAX_IMAGE_HEIGHT"] == str(decoding.MAX_SIDE)
 
 
 def test_opencv_refuses_oversized_images_itself_when_boneage_comes_first():
@@ -360,7 +367,7 @@ def test_jpeg_with_exif_orientation_is_read_upright():
     jpeg = cv2.imencode(".jpg", film, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()
     app1 = b"Exif\x00\x00" + exif_orientation("<", 6)
     data = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
-    out = imaging.decode_raw(data, "sideways.jpg")
+    out = decoding.decode_raw(data, "sideways.jpg")
     assert out.shape == upright.shape == (48, 32)
     np.testing.assert_allclose(out.astype(int), upright.astype(int), atol=12)
     assert decode(data).shape == (48, 32)
@@ -370,8 +377,8 @@ def test_grey_png_with_exif_orientation_is_read_upright():
     film, upright = sideways()
     png = cv2.imencode(".png", film)[1].tobytes()
     data = png[:33] + png_chunk(b"eXIf", exif_orientation(">", 6)) + png[33:]  # after IHDR
-    assert not imaging._is_plain_grey_png(data)  # the fast decoder would ignore the chunk
-    np.testing.assert_array_equal(imaging.decode_raw(data, "sideways.png"), upright)
+    assert not decoding._is_plain_grey_png(data)  # the fast decoder would ignore the chunk
+    np.testing.assert_array_equal(decoding.decode_raw(data, "sideways.png"), upright)
 
 
 def test_to_grey_float_rejects_nan_and_scales_floats():
@@ -389,7 +396,7 @@ def test_to_grey_float_rejects_nan_and_scales_floats():
 
 def test_squash_fills_the_square_and_distorts_aspect():
     image = disc(100, 200, 40)
-    out = resize(image, ImagingSettings(size=32, resize="squash", contrast="none"))
+    out = resize(image, ImagingSettings(crop="none", size=32, resize="squash", contrast="none"))
     assert out.shape == (32, 32)
     top, bottom, left, right = bbox(out > 0.4)
     # a circle in a 1:2 film becomes an ellipse about twice as tall as wide
@@ -398,7 +405,7 @@ def test_squash_fills_the_square_and_distorts_aspect():
 
 def test_pad_keeps_aspect_and_pads_with_black():
     image = disc(100, 200, 40)
-    settings = ImagingSettings(size=32, resize="pad", contrast="none")
+    settings = ImagingSettings(crop="none", size=32, resize="pad", contrast="none")
     out = resize(image, settings)
     assert out.shape == (32, 32)
     # 100x200 -> 16x32 placed at rows 8..23; the rest is exactly black
@@ -409,8 +416,8 @@ def test_pad_keeps_aspect_and_pads_with_black():
 
 
 def test_pad_tall_film_pads_columns():
-    out = prepare_array(np.full((120, 60), 0.6, np.float32),
-                        ImagingSettings(size=40, resize="pad", contrast="none"))
+    out = prepare_film(np.full((120, 60), 0.6, np.float32),
+                        ImagingSettings(crop="none", size=40, resize="pad", contrast="none"))
     assert out.shape == (40, 40) and out.dtype == np.uint8
     assert np.all(out[:, :10] == 0) and np.all(out[:, 30:] == 0)
     assert np.all(out[:, 10:30] == round(0.6 * 255))
@@ -429,18 +436,18 @@ def dark_low_contrast(seed: int = 0) -> np.ndarray:
 def test_percentile_stretch_spans_full_range():
     image = dark_low_contrast()
     assert image.max() < 0.2
-    out = prepare_array(image, ImagingSettings(size=64, contrast="percentile"))
+    out = prepare_film(image, ImagingSettings(crop="none", size=64, contrast="percentile"))
     assert out.dtype == np.uint8
     assert out.min() <= 3 and out.max() >= 252
     assert np.percentile(out, 2) < 20 and np.percentile(out, 98) > 235
-    flat = prepare_array(image, ImagingSettings(size=64, contrast="none"))
+    flat = prepare_film(image, ImagingSettings(crop="none", size=64, contrast="none"))
     assert flat.max() <= 0.2 * 255 + 1  # without normalisation it stays dark
 
 
 def test_percentile_stretch_clips_outliers():
     image = dark_low_contrast()
     image[0, 0], image[0, 1] = 1.0, 0.0
-    out = normalise_contrast(image, ImagingSettings(percentiles=(1.0, 99.0)))
+    out = normalise_contrast(image, ImagingSettings(crop="none", percentiles=(1.0, 99.0)))
     assert out.dtype == np.float32
     assert out.min() == 0.0 and out.max() == 1.0
     # the two outliers do not compress the rest: the middle of the film is mid-grey
@@ -448,14 +455,14 @@ def test_percentile_stretch_clips_outliers():
 
 
 def test_flat_image_does_not_divide_by_zero():
-    out = prepare_array(np.full((32, 32), 0.4, np.float32), ImagingSettings(size=16))
+    out = prepare_film(np.full((32, 32), 0.4, np.float32), ImagingSettings(crop="none", size=16))
     assert np.isfinite(out).all() and out.shape == (16, 16)
 
 
 def test_clahe_runs_and_differs_from_percentile():
     image = dark_low_contrast()
-    clahe = prepare_array(image, ImagingSettings(size=64, contrast="clahe"))
-    stretched = prepare_array(image, ImagingSettings(size=64, contrast="percentile"))
+    clahe = prepare_film(image, ImagingSettings(crop="none", size=64, contrast="clahe"))
+    stretched = prepare_film(image, ImagingSettings(crop="none", size=64, contrast="percentile"))
     assert clahe.dtype == np.uint8 and clahe.shape == (64, 64)
     assert np.abs(clahe.astype(int) - stretched.astype(int)).mean() > 2
     assert clahe.max() - clahe.min() > 150
@@ -463,15 +470,15 @@ def test_clahe_runs_and_differs_from_percentile():
 
 def test_clahe_tiles_matter():
     image = dark_low_contrast()
-    few = prepare_array(image, ImagingSettings(size=64, contrast="clahe", clahe_tiles=2))
-    many = prepare_array(image, ImagingSettings(size=64, contrast="clahe", clahe_tiles=8))
+    few = prepare_film(image, ImagingSettings(crop="none", size=64, contrast="clahe", clahe_tiles=2))
+    many = prepare_film(image, ImagingSettings(crop="none", size=64, contrast="clahe", clahe_tiles=8))
     assert not np.array_equal(few, many)
 
 
 def test_clahe_clip_limit_matters(hand_film):
     image = hand_film(200, 160, marker=False).astype(np.float32) / 255.0
-    low = normalise_contrast(image, ImagingSettings(contrast="clahe", clahe_clip=1.0))
-    high = normalise_contrast(image, ImagingSettings(contrast="clahe", clahe_clip=8.0))
+    low = normalise_contrast(image, ImagingSettings(crop="none", contrast="clahe", clahe_clip=1.0))
+    high = normalise_contrast(image, ImagingSettings(crop="none", contrast="clahe", clahe_clip=8.0))
     assert np.abs(high - low).max() > 0.05
 
 
@@ -515,8 +522,8 @@ def test_crop_leaves_a_film_without_a_hand_alone():
 
 def test_prepare_with_crop_differs_from_without(encode, hand_film):
     data = encode(hand_film(200, 160, marker=True))
-    cropped = prepare(data, ImagingSettings(size=48, crop="hand"))
-    whole = prepare(data, ImagingSettings(size=48, crop="none"))
+    cropped = prepare_bytes(data, ImagingSettings(size=48, crop="hand"))
+    whole = prepare_bytes(data, ImagingSettings(size=48, crop="none"))
     assert cropped.shape == whole.shape == (48, 48)
     assert not np.array_equal(cropped, whole)
     # without the crop the marker square sits at the top right and is saturated
@@ -530,12 +537,12 @@ def test_prepare_with_crop_differs_from_without(encode, hand_film):
 
 
 @pytest.mark.parametrize("settings", [
-    ImagingSettings(size=64),
+    ImagingSettings(crop="none", size=64),
     ImagingSettings(size=64, resize="pad", contrast="clahe", crop="hand"),
 ])
 def test_prepare_is_deterministic(encode, hand_film, settings):
     data = encode(hand_film(210, 170, seed=5))
-    first, second = prepare(data, settings), prepare(data, settings)
+    first, second = prepare_bytes(data, settings), prepare_bytes(data, settings)
     assert first.dtype == np.uint8 and first.shape == (64, 64)
     np.testing.assert_array_equal(first, second)
     assert first.max() > first.min()
@@ -543,7 +550,7 @@ def test_prepare_is_deterministic(encode, hand_film, settings):
 
 def test_prepare_bad_bytes_name_the_film():
     with pytest.raises(ImageError, match="^0007.png: "):
-        prepare(b"\x89PNG\r\n\x1a\nrubbish", ImagingSettings(), name="0007.png")
+        prepare_bytes(b"\x89PNG\r\n\x1a\nrubbish", ImagingSettings(crop="none"), name="0007.png")
 
 
 # ----------------------------------------------------------------------------- settings
@@ -637,7 +644,7 @@ def test_prepare_of_a_large_film_matches_the_full_resolution_path(encode, hand_f
     for settings in (ImagingSettings(size=96, crop="hand"),
                      ImagingSettings(size=128, crop="hand", resize="pad"),
                      ImagingSettings(size=96, crop="none")):
-        fast = prepare(encode(large), settings).astype(int)
+        fast = prepare_bytes(encode(large), settings).astype(int)
         full = large.astype(np.float32) / 255.0
         if settings.crop == "hand":
             full = crop_to_hand(full)
@@ -679,8 +686,8 @@ def test_prepare_from_stored_levels_matches_float_samples(encode, hand_film, dty
         reduced, samples = imaging.reduce_for(stored, settings.size)
         image = to_grey_float(reduced)
         float_samples = image if samples is reduced else to_grey_float(samples)
-        from_levels = imaging._prepare_reduced(image, samples, settings).astype(int)
-        from_floats = imaging._prepare_reduced(image, float_samples, settings).astype(int)
-        np.testing.assert_array_equal(prepare(encode(stored), settings), from_levels)
+        from_levels = imaging._transform(image, samples, settings)[0].astype(int)
+        from_floats = imaging._transform(image, float_samples, settings)[0].astype(int)
+        np.testing.assert_array_equal(prepare_bytes(encode(stored), settings), from_levels)
         assert np.abs(from_levels - from_floats).max() <= 1, settings
         assert (from_levels != from_floats).mean() < 0.01, settings

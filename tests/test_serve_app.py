@@ -20,7 +20,7 @@ MB = 1024 * 1024
 
 
 class StubPredictor:
-    settings = ImagingSettings(size=16)
+    settings = ImagingSettings(crop="none", size=16)
     model_dir = "stub"
 
     def predict_prepared(self, films, male):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from boneage.config import FetchParams
-from boneage.imaging import (ImagingSettings, crop_to_hand, decode, hand_mask, normalise_contrast,
+from boneage.decoding import decode, read_film
+from boneage.imaging import (ImagingSettings, crop_to_hand, hand_mask, normalise_contrast,
                              prepare, resize)
 from boneage.sources import fetch
 from boneage.store import build_store, open_store
@@ -58,7 +59,7 @@ def test_fullres_films_prepared_from_a_reduced_copy_match_the_full_resolution_pa
         data = path.read_bytes()
         full = resize(normalise_contrast(crop_to_hand(decode(data)), settings), settings)
         slow = np.clip(np.round(full * 255.0), 0, 255).astype(int)
-        difference = np.abs(prepare(data, settings).astype(int) - slow)
+        difference = np.abs(prepare(read_film(data), settings).astype(int) - slow)
         assert difference.mean() < 4, f"{path.name}: mean difference {difference.mean():.1f}"
         assert np.median(difference) <= 3, path.name
 
@@ -78,14 +79,14 @@ def test_fullres_films_decode_to_opencvs_pixels():
     """The faster grey-PNG decoder reads the real RSNA films exactly as OpenCV does."""
     import cv2
 
-    from boneage import imaging
+    from boneage import decoding
 
     _need(FULLRES)
     for path in sorted((FULLRES / "boneage-training-dataset").glob("*.png"))[:6]:
         data = path.read_bytes()
         expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if imaging._is_plain_grey_png(data):
-            np.testing.assert_array_equal(imaging._decode_grey_png(data, path.name), expected)
+        if decoding._is_plain_grey_png(data):
+            np.testing.assert_array_equal(decoding._decode_grey_png(data, path.name), expected)
         if expected.ndim == 3 and expected.shape[2] == 4:
             expected = expected[..., :3]  # the alpha plane is dropped: the film is its colours
-        np.testing.assert_array_equal(imaging.decode_raw(data, path.name), expected)
+        np.testing.assert_array_equal(decoding.decode_raw(data, path.name), expected)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import http.server
 import importlib.util
 import io
@@ -26,10 +27,9 @@ import numpy as np
 import pytest
 
 import boneage
-from boneage import sources
 from boneage.config import FetchParams, SyntheticParams
 from boneage.errors import DataError
-from boneage.sources import FetchReport, fetch
+from boneage.sources import FetchReport, archives, downloads, fetch, filmzip
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
@@ -559,19 +559,19 @@ class Opened:
 
     def __init__(self, monkeypatch):
         self.names: list[str] = []
-        original = sources._ZipTree.open_bytes
+        original = archives._ZipTree.open_bytes
 
         def spy(tree, entry):
             self.names.append(entry.name)
             return original(tree, entry)
 
-        monkeypatch.setattr(sources._ZipTree, "open_bytes", spy)
+        monkeypatch.setattr(archives._ZipTree, "open_bytes", spy)
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar.gz", "folder"])
 def test_member_over_the_size_limit_is_refused_unread(tmp_path, monkeypatch, kind):
-    monkeypatch.setattr(sources, "MAX_FILM_BYTES", 1 << 20)
-    monkeypatch.setattr(sources, "MAX_RATIO", 10**9)  # the size alone must refuse it
+    monkeypatch.setattr(archives, "MAX_FILM_BYTES", 1 << 20)
+    monkeypatch.setattr(archives, "MAX_RATIO", 10**9)  # the size alone must refuse it
     source = bomb_source(tmp_path, kind, bytes(5 << 20))
     opened = Opened(monkeypatch)
     with pytest.raises(DataError) as e:
@@ -603,7 +603,7 @@ def test_member_that_expands_too_far_is_refused(tmp_path, kind):
 
 
 def test_incompressible_film_is_not_a_bomb(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "RATIO_FROM_BYTES", 1000)
+    monkeypatch.setattr(archives, "RATIO_FROM_BYTES", 1000)
     noise = np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes()
     report = run(bomb_source(tmp_path, "zip", noise), tmp_path / "raw")
     assert report.n_written == 4 and report.skipped_films == []
@@ -625,14 +625,14 @@ def test_copy_stops_at_the_announced_size(tmp_path):
             return len(b)
 
     src = Endless()
-    writer = sources._FilmsWriter(tmp_path / "films.zip")
+    writer = filmzip._FilmsWriter(tmp_path / "films.zip")
     with pytest.raises(DataError, match=r"x\.png: the source holds more than the 1,000 bytes"):
         writer.add_stream("x.png", src, 1000)
     assert src.served <= 1001
 
 
 def test_csv_too_big_for_labels_is_not_read(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(sources, "MAX_CSV_BYTES", 1000)
+    monkeypatch.setattr(archives, "MAX_CSV_BYTES", 1000)
     src = kaggle(tmp_path / "src")
     write_csv(src / "notes.csv", ["id", "boneage", "male"], [[i, 1, 1] for i in range(500)])
     archive = tmp_path / "data.tar.gz"
@@ -668,7 +668,7 @@ class Served:
 
 
 def etag(data: bytes) -> str:
-    return '"' + sources.hashlib.sha256(data).hexdigest()[:16] + '"'
+    return '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
 
 
 @pytest.fixture
@@ -751,14 +751,14 @@ def test_url_download_cut_then_resumed(tmp_path, server):
     assert part.stat().st_size == len(payload) // 2
     assert not (tmp_path / "raw").exists()
 
-    assert json.loads(sources._sidecar(part).read_text())["etag"] == etag(payload)
+    assert json.loads(downloads._sidecar(part).read_text())["etag"] == etag(payload)
 
     report = url_fetch(url, tmp_path)
     assert server.requests[-1] == ("/data.zip", f"bytes={len(payload) // 2}-")
     assert server.if_range[-1] == etag(payload)  # resumes only onto the same file
     (final,) = (tmp_path / "dl").rglob("data.zip")
     assert final.read_bytes() == payload and not part.exists()
-    assert not sources._sidecar(part).exists()
+    assert not downloads._sidecar(part).exists()
     check_output(tmp_path / "raw", report, [1, 2, 3, 10])
     assert report.source == url
 
@@ -781,7 +781,7 @@ def test_url_restarts_when_server_ignores_ranges(tmp_path, server):
 
 
 def cache_folder(tmp_path: Path, url: str) -> Path:
-    folder = tmp_path / "dl" / sources.hashlib.sha256(url.encode()).hexdigest()[:12]
+    folder = tmp_path / "dl" / hashlib.sha256(url.encode()).hexdigest()[:12]
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -4,7 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+from boneage.errors import EXIT_USER_ERROR, BoneAgeError, DataError
+from boneage.runner import report_user_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +29,7 @@ def test_fetch_of_a_folder_with_a_bad_age_names_file_row_and_field(tmp_path):
         (source / f"{i}.png").write_bytes(b"not decoded by fetch")
     result = _stage("fetch", tmp_path, {"fetch": {"source": str(source)}}, "--out",
                     tmp_path / "raw")
-    assert result.returncode == 1
+    assert result.returncode == EXIT_USER_ERROR
     assert "Traceback" not in result.stderr
     assert "labels.csv" in result.stderr and "boneage" in result.stderr
     assert "twelve" in result.stderr or "line 3" in result.stderr or "row 2" in result.stderr
@@ -34,7 +38,7 @@ def test_fetch_of_a_folder_with_a_bad_age_names_file_row_and_field(tmp_path):
 def test_preprocess_without_fetch_output_says_what_to_run(tmp_path):
     result = _stage("preprocess", tmp_path, {"preprocess": {"size": 32}}, "--raw",
                     tmp_path / "nothing", "--out", tmp_path / "prepared")
-    assert result.returncode == 1
+    assert result.returncode == EXIT_USER_ERROR
     assert "Traceback" not in result.stderr
     assert "run the fetch stage first" in result.stderr
 
@@ -51,9 +55,40 @@ def test_preprocess_with_on_error_fail_names_the_unreadable_film(tmp_path):
     (tmp_path / "raw" / "labels.csv").write_text(labels)
     result = _stage("preprocess", tmp_path, {"preprocess": {"size": 32, "on_error": "fail"}},
                     "--raw", tmp_path / "raw", "--out", tmp_path / "prepared")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == EXIT_USER_ERROR and "Traceback" not in result.stderr
     assert "f9999" in result.stderr and "on_error=fail" in result.stderr
     skipped = _stage("preprocess", tmp_path, {"preprocess": {"size": 32, "on_error": "skip"}},
                      "--raw", tmp_path / "raw", "--out", tmp_path / "prepared2")
     assert skipped.returncode == 0
     assert "f9999" in (tmp_path / "prepared2" / "store.json").read_text()
+
+
+def test_train_with_a_missing_weights_file_or_tf_config_is_one_line_not_a_traceback(tmp_path):
+    from factories import make_store
+
+    store_dir, split_dir = make_store(tmp_path, count=30, size=32)
+    cases = [({"architecture": "efficientnet_lite0", "weights": str(tmp_path / "nope.pth")},
+              "nope.pth is not a file"),
+             ({"distribute": "multi_worker"}, "needs TF_CONFIG")]
+    for train, message in cases:
+        result = _stage("train", tmp_path, {"train": {"epochs": 1, **train}}, "--store",
+                        store_dir, "--split", split_dir, "--out", tmp_path / "model",
+                        "--live", tmp_path / "live")
+        assert result.returncode == EXIT_USER_ERROR, result.stderr
+        assert "Traceback" not in result.stderr and message in result.stderr
+
+
+def test_user_errors_print_one_line_and_bugs_keep_their_traceback(capsys):
+    def bad_data():
+        raise DataError("labels.csv row 3: boneage 'twelve' is not a number")
+
+    assert report_user_errors(bad_data) == EXIT_USER_ERROR
+    assert capsys.readouterr().err == "error: labels.csv row 3: boneage 'twelve' is not a number\n"
+    assert report_user_errors(lambda: 3) == 3 and report_user_errors(lambda: None) == 0
+
+    def bug():
+        raise ValueError("an internal mistake")  # not a BoneAgeError: a bug, shown in full
+
+    with pytest.raises(ValueError, match="internal mistake"):
+        report_user_errors(bug)
+    assert issubclass(DataError, BoneAgeError) and issubclass(DataError, ValueError)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from boneage.errors import DataError
+from boneage.decoding import read_film
 from boneage.imaging import ImagingSettings, prepare
 from boneage.store import FilmStore, build_store, open_store
 
@@ -28,7 +29,7 @@ def test_store_rows_are_prepared_films_in_label_order(tiny_raw_dir, tmp_path):
     for fid, age, male in tiny_raw_dir.labels:
         row = index.loc[index["id"] == fid].iloc[0]
         assert row["boneage"] == pytest.approx(age) and row["male"] == male
-        expected = prepare(tiny_raw_dir.films[fid], SETTINGS, name=f"{fid}.png")
+        expected = prepare(read_film(tiny_raw_dir.films[fid], f"{fid}.png"), SETTINGS)
         np.testing.assert_array_equal(films[row["row"]], expected)
     # films are distinct, so a shuffled order would have been caught above
     assert len({films[i].tobytes() for i in range(10)}) == 10
@@ -95,7 +96,7 @@ def test_corrupt_film_is_skipped_and_reported(tiny_raw_dir, make_raw_dir, tmp_pa
     # the rows of the other films still point at their own prepared film
     films = np.load(out / "films.npy")
     for fid, row in zip(index["id"], index["row"]):
-        np.testing.assert_array_equal(films[row], prepare(raw.films[fid], SETTINGS))
+        np.testing.assert_array_equal(films[row], prepare(read_film(raw.films[fid]), SETTINGS))
     assert 3 not in index["row"].tolist()
 
 
@@ -179,7 +180,7 @@ def test_bad_on_error_is_refused(tiny_raw_dir, tmp_path):
 
 
 def test_settings_change_the_store(tiny_raw_dir, tmp_path):
-    padded = ImagingSettings(size=24, resize="pad", contrast="none")
+    padded = ImagingSettings(crop="none", size=24, resize="pad", contrast="none")
     summary = build_store(tiny_raw_dir.path, tmp_path / "store", padded, workers=1)
     store = open_store(tmp_path / "store")
     assert store.images.shape == (10, 24, 24)
