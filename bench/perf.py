@@ -6,10 +6,10 @@
     python bench/perf.py --only precision-accuracy   # long (two full default pipelines); not in "all"
 
 Prints a table (ratios first) and writes bench/results/perf.json with the machine it ran on.
-Each measurement runs in a fresh child process, so TensorFlow/OpenCV state and peak memory
-of one do not leak into the next. Sizes are chosen so that the whole default run takes
-well under 15 minutes on 2 idle cores; run it on a quiet machine: figures taken while
-something else uses the cores are not comparable.
+Each measurement runs in a fresh child process (a program in bench/perf_children/), so
+TensorFlow/OpenCV state and peak memory of one do not leak into the next. Sizes are chosen so
+that the whole default run takes well under 15 minutes on 2 idle cores; run it on a quiet
+machine: figures taken while something else uses the cores are not comparable.
 
 Sections (see bench/README.md for what each compares):
   preprocess  full-resolution films (the 36 shared ones, replicated): films/s of the preprocess
@@ -51,6 +51,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+CHILDREN = Path(__file__).resolve().parent / "perf_children"  # the programs timed
 SHARED = ROOT.parent / "shared" / "datasets"
 FULLRES = SHARED / "rsna-bone-age-fullres-sample"
 SMALL = SHARED / "rsna-bone-age-100px"
@@ -67,28 +68,24 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def run_child(code: str, *args, env: dict | None = None, cwd: Path | None = None) -> dict:
-    """Run ``code`` in a fresh Python; its last stdout line is JSON. Adds the peak RSS of the
-    child's whole process tree (sampled every 20 ms) and of its largest single process."""
-    return run_measured([sys.executable, "-c", code, *map(str, args)], env=env, cwd=cwd,
-                        json_out=True)
+def child_program(name: str) -> str:
+    return str(CHILDREN / f"{name}.py")
 
 
-WRAP = r"""
-import json, resource, subprocess, sys
-code = subprocess.run(sys.argv[1:]).returncode
-usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-print("@@rss " + json.dumps({"code": code, "max_single_rss_mb": usage.ru_maxrss / 1024}),
-      file=sys.stderr)
-"""
+def run_child(name: str, *args, env: dict | None = None, cwd: Path | None = None) -> dict:
+    """Run bench/perf_children/``name``.py in a fresh Python; its last stdout line is JSON.
+    Adds the peak RSS of the child's whole process tree (sampled every 20 ms) and of its
+    largest single process."""
+    return run_measured([sys.executable, child_program(name), *map(str, args)], env=env,
+                        cwd=cwd, json_out=True)
 
 
 def run_measured(command: list[str], *, env=None, cwd=None, json_out=False) -> dict:
     import psutil
 
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", WRAP, *command], cwd=cwd,
-                               env={**ENV, **(env or {})}, stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, child_program("rusage_wrapper"), *command],
+                               cwd=cwd, env={**ENV, **(env or {})}, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     peak = 0
     wrapper = psutil.Process(process.pid)
@@ -126,10 +123,8 @@ def machine() -> dict:
                 model = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    versions = subprocess.run(
-        [sys.executable, "-c", "import json, cv2, numpy, tensorflow as tf, keras; print(json.dumps("
-         "{'tensorflow': tf.__version__, 'keras': keras.__version__, 'opencv': cv2.__version__, "
-         "'numpy': numpy.__version__}))"], env=ENV, capture_output=True, text=True)
+    versions = subprocess.run([sys.executable, child_program("library_versions")], env=ENV,
+                              capture_output=True, text=True)
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True).stdout.strip()
@@ -169,85 +164,6 @@ def replicated_raw(out: Path, count: int) -> Path:
     return out
 
 
-DECODE_ONLY = r"""
-import json, os, sys, time, zipfile, cv2, numpy as np
-os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-cv2.setNumThreads(1)
-if sys.argv[2:] == ["pipeline"]:  # the pipeline's own decoder (imagecodecs for grey PNGs)
-    from boneage.imaging import decode_raw as decode
-else:
-    def decode(data, name):
-        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-archive = zipfile.ZipFile(sys.argv[1])
-names = [n for n in archive.namelist() if n.endswith(".png")]
-started = time.perf_counter()
-for name in names:
-    decode(archive.read(name), name)
-print(json.dumps({"films": len(names), "films_per_s": len(names) / (time.perf_counter() - started)}))
-"""
-
-DECODE_ALL_CORES = r"""
-import json, os, sys, time, zipfile, multiprocessing, cv2, numpy as np
-cv2.setNumThreads(1)
-cores = sorted(os.sched_getaffinity(0))
-def work(core, names):
-    os.sched_setaffinity(0, {core})
-    archive = zipfile.ZipFile(sys.argv[1])
-    for name in names:
-        cv2.imdecode(np.frombuffer(archive.read(name), np.uint8), cv2.IMREAD_UNCHANGED)
-names = [n for n in zipfile.ZipFile(sys.argv[1]).namelist() if n.endswith(".png")]
-started = time.perf_counter()
-procs = [multiprocessing.Process(target=work, args=(core, names[i::len(cores)]))
-         for i, core in enumerate(cores)]
-[p.start() for p in procs]
-[p.join() for p in procs]
-print(json.dumps({"films": len(names), "processes": len(cores),
-                  "films_per_s": len(names) / (time.perf_counter() - started)}))
-"""
-
-BUILD_STORE = r"""
-import json, os, sys, time
-workers, one_core = int(sys.argv[3]), sys.argv[5] == "1"
-if one_core:
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-import cv2
-if one_core:
-    cv2.setNumThreads(1)
-from boneage.imaging import ImagingSettings
-from boneage.store import build_store
-settings = ImagingSettings.from_dict(json.loads(sys.argv[4]))
-started = time.perf_counter()
-summary = build_store(sys.argv[1], sys.argv[2], settings, workers=workers, on_error="fail")
-seconds = time.perf_counter() - started
-import resource
-print(json.dumps({"films": summary["n_films"], "films_per_s": summary["n_films"] / seconds,
-                  "main_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
-
-PREPARE_COST = r"""
-import glob, json, os, sys, time, cv2, numpy as np
-os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-cv2.setNumThreads(1)
-from boneage.imaging import ImagingSettings, prepare
-files = sorted(glob.glob(sys.argv[1] + "/*.png"))
-data = [open(f, "rb").read() for f in files]
-base = json.loads(sys.argv[2])
-out = {}
-for size in map(int, sys.argv[3].split(",")):
-    settings = ImagingSettings.from_dict({**base, "size": size})
-    prepare(data[0], settings)
-    started = time.process_time()
-    for item in data:
-        prepare(item, settings)
-    out[str(size)] = (time.process_time() - started) / len(data)
-started = time.process_time()
-for item in data:
-    cv2.imdecode(np.frombuffer(item, np.uint8), cv2.IMREAD_UNCHANGED)
-out["decode"] = (time.process_time() - started) / len(data)
-print(json.dumps(out))
-"""
-
-
 def imaging_settings(size: int | None = None) -> dict:
     from boneage.imaging import ImagingSettings
 
@@ -270,14 +186,14 @@ def bench_preprocess(work: Path, films: int, rounds: int = 3) -> dict:
     runs: dict[str, list[dict]] = {"decode": [], "decode_all_cores": [], "pipeline_decode": [],
                                    "one_worker": [], "all_cores": []}
     for _ in range(rounds):
-        runs["decode"].append(run_child(DECODE_ONLY, full / "films.zip"))
-        runs["decode_all_cores"].append(run_child(DECODE_ALL_CORES, full / "films.zip"))
-        runs["pipeline_decode"].append(run_child(DECODE_ONLY, full / "films.zip", "pipeline"))
-        runs["one_worker"].append(run_child(BUILD_STORE, full, work / "store-1", 1, settings, 1))
-        runs["all_cores"].append(run_child(BUILD_STORE, full, work / "store-n", 0, settings, 0))
+        runs["decode"].append(run_child("decode_only", full / "films.zip"))
+        runs["decode_all_cores"].append(run_child("decode_all_cores", full / "films.zip"))
+        runs["pipeline_decode"].append(run_child("decode_only", full / "films.zip", "pipeline"))
+        runs["one_worker"].append(run_child("build_store", full, work / "store-1", 1, settings, 1))
+        runs["all_cores"].append(run_child("build_store", full, work / "store-n", 0, settings, 0))
     rate = {name: statistics.median(run["films_per_s"] for run in values)
             for name, values in runs.items()}
-    small = run_child(BUILD_STORE, quarter, work / "store-q", 0, settings, 0)
+    small = run_child("build_store", quarter, work / "store-q", 0, settings, 0)
     every = runs["all_cores"][-1]
     store_mb = (work / "store-n" / "films.npy").stat().st_size / 2**20
     return {
@@ -291,7 +207,7 @@ def bench_preprocess(work: Path, films: int, rounds: int = 3) -> dict:
         "decode_only_all_cores_films_per_s": round(rate["decode_all_cores"], 1),
         "ratio_decode_all_cores_vs_1core": round(rate["decode_all_cores"] / rate["decode"], 2),
         "ratio_all_cores_vs_decode_all_cores": round(rate["all_cores"] / rate["decode_all_cores"], 2),
-        # The pipeline's own decoder (imaging.decode_raw: imagecodecs for grey PNGs).
+        # The pipeline's own decoder (decoding.decode_raw: imagecodecs for grey PNGs).
         "pipeline_decode_1core_films_per_s": round(rate["pipeline_decode"], 1),
         "ratio_pipeline_decode_vs_cv2": round(rate["pipeline_decode"] / rate["decode"], 2),
         "memory": {
@@ -314,101 +230,14 @@ def quarter_count(raw: Path) -> int:
 # ----------------------------------------------------------------------------- 2 input
 
 
-INPUT_PIPELINE = r"""
-import json, sys, time, numpy as np
-from boneage.config import AugmentParams
-from boneage.training import make_dataset
-films, size, epochs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-rng = np.random.default_rng(0)
-images = rng.integers(0, 255, (films, size, size), dtype=np.uint8)
-data = make_dataset(images, rng.uniform(0, 228, films), rng.integers(0, 2, films), batch_size=32,
-                    training=True, seed=0, augment=AugmentParams())
-for _ in data.take(8):
-    pass
-batches, started = 0, time.perf_counter()
-for _ in range(epochs):
-    for _ in data:
-        batches += 1
-print(json.dumps({"batches_per_s": batches / (time.perf_counter() - started)}))
-"""
-
-KERAS_AUGMENT = r"""
-# The naive way: the Keras augmentation layers, same ranges as recipe.augment_films.
-import keras
-from boneage.config import AugmentParams
-def augmenter(params, seed):  # the augmentation layers a Keras user would stack
-    steps = []
-    if params.horizontal_flip:
-        steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if params.rotation_degrees:
-        steps.append(keras.layers.RandomRotation(params.rotation_degrees / 360.0, fill_mode="constant",
-                                                 seed=seed + 1))
-    if params.shift:
-        steps.append(keras.layers.RandomTranslation(params.shift, params.shift,
-                                                    fill_mode="constant", seed=seed + 2))
-    if params.zoom:
-        steps.append(keras.layers.RandomZoom(params.zoom, fill_mode="constant", seed=seed + 3))
-    if params.brightness:
-        steps.append(keras.layers.RandomBrightness(params.brightness, value_range=(0, 255),
-                                                   seed=seed + 4))
-    if params.contrast:
-        steps.append(keras.layers.RandomContrast(params.contrast, value_range=(0, 255),
-                                                 seed=seed + 5))
-    return keras.Sequential(steps, name="augment") if steps else None
-"""
-
-NAIVE_DIRECTORY = KERAS_AUGMENT + r"""
-import json, sys, time, keras, tensorflow as tf
-from boneage.config import AugmentParams
-folder, size, batches = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-data = keras.utils.image_dataset_from_directory(folder, labels=None, color_mode="grayscale",
-                                                 image_size=(size, size), batch_size=32,
-                                                 shuffle=True, seed=0, verbose=False)
-layer = augmenter(AugmentParams(), 0)
-data = data.map(lambda image: layer(image, training=True),
-                num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-for _ in data.take(8):
-    pass
-started = time.perf_counter()
-for _ in data.take(batches):
-    pass
-print(json.dumps({"batches_per_s": batches / (time.perf_counter() - started)}))
-"""
-
-NAIVE_PYDATASET = KERAS_AUGMENT + r"""
-import glob, json, sys, time, cv2, keras, numpy as np
-from boneage.config import AugmentParams
-folder, size, batches = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-files = sorted(glob.glob(folder + "/*.png"))
-layer = augmenter(AugmentParams(), 0)
-
-class Films(keras.utils.PyDataset):
-    def __len__(self):
-        return len(files) // 32
-    def __getitem__(self, index):
-        batch = [cv2.resize(cv2.imread(f, cv2.IMREAD_GRAYSCALE), (size, size))
-                 for f in files[index * 32:(index + 1) * 32]]
-        images = np.stack(batch)[..., None].astype("float32")
-        return np.asarray(layer(images, training=True))
-
-data = Films()
-for index in range(4):
-    data[index]
-started = time.perf_counter()
-for index in range(batches):
-    data[index % len(data)]
-print(json.dumps({"batches_per_s": batches / (time.perf_counter() - started)}))
-"""
-
-
 def bench_input(films: int, size: int, naive_batches: int, model_batches_per_s: float | None) -> dict:
-    ours = run_child(INPUT_PIPELINE, films, size, 2)
+    ours = run_child("input_pipeline", films, size, 2)
     out = {"films": films, "size": size, "batch_size": 32,
            "packed_store_batches_per_s": round(ours["batches_per_s"], 1)}
     folder = SMALL / "boneage-training-dataset"
     if folder.is_dir():
-        directory = run_child(NAIVE_DIRECTORY, folder, size, naive_batches)
-        pydataset = run_child(NAIVE_PYDATASET, folder, size, naive_batches)
+        directory = run_child("naive_directory", folder, size, naive_batches)
+        pydataset = run_child("naive_pydataset", folder, size, naive_batches)
         out.update(
             naive_image_dataset_from_directory_batches_per_s=round(directory["batches_per_s"], 1),
             naive_pydataset_batches_per_s=round(pydataset["batches_per_s"], 1),
@@ -424,34 +253,9 @@ def bench_input(films: int, size: int, naive_batches: int, model_batches_per_s: 
 # ----------------------------------------------------------------------------- 3 train
 
 
-TRAIN_STEPS = r"""
-import json, sys, time, keras, numpy as np, tensorflow as tf
-size, width, films, policy, head = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-intra, inter = int(sys.argv[6]), int(sys.argv[7])
-if intra:
-    tf.config.threading.set_intra_op_parallelism_threads(intra)
-if inter:
-    tf.config.threading.set_inter_op_parallelism_threads(inter)
-from boneage.config import AugmentParams
-from boneage.models import build_model
-from boneage.training import make_dataset
-keras.mixed_precision.set_global_policy(policy)
-rng = np.random.default_rng(0)
-images = rng.integers(0, 255, (films, size, size), dtype=np.uint8)
-data = make_dataset(images, rng.uniform(0, 228, films), rng.integers(0, 2, films), batch_size=32,
-                    training=True, seed=0, augment=AugmentParams())
-model = build_model(architecture="compact", input_size=size, width=width, head=head)
-model.compile(optimizer="adamw", loss="huber", jit_compile=False)
-model.fit(data.take(3), epochs=1, verbose=0)
-started = time.perf_counter()
-model.fit(data, epochs=1, verbose=0)
-print(json.dumps({"films_per_s": films / (time.perf_counter() - started)}))
-"""
-
-
 def train_rate(size, width, films, policy, head, intra=0, inter=0, onednn=None) -> float:
     env = {} if onednn is None else {"TF_ENABLE_ONEDNN_OPTS": onednn}
-    return run_child(TRAIN_STEPS, size, width, films, policy, head, intra, inter,
+    return run_child("train_steps", size, width, films, policy, head, intra, inter,
                      env=env)["films_per_s"]
 
 
@@ -460,9 +264,7 @@ def auto_precision_rule() -> dict:
     """Whether the train stage's ``precision: auto`` may take bf16 on this machine, and the
     speed-up over float32 it asks of it (in a child: the bench process does not load
     TensorFlow; asked once a run)."""
-    return run_child("import json; from boneage.training import BF16_MIN_SPEEDUP, "
-                     "bf16_may_be_faster; print(json.dumps({'native': bf16_may_be_faster(), "
-                     "'min_speedup': BF16_MIN_SPEEDUP}))")
+    return run_child("precision_rule")
 
 
 def default_policy(rates: dict | None = None) -> str:
@@ -510,42 +312,6 @@ def bench_train(films: int, rounds: int) -> dict:
             if default_policy(medians) in medians else None}
 
 
-EPOCHS = r"""
-import json, math, sys, time, keras, numpy as np
-size, width, films, epochs, mode = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]),
-                                    int(sys.argv[4]), sys.argv[5])
-from boneage.config import AugmentParams
-from boneage.models import build_model
-from boneage.training import fit_epochs, make_dataset
-keras.mixed_precision.set_global_policy("mixed_bfloat16")
-rng = np.random.default_rng(0)
-images = rng.integers(0, 255, (films, size, size), dtype=np.uint8)
-ages, male = rng.uniform(0, 228, films), rng.integers(0, 2, films)
-n_val = films // 8
-autotune = mode == "keras-autotune"  # the tf.data guide's AUTOTUNE everywhere
-train = make_dataset(images, ages[n_val:], male[n_val:], rows=np.arange(n_val, films),
-                     batch_size=32, training=True, seed=0, augment=AugmentParams(),
-                     autotune=autotune)
-val = make_dataset(images, ages[:n_val], male[:n_val], rows=np.arange(n_val), batch_size=32,
-                   training=False, seed=0, autotune=autotune)
-model = build_model(architecture="compact", input_size=size, width=width)
-model.compile(optimizer="adamw", loss="huber", metrics=["mae"], jit_compile=False)
-times = []
-class Clock(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        self.begin = time.perf_counter()
-    def on_epoch_end(self, epoch, logs=None):
-        times.append(time.perf_counter() - self.begin)
-started = time.perf_counter()
-if mode.startswith("keras"):  # model.fit with a finite dataset: new iterators every epoch
-    model.fit(train, validation_data=val, epochs=epochs, callbacks=[Clock()], verbose=0)
-else:
-    fit_epochs(model, train, val, train_batches=math.ceil((films - n_val) / 32),
-               val_batches=math.ceil(n_val / 32), epochs=epochs, callbacks=[Clock()], verbose=0)
-print(json.dumps({"fit_s": time.perf_counter() - started, "epoch_s": times}))
-"""
-
-
 def bench_epochs(films: int, epochs: int, rounds: int) -> dict:
     """Whole-epoch wall time of ``model.fit`` (train + validation), alternating:
     ``keras-autotune``: plain fit over datasets with tf.data's AUTOTUNE (the guide's way, and
@@ -557,7 +323,7 @@ def bench_epochs(films: int, epochs: int, rounds: int) -> dict:
     runs = {"keras-autotune": [], "fit_epochs": []}
     for _ in range(rounds):
         for mode in runs:
-            runs[mode].append(run_child(EPOCHS, size, width, films, epochs, mode))
+            runs[mode].append(run_child("epochs", size, width, films, epochs, mode))
     # Epoch 1 holds the graph tracing; later epochs are what a long run is made of.
     later = {mode: statistics.median(t for r in rs for t in r["epoch_s"][1:])
              for mode, rs in runs.items()}
@@ -643,7 +409,7 @@ def bench_scaling(preprocess: dict, sizes: list[int], train_films: int) -> dict:
         return {"skipped": f"{FULLRES} not found"}
     base = imaging_settings()
     sizes_arg = ",".join(map(str, [base["size"], *sizes]))
-    cost = run_child(PREPARE_COST, FULLRES / "boneage-training-dataset", json.dumps(base),
+    cost = run_child("prepare_cost", FULLRES / "boneage-training-dataset", json.dumps(base),
                      sizes_arg)
     train = default_params()["train"]
     rates = {size: train_rate(size, train["width"], train_films, "mixed_bfloat16", train["head"])
@@ -750,7 +516,7 @@ def table(results: dict) -> str:
             add(f"preprocess, {p['workers_all']} workers vs cv2 decode-only on as many processes",
                 f"{p['ratio_all_cores_vs_decode_all_cores']}x",
                 f"{p['preprocess_all_cores_films_per_s']} vs {p['decode_only_all_cores_films_per_s']} films/s")
-            add("pipeline decoder (imaging.decode_raw) vs cv2 decode, 1 core",
+            add("pipeline decoder (decoding.decode_raw) vs cv2 decode, 1 core",
                 f"{p['ratio_pipeline_decode_vs_cv2']}x",
                 f"{p['pipeline_decode_1core_films_per_s']} films/s")
         m = p["memory"]
