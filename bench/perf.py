@@ -65,7 +65,9 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT),
 
 
 def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from boneage.machine import usable_cores
+
+    return usable_cores()
 
 
 def child_program(name: str) -> str:

@@ -51,11 +51,16 @@ def _runs(shown: list) -> list[dict]:
 
 
 def _flatten(prefix: str, value, out: dict) -> None:
+    """Leaves of a nested dict into ``out`` under dotted keys (``train.augment.zoom``)."""
     if isinstance(value, dict):
         for key, item in value.items():
             _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        out[prefix] = float(value)
+    else:
+        out[prefix] = value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _metric_values(metrics: dict) -> dict[str, float]:
@@ -64,7 +69,9 @@ def _metric_values(metrics: dict) -> dict[str, float]:
     for path, data in metrics.items():
         p = Path(path)
         stem = p.parent.name if p.name == "metrics.json" else p.stem
-        _flatten(stem, data, values)
+        leaves: dict = {}
+        _flatten(stem, data, leaves)
+        values.update({key: float(v) for key, v in leaves.items() if _is_number(v)})
     return values
 
 
@@ -73,20 +80,12 @@ def _differences(runs: list[dict]) -> list[str]:
     flat = []
     for run in runs:
         values: dict = {}
-        _flatten_all("", run["params"], values)
+        _flatten("", run["params"], values)
         values.pop("train.fold", None)
         flat.append(values)
     keys = sorted(set().union(*flat))
     return [f"{key} ({', '.join(sorted({repr(v.get(key)) for v in flat}))})"
             for key in keys if len({repr(v.get(key)) for v in flat}) > 1]
-
-
-def _flatten_all(prefix: str, value, out: dict) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _flatten_all(f"{prefix}.{key}" if prefix else str(key), item, out)
-    else:
-        out[prefix] = value
 
 
 def summarize(shown: list, names: list[str] | None = None) -> dict:

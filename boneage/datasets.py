@@ -14,7 +14,7 @@ import tensorflow as tf
 from boneage.config import AugmentParams
 from boneage.models import IMAGE_INPUT, SEX_INPUT
 from boneage.recipe import FilmBatches
-from boneage.store import usable_cores
+from boneage.machine import usable_cores
 
 
 def make_dataset(images: np.ndarray, boneage: np.ndarray, male: np.ndarray, *, batch_size: int,

@@ -27,6 +27,7 @@ from boneage.artifacts import (  # noqa: F401  (CARD_*: importable from here)
     EXPORT_TFLITE,
 )
 from boneage.calibration import Calibration, is_identity
+from boneage.config import TrainParams
 from boneage.models import (
     backbone_card,
     IMAGE_INPUT,
@@ -35,9 +36,9 @@ from boneage.models import (
     SEX_INPUT,
     SUMMARY_FILE,
     AgeBinExpectation,
-    build_model,
 )
 from boneage.precision import policy_scope
+from boneage.recipe import build_for
 from boneage.report import format_months
 
 log = logging.getLogger(__name__)
@@ -84,18 +85,15 @@ def float32_model(model: keras.Model, training: dict) -> keras.Model:
     """
     if all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
-    params = training["params"]
+    # The recorded params, without their weights (the trained ones are copied in below).
+    params = TrainParams.model_validate({**training["params"], "weights": "none"})
     output = model.get_layer(OUTPUT)
     if isinstance(output, AgeBinExpectation):
         head = {"age_bins": output.centres, "variance_weight": output.variance_weight}
     else:
         head = {"target_mean": output.mean, "target_std": output.std}
     with policy_scope("float32"):
-        copy = build_model(architecture=params["architecture"],
-                           input_size=int(training["imaging"]["size"]), width=params["width"],
-                           head=params.get("head", "gap"), weights="none",
-                           frozen_stages=params.get("frozen_stages", 0),
-                           use_sex=params["use_sex"], dropout=params["dropout"], **head)
+        copy = build_for(params, int(training["imaging"]["size"]), head=head)
     copy.set_weights(model.get_weights())
     log.info("exporting a float32 copy of the mixed-precision model")
     return copy

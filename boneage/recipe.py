@@ -182,20 +182,25 @@ def target_scaling(params: TrainParams, train_age: np.ndarray) -> tuple[float, f
     return float(np.mean(train_age)), float(np.std(train_age) or 1.0)
 
 
-def build_for(params: TrainParams, input_size: int, train_age: np.ndarray) -> keras.Model:
+def build_for(params: TrainParams, input_size: int, train_age: np.ndarray | None = None, *,
+              head: dict | None = None) -> keras.Model:
     """The model ``params`` describe, for films of ``input_size``: its target scaling (or its
-    age-bin grid) from ``train_age``. The one place a model is built from params, for the
-    train stage and a run on another backend alike; the caller sets the precision policy."""
-    mean, std = target_scaling(params, train_age)
-    head = {}
-    if params.output == "age_bins":  # the grid covers the training ages, saved in the model
-        head = {"age_bins": age_bin_centres(train_age, params.age_bin_months),
-                "variance_weight": params.age_bin_variance_weight}
+    age-bin grid) from ``train_age``, or as ``head`` gives it (``target_mean``/``target_std``
+    or ``age_bins``/``variance_weight``, read off a trained model to rebuild it). The one
+    place a model is built from params, for the train stage, the export's float32 copy and a
+    run on another backend alike; the caller sets the precision policy."""
+    if head is None:
+        if train_age is None:
+            raise ValueError("build_for needs the training ages or the head to rebuild")
+        mean, std = target_scaling(params, train_age)
+        head = {"target_mean": mean, "target_std": std}
+        if params.output == "age_bins":  # the grid covers the training ages, saved in the model
+            head = {"age_bins": age_bin_centres(train_age, params.age_bin_months),
+                    "variance_weight": params.age_bin_variance_weight}
     return build_model(architecture=params.architecture, input_size=input_size,
                        width=params.width, head=params.head, weights=params.weights,
                        frozen_stages=params.frozen_stages,
-                       use_sex=params.use_sex, dropout=params.dropout, target_mean=mean,
-                       target_std=std, **head)
+                       use_sex=params.use_sex, dropout=params.dropout, **head)
 
 
 def make_loss(params: TrainParams):

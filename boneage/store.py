@@ -32,6 +32,7 @@ from boneage.artifacts import (
 from boneage.decoding import read_film
 from boneage.errors import DataError, ImageError
 from boneage.imaging import ImagingSettings, prepare
+from boneage.machine import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +75,6 @@ def open_store(directory: str | Path) -> FilmStore:
 # Worker state: each process opens the archive once.
 _SETTINGS: ImagingSettings | None = None
 _FILM_CHECK = False
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset), not the
-    machine's count: a pool sized by ``os.cpu_count()`` on a 2-core slice of a 64-core host
-    would start 64 workers that fight over 2 cores."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 class _MemberReader:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tqdm import tqdm
 
 from boneage.config import SyntheticParams
 from boneage.errors import DataError
+from boneage.machine import usable_cores
 from boneage.sources.filmzip import _FilmsWriter
 from boneage.sources.labels import MAX_AGE_MONTHS, _Label
 from boneage.sources.staging import FILMS_NAME, FetchReport, _finish
@@ -55,10 +55,7 @@ def _synth_stream(sp: SyntheticParams) -> Iterator[tuple[str, bytes, float, bool
     """
     from boneage import phantom
 
-    cores = (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    )
-    workers = min(cores, 8)
+    workers = min(usable_cores(), 8)
     if workers > 1 and sp.count >= 64:
         import multiprocessing
 
