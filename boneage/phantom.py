@@ -22,6 +22,18 @@ that does not depend on the age or sex, so two films rendered from equal rng sta
 share every nuisance and biological draw (cropped films are still framed to their own
 hand). :func:`bone_map` renders the bones alone in a fixed, size-normalised frame, so
 tests can see what maturity changes; :func:`structure_states` exposes the timeline.
+
+How a film is made (:func:`render_film`):
+
+1. ``_draw_film``: every random number, in a fixed order (biology, pose, nuisances);
+2. ``_layout_hand``: every structure as outlines in hand mm (forearm, carpals, one ray
+   per digit, sesamoid, soft tissue), for this age, sex, biology and pose;
+3. ``_film_affine`` + ``_paint_hand``: the outlines rasterised onto uint8 layers (px);
+4. ``_densities``, ``_expose``, ``_collimate``, ``_burn_marker``, ``_detect``: layers to
+   tissue/bone density, film curve, plate, marker, blur, gamma and noise.
+
+Changing any arithmetic or the order of the rng draws changes the films, hence the
+default pipeline's data: tests/test_phantom.py and a bit-for-bit comparison guard it.
 """
 
 from __future__ import annotations
@@ -80,14 +92,16 @@ class Timing:
         return self.mature_m if male else self.mature_f
 
 
-def _epi(appear_f: float, appear_m: float, fuse_f: float, fuse_m: float) -> Timing:
-    return Timing(appear_f, appear_m, fuse_f, fuse_m, fuse_f, fuse_m)
+def _epiphysis_timing(*, appear: tuple[float, float], fuse: tuple[float, float]) -> Timing:
+    """Timing of an epiphysis from (girls, boys) month pairs; it matures when it fuses."""
+    (appear_f, appear_m), (fuse_f, fuse_m) = appear, fuse
+    return Timing(appear_f, appear_m, fuse_f, fuse_m, mature_f=fuse_f, mature_m=fuse_m)
 
 
 # Distal phalanges fuse first, then proximal/middle phalanges and metacarpals, then the
 # distal ulna and last the distal radius (shared/reference/hand-maturation.md).
-_FUSE_DP = (162.0, 186.0)
-_FUSE_PP = (174.0, 198.0)
+_FUSE_DP = (162.0, 186.0)  # months (girls, boys)
+_FUSE_PP = (174.0, 198.0)  # months (girls, boys)
 
 #: Appearance/fusion ages (months) of every drawn structure, by sex.
 TIMELINE: dict[str, Timing] = {
@@ -103,35 +117,35 @@ TIMELINE: dict[str, Timing] = {
     # adductor sesamoid of the thumb: a puberty sign
     "sesamoid": Timing(132.0, 156.0, mature_f=180.0, mature_m=204.0),
     # epiphyses: forearm
-    "radius": _epi(10.0, 15.0, 198.0, 222.0),
-    "ulna": _epi(72.0, 84.0, 192.0, 216.0),
+    "radius": _epiphysis_timing(appear=(10.0, 15.0), fuse=(198.0, 222.0)),
+    "ulna": _epiphysis_timing(appear=(72.0, 84.0), fuse=(192.0, 216.0)),
     # epiphyses: metacarpals (base of the first, heads of the others)
-    "mc1": _epi(18.0, 26.0, *_FUSE_PP),
-    "mc2": _epi(13.0, 18.0, *_FUSE_PP),
-    "mc3": _epi(14.0, 20.0, *_FUSE_PP),
-    "mc4": _epi(15.0, 21.0, *_FUSE_PP),
-    "mc5": _epi(16.0, 23.0, *_FUSE_PP),
+    "mc1": _epiphysis_timing(appear=(18.0, 26.0), fuse=_FUSE_PP),
+    "mc2": _epiphysis_timing(appear=(13.0, 18.0), fuse=_FUSE_PP),
+    "mc3": _epiphysis_timing(appear=(14.0, 20.0), fuse=_FUSE_PP),
+    "mc4": _epiphysis_timing(appear=(15.0, 21.0), fuse=_FUSE_PP),
+    "mc5": _epiphysis_timing(appear=(16.0, 23.0), fuse=_FUSE_PP),
     # epiphyses: phalanges (all at the base)
-    "pp1": _epi(15.0, 20.0, *_FUSE_PP),
-    "pp2": _epi(12.0, 16.0, *_FUSE_PP),
-    "pp3": _epi(11.0, 15.0, *_FUSE_PP),
-    "pp4": _epi(12.0, 16.0, *_FUSE_PP),
-    "pp5": _epi(14.0, 19.0, *_FUSE_PP),
-    "mp2": _epi(17.0, 24.0, *_FUSE_PP),
-    "mp3": _epi(16.0, 22.0, *_FUSE_PP),
-    "mp4": _epi(16.0, 22.0, *_FUSE_PP),
-    "mp5": _epi(22.0, 34.0, *_FUSE_PP),
-    "dp1": _epi(13.0, 18.0, *_FUSE_DP),
-    "dp2": _epi(20.0, 28.0, *_FUSE_DP),
-    "dp3": _epi(18.0, 26.0, *_FUSE_DP),
-    "dp4": _epi(18.0, 26.0, *_FUSE_DP),
-    "dp5": _epi(22.0, 32.0, *_FUSE_DP),
+    "pp1": _epiphysis_timing(appear=(15.0, 20.0), fuse=_FUSE_PP),
+    "pp2": _epiphysis_timing(appear=(12.0, 16.0), fuse=_FUSE_PP),
+    "pp3": _epiphysis_timing(appear=(11.0, 15.0), fuse=_FUSE_PP),
+    "pp4": _epiphysis_timing(appear=(12.0, 16.0), fuse=_FUSE_PP),
+    "pp5": _epiphysis_timing(appear=(14.0, 19.0), fuse=_FUSE_PP),
+    "mp2": _epiphysis_timing(appear=(17.0, 24.0), fuse=_FUSE_PP),
+    "mp3": _epiphysis_timing(appear=(16.0, 22.0), fuse=_FUSE_PP),
+    "mp4": _epiphysis_timing(appear=(16.0, 22.0), fuse=_FUSE_PP),
+    "mp5": _epiphysis_timing(appear=(22.0, 34.0), fuse=_FUSE_PP),
+    "dp1": _epiphysis_timing(appear=(13.0, 18.0), fuse=_FUSE_DP),
+    "dp2": _epiphysis_timing(appear=(20.0, 28.0), fuse=_FUSE_DP),
+    "dp3": _epiphysis_timing(appear=(18.0, 26.0), fuse=_FUSE_DP),
+    "dp4": _epiphysis_timing(appear=(18.0, 26.0), fuse=_FUSE_DP),
+    "dp5": _epiphysis_timing(appear=(22.0, 32.0), fuse=_FUSE_DP),
 }
 
 CARPALS = ("capitate", "hamate", "triquetrum", "lunate", "trapezium", "trapezoid", "scaphoid",
            "pisiform")
 EPIPHYSES = tuple(k for k, t in TIMELINE.items() if t.fuse_f is not None)
-_NAMES = tuple(TIMELINE)
+_STRUCTURE_NAMES = tuple(TIMELINE)  # the order of the per-structure jitter draws
 
 
 @dataclass(frozen=True)
@@ -157,522 +171,944 @@ def structure_states(
     """Which structures are present/fused at ``boneage_months`` on the sex's timeline.
 
     ``appear_shift``/``fuse_shift`` (months, per structure name) are the per-film
-    biological jitter; without them this is the plain reference table.
+    biological jitter; without them this is the plain reference table. Returns one
+    :class:`StructureState` per :data:`TIMELINE` name, in its order. The appearance
+    shift moves the whole course (appearance, fusion or maturity); the fusion shift
+    moves only its end, and the course lasts at least 12 months.
     """
-    out: dict[str, StructureState] = {}
-    a = float(boneage_months)
-    for name, t in TIMELINE.items():
-        da = appear_shift.get(name, 0.0) if appear_shift else 0.0
-        df = fuse_shift.get(name, 0.0) if fuse_shift else 0.0
-        t0 = t.appear(male) + da
-        fuse = t.fuse(male)
-        if fuse is None:
-            t1 = t.mature(male) + da + df
+    states: dict[str, StructureState] = {}
+    age = float(boneage_months)
+    for name, timing in TIMELINE.items():
+        appear_delta = appear_shift.get(name, 0.0) if appear_shift else 0.0  # months
+        fuse_delta = fuse_shift.get(name, 0.0) if fuse_shift else 0.0  # months
+        start = timing.appear(male) + appear_delta  # months: stage 0
+        fuse_age = timing.fuse(male)
+        if fuse_age is None:  # never fuses: the course ends at the adult form
+            end = timing.mature(male) + appear_delta + fuse_delta
             fused, since = False, -1.0
         else:
-            t1 = fuse + da + df
-            fused, since = a >= t1, a - t1
-        t1 = max(t1, t0 + 12.0)
-        stage = min(max((a - t0) / (t1 - t0), 0.0), 1.0)
-        out[name] = StructureState(a >= t0, stage, fused, since)
-    return out
+            end = fuse_age + appear_delta + fuse_delta
+            fused, since = age >= end, age - end
+        end = max(end, start + 12.0)  # months: stage 1
+        stage = min(max((age - start) / (end - start), 0.0), 1.0)
+        states[name] = StructureState(age >= start, stage, fused, since)
+    return states
 
 
 def hand_growth(boneage_months: float, male: bool) -> float:
     """Hand length relative to an adult male hand: about doubles from 1 to 15 years."""
-    a = float(boneage_months) * (1.0 if male else 1.1)
-    adult = 1.0 if male else 0.93
-    return adult * (1.0 - 0.6 * math.exp(-a / 80.0))
+    growth_months = float(boneage_months) * (1.0 if male else 1.1)  # girls grow earlier
+    adult = 1.0 if male else 0.93  # adult female / male hand length
+    return adult * (1.0 - 0.6 * math.exp(-growth_months / 80.0))
 
 
 # --------------------------------------------------------------------------------------
 # Adult hand layout (mm, hand frame: wrist origin, +y to the fingers, +x to the thumb)
 # --------------------------------------------------------------------------------------
 
-# ray: (base x, base y, metacarpal angle deg (+ = towards the thumb), finger abduction deg,
-#       bone lengths (mc, pp, mp, dp; mp 0 for the thumb), width factor)
+
+@dataclass(frozen=True)
+class _Ray:
+    """Adult male geometry of one ray: a metacarpal and the phalanges of its digit."""
+
+    base: tuple[float, float]  # (x, y) mm, base of the metacarpal
+    metacarpal_deg: float      # axis angle from +y, + = towards the thumb
+    abduction_deg: float       # extra angle of the digit at full finger spread
+    lengths: tuple[float, float, float, float]  # mm: mc, pp, mp, dp (mp 0 for the thumb)
+    width: float               # width factor of all its bones
+
+
+# ray number (1 thumb .. 5 little finger) -> geometry
 _RAYS = {
-    1: (25.0, 26.0, 36.0, 6.0, (44.0, 31.0, 0.0, 23.0), 1.12),
-    2: (12.5, 40.0, 10.0, 5.0, (67.0, 40.0, 23.0, 17.0), 1.0),
-    3: (2.0, 41.0, 0.0, 0.0, (64.0, 45.0, 28.0, 19.0), 1.02),
-    4: (-8.5, 39.0, -9.0, -5.0, (57.0, 42.0, 27.0, 18.0), 0.95),
-    5: (-18.0, 35.0, -19.0, -9.0, (51.0, 33.0, 19.0, 16.0), 0.85),
+    1: _Ray(base=(25.0, 26.0), metacarpal_deg=36.0, abduction_deg=6.0,
+            lengths=(44.0, 31.0, 0.0, 23.0), width=1.12),
+    2: _Ray(base=(12.5, 40.0), metacarpal_deg=10.0, abduction_deg=5.0,
+            lengths=(67.0, 40.0, 23.0, 17.0), width=1.0),
+    3: _Ray(base=(2.0, 41.0), metacarpal_deg=0.0, abduction_deg=0.0,
+            lengths=(64.0, 45.0, 28.0, 19.0), width=1.02),
+    4: _Ray(base=(-8.5, 39.0), metacarpal_deg=-9.0, abduction_deg=-5.0,
+            lengths=(57.0, 42.0, 27.0, 18.0), width=0.95),
+    5: _Ray(base=(-18.0, 35.0), metacarpal_deg=-19.0, abduction_deg=-9.0,
+            lengths=(51.0, 33.0, 19.0, 16.0), width=0.85),
 }
-# bone kind -> (proximal end width, waist, distal end width, profile power,
-#               distal cap as a fraction of the distal width)
-_BONE_W = {
-    "mc": (11.5, 8.6, 11.5, 3.0, 0.12),
-    "mc1": (13.0, 9.8, 12.6, 3.0, 0.35),
-    "pp": (12.6, 8.3, 10.6, 3.0, 0.3),
-    "mp": (10.6, 7.2, 9.0, 3.0, 0.3),
-    "dp": (9.5, 4.1, 6.0, 3.0, 0.45),
+
+
+@dataclass(frozen=True)
+class _TubeProfile:
+    """Adult widths of one kind of tubular bone (before the ray's width factor)."""
+
+    proximal: float  # mm, width of the proximal end
+    waist: float     # mm, width of the narrowest part of the shaft
+    distal: float    # mm, width of the distal end
+    power: float     # how sharply the ends flare out of the waist
+    cap: float       # bulge of the end without epiphysis / its width
+
+    def widths(self, scale: float) -> tuple[float, float, float]:
+        """(proximal, waist, distal) mm, each times ``scale``."""
+        return (self.proximal * scale, self.waist * scale, self.distal * scale)
+
+
+# bone kind -> profile: "mc1" is the thumb metacarpal, "mc" the others
+_TUBE_PROFILES = {
+    "mc": _TubeProfile(proximal=11.5, waist=8.6, distal=11.5, power=3.0, cap=0.12),
+    "mc1": _TubeProfile(proximal=13.0, waist=9.8, distal=12.6, power=3.0, cap=0.35),
+    "pp": _TubeProfile(proximal=12.6, waist=8.3, distal=10.6, power=3.0, cap=0.3),
+    "mp": _TubeProfile(proximal=10.6, waist=7.2, distal=9.0, power=3.0, cap=0.3),
+    "dp": _TubeProfile(proximal=9.5, waist=4.1, distal=6.0, power=3.0, cap=0.45),
 }
-# carpal: (cx, cy, rx, ry, rotation deg, squareness of the adult form, density)
-_CARPAL_GEOM = {
-    "scaphoid": (15.5, 10.5, 11.5, 6.3, 55.0, 2.6, 0.95),
-    "lunate": (2.0, 9.0, 7.8, 7.2, 0.0, 3.0, 0.95),
-    "triquetrum": (-11.0, 14.0, 6.8, 5.6, -30.0, 3.0, 0.9),
-    "pisiform": (-14.0, 11.0, 4.6, 4.4, 0.0, 2.2, 0.4),
-    "trapezium": (23.5, 25.5, 8.0, 7.2, 35.0, 3.2, 0.95),
-    "trapezoid": (13.5, 29.0, 5.6, 6.8, 10.0, 3.4, 0.95),
-    "capitate": (2.5, 26.5, 7.0, 11.5, 0.0, 3.0, 1.0),
-    "hamate": (-9.5, 26.0, 7.2, 10.0, -12.0, 3.0, 0.95),
+
+
+@dataclass(frozen=True)
+class _CarpalShape:
+    """Adult male geometry of one carpal bone: a rotated superellipse."""
+
+    centre: tuple[float, float]  # (x, y) mm
+    radii: tuple[float, float]   # (x, y) mm, before rotation
+    rotation_deg: float
+    squareness: float            # superellipse power of the adult form (2: ellipse)
+    density: float               # relative to the film's bone density
+    # which of the three bone layers it goes to: neighbours on different layers add up
+    # where they overlap, like the packed adult carpus does on a real film
+    layer: int
+
+
+# in the order of the per-carpal jitter draws
+_CARPAL_SHAPES = {
+    "scaphoid": _CarpalShape(centre=(15.5, 10.5), radii=(11.5, 6.3), rotation_deg=55.0,
+                             squareness=2.6, density=0.95, layer=0),
+    "lunate": _CarpalShape(centre=(2.0, 9.0), radii=(7.8, 7.2), rotation_deg=0.0,
+                           squareness=3.0, density=0.95, layer=1),
+    "triquetrum": _CarpalShape(centre=(-11.0, 14.0), radii=(6.8, 5.6), rotation_deg=-30.0,
+                               squareness=3.0, density=0.9, layer=0),
+    "pisiform": _CarpalShape(centre=(-14.0, 11.0), radii=(4.6, 4.4), rotation_deg=0.0,
+                             squareness=2.2, density=0.4, layer=2),
+    "trapezium": _CarpalShape(centre=(23.5, 25.5), radii=(8.0, 7.2), rotation_deg=35.0,
+                              squareness=3.2, density=0.95, layer=1),
+    "trapezoid": _CarpalShape(centre=(13.5, 29.0), radii=(5.6, 6.8), rotation_deg=10.0,
+                              squareness=3.4, density=0.95, layer=0),
+    "capitate": _CarpalShape(centre=(2.5, 26.5), radii=(7.0, 11.5), rotation_deg=0.0,
+                             squareness=3.0, density=1.0, layer=1),
+    "hamate": _CarpalShape(centre=(-9.5, 26.0), radii=(7.2, 10.0), rotation_deg=-12.0,
+                           squareness=3.0, density=0.95, layer=0),
 }
-# which of the three bone layers a carpal goes to: neighbours on different layers add up
-# where they overlap, like the packed adult carpus does on a real film
-_CARPAL_LAYER = {"scaphoid": 0, "lunate": 1, "triquetrum": 0, "pisiform": 2, "trapezium": 1,
-                 "trapezoid": 0, "capitate": 1, "hamate": 0}
 
 _N_RAY = 5
-_N_CARPAL = len(_CARPAL_GEOM)
+_N_CARPAL = len(_CARPAL_SHAPES)
+_ADULT_LEN_MM = 215.0  # distal radius metaphysis to middle fingertip, adult male layout
+
+
+# --------------------------------------------------------------------------------------
+# Geometry and drawing primitives
+# --------------------------------------------------------------------------------------
+
 _SHIFT = 4  # fractional bits handed to cv2 drawing calls
-_ONE = float(1 << _SHIFT)
+_ONE = float(1 << _SHIFT)  # 1 px in those fixed-point units
 _AA = cv2.LINE_AA
+_BONE_VALUE = 200.0  # uint8 level of density 1.0 on the bone layers
+_MEDULLA = 0.2  # density lost in the medullary canal: the cortex looks brighter
 
 
-def _rot(deg: float) -> np.ndarray:
-    r = math.radians(deg)
-    return np.array([[math.cos(r), -math.sin(r)], [math.sin(r), math.cos(r)]])
+def _rotation(deg: float) -> np.ndarray:
+    """(2, 2) counter-clockwise rotation by ``deg`` degrees."""
+    rad = math.radians(deg)
+    return np.array([[math.cos(rad), -math.sin(rad)], [math.sin(rad), math.cos(rad)]])
 
 
-def _superellipse(rx: float, ry: float, p: float, n: int = 20) -> np.ndarray:
-    t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
-    c, s = np.cos(t), np.sin(t)
-    e = 2.0 / p
-    return np.stack([rx * np.sign(c) * np.abs(c) ** e, ry * np.sign(s) * np.abs(s) ** e], 1)
+def _unit(deg: float) -> np.ndarray:
+    """(2,) unit axis ``deg`` degrees from +y, positive towards +x (the thumb)."""
+    rad = math.radians(deg)
+    return np.array([math.sin(rad), math.cos(rad)])
 
 
-def _long_bone(length: float, w0: float, wm: float, w1: float, power: float,
-               cap0: float, cap1: float, n: int = 9) -> np.ndarray:
-    """Outline of a tubular bone in local (along, across) coordinates.
+def _normal(axis: np.ndarray) -> np.ndarray:
+    """Unit normal of ``axis`` pointing to the thumb side when ``axis`` points up."""
+    return np.array([axis[1], -axis[0]])
 
-    Width flares from the waist ``wm`` to ``w0``/``w1`` at the ends (metaphyses, heads),
-    ends are half-ellipses bulging by ``cap0``/``cap1`` (negative: concave).
+
+def _superellipse(radius_x: float, radius_y: float, power: float,
+                  points: int = 20) -> np.ndarray:
+    """(points, 2) outline |x/rx|^p + |y/ry|^p = 1, centred on the origin.
+
+    ``power`` 2 is an ellipse; larger is squarer.
     """
-    s = np.linspace(0.0, 1.0, n)
-    w = wm + (w0 - wm) * (1.0 - s) ** power + (w1 - wm) * s**power
-    a0, a1 = max(cap0, 0.0), length - max(cap1, 0.0)  # bulging ends stay within length
-    a = a0 + s * (a1 - a0)
-    t = np.linspace(np.pi / 2, -np.pi / 2, 7)[1:-1]
-    right = np.stack([a, w / 2], 1)
-    cap_d = np.stack([a1 + cap1 * np.cos(t), w1 / 2 * np.sin(t)], 1)
-    left = np.stack([a[::-1], -w[::-1] / 2], 1)
-    cap_p = np.stack([a0 - cap0 * np.cos(t), -w0 / 2 * np.sin(t)], 1)
-    return np.concatenate([right, cap_d, left, cap_p])
+    angle = np.linspace(0.0, 2 * np.pi, points, endpoint=False)
+    cos, sin = np.cos(angle), np.sin(angle)
+    exponent = 2.0 / power
+    return np.stack([radius_x * np.sign(cos) * np.abs(cos) ** exponent,
+                     radius_y * np.sign(sin) * np.abs(sin) ** exponent], 1)
+
+
+def _tube_outline(length: float, *, widths: tuple[float, float, float], power: float,
+                  caps: tuple[float, float], samples: int = 9) -> np.ndarray:
+    """(2 * samples + 10, 2) outline of a tubular bone in local (along, across) mm.
+
+    The shaft runs from along = 0 (proximal) to ``length`` (distal), centred on
+    across = 0. ``widths`` (proximal end, waist, distal end; mm): the width flares from
+    the waist to the ends (metaphyses, heads) as ``s ** power`` of the fraction ``s`` of
+    the length. ``caps`` (proximal, distal; mm): the ends are half-ellipses bulging out
+    by that much (negative: concave); a bulging end stays within ``length``.
+    """
+    proximal_w, waist_w, distal_w = widths
+    proximal_cap, distal_cap = caps
+    s = np.linspace(0.0, 1.0, samples)  # (samples,) fraction of the length
+    width = (waist_w + (proximal_w - waist_w) * (1.0 - s) ** power
+             + (distal_w - waist_w) * s**power)  # (samples,) mm
+    start, end = max(proximal_cap, 0.0), length - max(distal_cap, 0.0)  # mm, along
+    along = start + s * (end - start)  # (samples,) mm
+    cap_angle = np.linspace(np.pi / 2, -np.pi / 2, 7)[1:-1]  # (5,) rad, ends excluded
+    thumb_side = np.stack([along, width / 2], 1)
+    distal_end = np.stack([end + distal_cap * np.cos(cap_angle),
+                           distal_w / 2 * np.sin(cap_angle)], 1)
+    other_side = np.stack([along[::-1], -width[::-1] / 2], 1)
+    proximal_end = np.stack([start - proximal_cap * np.cos(cap_angle),
+                             -proximal_w / 2 * np.sin(cap_angle)], 1)
+    return np.concatenate([thumb_side, distal_end, other_side, proximal_end])
 
 
 class _Canvas:
     """Bone layers, their medulla layers and a soft-tissue layer, drawn in hand frame mm.
 
-    cv2 anti-aliasing only works on 8-bit images, so every layer is uint8 and shapes on
-    one layer overwrite (union) each other; the density map is formed from the layers
-    afterwards. Three bone layers let neighbouring bones overlap additively.
+    cv2 anti-aliasing only works on 8-bit images, so every layer is uint8 (height, width)
+    and shapes on one layer overwrite (union) each other; the density map is formed from
+    the layers afterwards. Three bone layers let neighbouring bones overlap additively.
     """
 
-    def __init__(self, h: int, w: int, affine: np.ndarray):
-        self.h, self.w = h, w
-        self.m = affine  # 2x3, hand mm -> pixels
-        self.px_per_mm = float(math.sqrt(abs(np.linalg.det(affine[:, :2]))))
-        self.outer = [np.zeros((h, w), np.uint8) for _ in range(3)]
-        self.inner = [np.zeros((h, w), np.uint8) for _ in range(3)]
-        self.tissue = np.zeros((h, w), np.uint8)
+    def __init__(self, height: int, width: int, mm_to_px: np.ndarray):
+        self.height, self.width = height, width
+        self.mm_to_px = mm_to_px  # (2, 3) affine, hand mm -> pixels (x right, y down)
+        self.px_per_mm = float(math.sqrt(abs(np.linalg.det(mm_to_px[:, :2]))))
+        self.bone_layers = [np.zeros((height, width), np.uint8) for _ in range(3)]
+        self.medulla_layers = [np.zeros((height, width), np.uint8) for _ in range(3)]
+        self.tissue = np.zeros((height, width), np.uint8)
 
-    def _px(self, pts: np.ndarray) -> np.ndarray:
-        p = pts @ self.m[:, :2].T + self.m[:, 2]
-        return np.round(p * _ONE).astype(np.int32)
+    def _fixed_point(self, points_mm: np.ndarray) -> np.ndarray:
+        """(n, 2) hand mm -> (n, 2) int32 pixels with ``_SHIFT`` fractional bits."""
+        px = points_mm @ self.mm_to_px[:, :2].T + self.mm_to_px[:, 2]
+        return np.round(px * _ONE).astype(np.int32)
 
-    def poly(self, img: np.ndarray, pts: np.ndarray, value: float) -> None:
-        cv2.fillPoly(img, [self._px(pts)], float(value), _AA, _SHIFT)
+    def fill(self, layer: np.ndarray, outline_mm: np.ndarray, value: float) -> None:
+        """Fill the polygon ``outline_mm`` (n, 2) on ``layer`` with ``value`` (uint8 level)."""
+        cv2.fillPoly(layer, [self._fixed_point(outline_mm)], float(value), _AA, _SHIFT)
 
-    def line(self, img: np.ndarray, pts: np.ndarray, value: float, width_mm: float) -> None:
-        p = self._px(pts)
-        th = max(1, int(round(width_mm * self.px_per_mm)))
-        cv2.polylines(img, [p], False, float(value), th, _AA, _SHIFT)
+    def stroke(self, layer: np.ndarray, points_mm: np.ndarray, value: float,
+               width_mm: float) -> None:
+        """Draw the open polyline ``points_mm`` (n, 2), ``width_mm`` thick (>= 1 px)."""
+        px = self._fixed_point(points_mm)
+        thickness = max(1, int(round(width_mm * self.px_per_mm)))  # px
+        cv2.polylines(layer, [px], False, float(value), thickness, _AA, _SHIFT)
 
-    def bone(self, layer: int, local: np.ndarray, origin: np.ndarray, u: np.ndarray,
-             value: float, inner_local: np.ndarray | None = None, inner_value: float = 0.0):
-        """Draw a shape given in (along, across) coordinates of the axis ``u``."""
-        n = np.array([u[1], -u[0]])
-        world = origin + local[:, :1] * u + local[:, 1:] * n
-        self.poly(self.outer[layer], world, value)
-        if inner_local is not None and inner_value > 0:
-            wi = origin + inner_local[:, :1] * u + inner_local[:, 1:] * n
-            self.poly(self.inner[layer], wi, inner_value)
+    def draw_bone(self, layer: int, outline: np.ndarray, *, origin: np.ndarray,
+                  axis: np.ndarray, value: float, medulla: np.ndarray | None = None,
+                  medulla_value: float = 0.0) -> None:
+        """Draw a shape given in local (along, across) mm of the unit ``axis`` at ``origin``.
+
+        +across is the thumb side of the axis (:func:`_normal`). ``value`` (uint8 level)
+        goes to bone layer ``layer``; the optional ``medulla`` outline (same local frame)
+        to its medulla layer, whose level is later subtracted.
+        """
+        normal = _normal(axis)
+        world = origin + outline[:, :1] * axis + outline[:, 1:] * normal
+        self.fill(self.bone_layers[layer], world, value)
+        if medulla is not None and medulla_value > 0:
+            medulla_world = origin + medulla[:, :1] * axis + medulla[:, 1:] * normal
+            self.fill(self.medulla_layers[layer], medulla_world, medulla_value)
+
+    def bone_levels(self) -> np.ndarray:
+        """(height, width) float32: bone minus medulla, summed over the layers (uint8 levels)."""
+        levels = np.zeros((self.height, self.width), np.float32)
+        for bone, medulla in zip(self.bone_layers, self.medulla_layers):
+            levels += cv2.subtract(bone, medulla).astype(np.float32)
+        return levels
 
 
 # --------------------------------------------------------------------------------------
-# Anatomy
+# Per-film biology and pose
 # --------------------------------------------------------------------------------------
-
-_BONE_VALUE = 200.0  # uint8 level of density 1.0 on the bone layers
-_MEDULLA = 0.2  # density lost in the medullary canal: the cortex looks brighter
 
 
 @dataclass
-class _Bio:
-    """Per-film biological jitter, drawn in a fixed order."""
+class _Biology:
+    """Per-film biological jitter (see :func:`_draw_biology` for the draw order)."""
 
-    appear: dict[str, float]
-    fuse: dict[str, float]
-    ray_len: np.ndarray      # (5,)
-    ray_w: np.ndarray        # (5,)
-    carpal_xy: np.ndarray    # (8, 2) mm
-    carpal_size: np.ndarray  # (8,)
-    slender: float           # bone width / length ratio factor
-    tissue_w: float          # soft tissue thickness factor
-    ulna_variance: float     # mm, distal ulna relative to radius
-    common: float            # months, shift of the whole film's maturity (reader noise)
+    appear_shift: dict[str, float]  # months, per structure: moves its whole course
+    fuse_shift: dict[str, float]    # months, per structure: moves its fusion / maturity
+    ray_length: np.ndarray          # (5,) length factor per ray
+    ray_width: np.ndarray           # (5,) width factor per ray
+    carpal_offset: np.ndarray       # (8, 2) mm (adult), per carpal in _CARPAL_SHAPES order
+    carpal_size: np.ndarray         # (8,) size factor per carpal
+    slenderness: float              # bone width / length ratio factor
+    tissue_thickness: float         # soft tissue thickness factor
+    ulna_variance: float            # mm (adult), distal ulna relative to the radius
+    maturity_shift: float           # months, shift of the whole film's maturity (reader noise)
 
 
-def _draw_bio(rng: np.random.Generator) -> _Bio:
-    z = rng.standard_normal(len(_NAMES))
-    zf = rng.standard_normal(len(_NAMES))
-    appear, fuse = {}, {}
-    for k, name in enumerate(_NAMES):
-        t = TIMELINE[name]
-        sd = min(1.0 + 0.05 * 0.5 * (t.appear_f + t.appear_m), 6.0)
-        appear[name] = float(np.clip(z[k], -2.5, 2.5) * sd)
-        fuse[name] = float(np.clip(zf[k], -2.5, 2.5) * 4.0)
-    return _Bio(
-        appear=appear,
-        fuse=fuse,
-        ray_len=1.0 + 0.03 * np.clip(rng.standard_normal(_N_RAY), -2.5, 2.5),
-        ray_w=1.0 + 0.05 * np.clip(rng.standard_normal(_N_RAY), -2.5, 2.5),
-        carpal_xy=0.6 * np.clip(rng.standard_normal((_N_CARPAL, 2)), -2.5, 2.5),
-        carpal_size=1.0 + 0.06 * np.clip(rng.standard_normal(_N_CARPAL), -2.5, 2.5),
-        slender=float(1.0 + 0.06 * np.clip(rng.standard_normal(), -2.5, 2.5)),
-        tissue_w=float(rng.uniform(0.92, 1.2)),
-        ulna_variance=float(rng.normal(-2.0, 1.5)),
-        common=float(np.clip(rng.normal(0.0, 3.0), -8.0, 8.0)),
-    )
+def _clipped_normal(rng: np.random.Generator,
+                    shape: int | tuple[int, ...] | None = None) -> np.ndarray | float:
+    """Standard normal draws clipped to +-2.5 sd: one draw per element of ``shape``."""
+    return np.clip(rng.standard_normal(shape), -2.5, 2.5)
+
+
+def _draw_biology(rng: np.random.Generator) -> _Biology:
+    """Draw one film's biology. The order and count of draws are fixed: do not reorder."""
+    appear_z = rng.standard_normal(len(_STRUCTURE_NAMES))
+    fuse_z = rng.standard_normal(len(_STRUCTURE_NAMES))
+    appear_shift, fuse_shift = {}, {}
+    for k, name in enumerate(_STRUCTURE_NAMES):
+        timing = TIMELINE[name]
+        # months: 1 + 5% of the mean appearance age, at most 6; clipped to +-2.5 sd
+        sd = min(1.0 + 0.05 * 0.5 * (timing.appear_f + timing.appear_m), 6.0)
+        appear_shift[name] = float(np.clip(appear_z[k], -2.5, 2.5) * sd)
+        fuse_shift[name] = float(np.clip(fuse_z[k], -2.5, 2.5) * 4.0)
+    ray_length = 1.0 + 0.03 * _clipped_normal(rng, _N_RAY)
+    ray_width = 1.0 + 0.05 * _clipped_normal(rng, _N_RAY)
+    carpal_offset = 0.6 * _clipped_normal(rng, (_N_CARPAL, 2))
+    carpal_size = 1.0 + 0.06 * _clipped_normal(rng, _N_CARPAL)
+    slenderness = float(1.0 + 0.06 * _clipped_normal(rng))
+    tissue_thickness = float(rng.uniform(0.92, 1.2))
+    ulna_variance = float(rng.normal(-2.0, 1.5))
+    maturity_shift = float(np.clip(rng.normal(0.0, 3.0), -8.0, 8.0))
+    return _Biology(appear_shift=appear_shift, fuse_shift=fuse_shift, ray_length=ray_length,
+                    ray_width=ray_width, carpal_offset=carpal_offset, carpal_size=carpal_size,
+                    slenderness=slenderness, tissue_thickness=tissue_thickness,
+                    ulna_variance=ulna_variance, maturity_shift=maturity_shift)
 
 
 @dataclass
 class _Pose:
     """Nuisance posture: finger spread and small joint angles (degrees)."""
 
-    spread: float
-    finger: np.ndarray  # (5,)
-    thumb: float
-    flex: np.ndarray    # (5, 3)
+    spread: float           # finger spread factor (1: the layout's abduction angles)
+    finger_deg: np.ndarray  # (5,) per-ray turn, + = towards the thumb
+    thumb_deg: float        # turn of the thumb metacarpal
+    flex_deg: np.ndarray    # (5, 3) per ray and joint (pp, mp, dp; thumb: pp, dp)
 
 
 def _draw_pose(rng: np.random.Generator) -> _Pose:
-    return _Pose(float(rng.uniform(0.2, 1.4)), rng.normal(0.0, 3.0, _N_RAY),
-                 float(rng.normal(0.0, 7.0)), rng.normal(0.0, 2.5, (_N_RAY, 3)))
+    """Draw one film's pose, in this fixed order."""
+    spread = float(rng.uniform(0.2, 1.4))
+    finger_deg = rng.normal(0.0, 3.0, _N_RAY)
+    thumb_deg = float(rng.normal(0.0, 7.0))
+    flex_deg = rng.normal(0.0, 2.5, (_N_RAY, 3))
+    return _Pose(spread=spread, finger_deg=finger_deg, thumb_deg=thumb_deg, flex_deg=flex_deg)
 
 
-@dataclass
+def _neutral_pose() -> _Pose:
+    """Upright hand, fingers at the layout's spread, joints straight (for bone_map)."""
+    return _Pose(spread=1.0, finger_deg=np.zeros(_N_RAY), thumb_deg=0.0,
+                 flex_deg=np.zeros((_N_RAY, 3)))
+
+
+# --------------------------------------------------------------------------------------
+# Layout: every structure as outlines in hand mm
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Maturity:
+    """What bone age, sex and biology make of the whole hand of one film."""
+
+    states: dict[str, StructureState]  # per TIMELINE name, at the film's shifted age
+    growth: float      # hand length / adult male hand length (:func:`hand_growth`)
+    bone_width: float  # width factor: growth x slenderness x thickening with age
+    cortex: float      # cortex thickness / bone width
+    density: float     # bone density (1.0: adult)
+    plate_gap: float   # mm, width of an open growth plate
+    joint_gap: float   # mm, between the bones of a ray: cartilage-rich in the young
+
+
+def _maturity(age: float, male: bool, bio: _Biology) -> _Maturity:
+    """Whole-hand maturity at ``age`` months; structure states include the film's shifts."""
+    progress = min(1.0, max(0.0, age * (1.0 if male else 1.1) / 200.0))  # 0 -> 1, girls ahead
+    growth = hand_growth(age, male)
+    return _Maturity(
+        states=structure_states(age + bio.maturity_shift, male, bio.appear_shift,
+                                bio.fuse_shift),
+        growth=growth,
+        # bones thicken more than they lengthen
+        bone_width=growth * bio.slenderness * (0.86 + 0.14 * progress),
+        cortex=0.2 + 0.1 * progress,
+        density=0.78 + 0.22 * progress,
+        plate_gap=1.1 * growth,
+        joint_gap=(1.8 + 2.4 * (1.0 - progress)) * growth,
+    )
+
+
+@dataclass(frozen=True)
+class _Epiphysis:
+    """The ossification centre at one end of a long bone and its adult form."""
+
+    end: str                  # "prox" or "dist": the end of the bone it caps
+    state: StructureState
+    thickness: float = 0.36   # adult thickness / metaphysis width
+    squareness: float = 2.8   # superellipse power of the mature epiphysis
+    width: float = 1.04       # mature width / metaphysis width
+
+
+@dataclass(frozen=True)
 class _LongBone:
-    """A tubular bone from ``origin`` along unit ``u``, epiphysis at ``epi_end``."""
+    """A tubular bone from ``origin`` along the unit ``axis``, hand mm."""
 
-    layer: int
-    origin: np.ndarray
-    u: np.ndarray
-    length: float
-    widths: tuple[float, float, float]  # proximal end, waist, distal end (mm)
+    layer: int                          # bone layer of the canvas (0..2)
+    origin: np.ndarray                  # (2,) mm, proximal end (epiphysis included)
+    axis: np.ndarray                    # (2,) unit, proximal -> distal
+    length: float                       # mm, epiphysis zone included
+    widths: tuple[float, float, float]  # mm: proximal end, waist, distal end
     power: float                        # how sharply the ends flare
-    epi_end: str | None                 # "prox", "dist" or None
-    state: StructureState | None
     density: float
     cortex: float                       # cortex thickness / width
-    gap: float                          # open growth plate (mm)
+    plate_gap: float                    # mm, open growth plate
     cap_free: float                     # bulge of the end without epiphysis / its width
-    epi_thick: float = 0.36             # adult epiphysis thickness / metaphysis width
-    epi_p: float = 2.8                  # squareness of the mature epiphysis
-    epi_w: float = 1.04                 # mature epiphysis width / metaphysis width
+    epiphysis: _Epiphysis | None
     tilt: float = 0.0                   # slant of the distal end (radius)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Blob:
     """A carpal bone or the sesamoid: outline (and medulla) in hand mm."""
 
     layer: int
-    outline: np.ndarray
-    inner: np.ndarray | None
+    outline: np.ndarray         # (n, 2) mm
+    medulla: np.ndarray | None  # (n, 2) mm
     density: float
+
+
+@dataclass(frozen=True)
+class _RayLayout:
+    """One laid-out ray: metacarpal, phalanges and the soft tissue of its digit."""
+
+    bones: list[_LongBone]    # metacarpal, then the phalanges from base to tip
+    head: np.ndarray          # (2,) mm, distal end of the metacarpal
+    axis: np.ndarray          # (2,) unit axis of the metacarpal
+    tissue_line: np.ndarray   # (n, 2) mm, centre line of the digit's soft tissue
+    tissue_width: float       # mm
+    tip_points: list[np.ndarray]  # 3 x (2,) mm: the fingertip pad, for framing
 
 
 @dataclass
 class _Hand:
+    """Everything drawn for one film, in hand mm, in painting order."""
+
     bones: list[_LongBone]
     blobs: list[_Blob]
     fingers: list[tuple[np.ndarray, float]]  # soft-tissue centre lines and widths (mm)
-    palm: np.ndarray
-    arm: np.ndarray
-    extent: np.ndarray  # points (mm) the framing must show: tips, palm edge, wrist
+    palm: np.ndarray    # (13, 2) mm, soft-tissue polygon
+    arm: np.ndarray     # (4, 2) mm, soft-tissue polygon
+    extent: np.ndarray  # (n, 2) mm, points the framing must show: tips, palm edge, wrist
 
 
-def _unit(deg: float) -> np.ndarray:
-    r = math.radians(deg)
-    return np.array([math.sin(r), math.cos(r)])
+def _forearm_length(growth: float) -> float:
+    """mm of radius/ulna shaft below the wrist: enough to run out of any film."""
+    return 140.0 * growth + 60.0
 
 
-def _normal(u: np.ndarray) -> np.ndarray:
-    """Unit normal of axis ``u`` pointing to the thumb side when ``u`` points up."""
-    return np.array([u[1], -u[0]])
+def _layout_forearm(m: _Maturity, bio: _Biology) -> list[_LongBone]:
+    """Radius (layer 0) and ulna (layer 1), both with their epiphysis at the wrist."""
+    g, wg = m.growth, m.bone_width
+    forearm = _forearm_length(g)  # mm
+    up = np.array([0.0, 1.0])
+    radius = _LongBone(
+        layer=0, origin=np.array([12.0 * g, -forearm]), axis=up, length=forearm,
+        widths=(16 * wg, 15 * wg, 29 * wg), power=7.0, density=1.1 * m.density, cortex=0.34,
+        plate_gap=m.plate_gap, cap_free=0.14,
+        epiphysis=_Epiphysis("dist", m.states["radius"], thickness=0.32, squareness=2.6,
+                             width=1.0),
+        tilt=0.22,
+    )
+    ulna = _LongBone(
+        layer=1, origin=np.array([-12.0 * g, -forearm]), axis=up,
+        length=forearm + (bio.ulna_variance - 1.0) * g,
+        widths=(12 * wg, 10.5 * wg, 15.5 * wg), power=7.0, density=1.05 * m.density,
+        cortex=0.5, plate_gap=m.plate_gap, cap_free=0.0,
+        epiphysis=_Epiphysis("dist", m.states["ulna"], thickness=0.5, squareness=2.2,
+                             width=0.95),
+    )
+    return [radius, ulna]
 
 
-def _epiphysis_shape(width: float, thick: float, stage: float, p: float) -> np.ndarray:
-    """Epiphysis outline in local coords, +along towards the joint, origin at its face
-    towards the metaphysis. It starts as a round dot, flattens into a disc as wide as the
-    metaphysis, then "caps" it: its rim bends over the metaphysis corners."""
-    pts = _superellipse(width / 2, thick / 2, 2.0 + (p - 2.0) * min(1.0, stage * 1.6), 22)
-    pts = pts[:, ::-1].copy()  # (along, across)
-    pts[:, 0] += thick / 2
-    cap = max(0.0, (stage - 0.62) / 0.38)
+def _layout_carpals(m: _Maturity, bio: _Biology) -> list[_Blob]:
+    """The ossified carpals: dots that grow into packed polygons."""
+    blobs = []
+    for k, (name, carpal) in enumerate(_CARPAL_SHAPES.items()):
+        state = m.states[name]
+        if not state.present:
+            continue
+        radius_x, radius_y = carpal.radii
+        # times the adult radii: growth x jitter x a dot growing to full size
+        size = m.growth * bio.carpal_size[k] * (0.14 + 0.86 * state.stage**0.75)
+        power = 2.0 + (carpal.squareness - 2.0) * state.stage  # round dot -> adult form
+        outline = _superellipse(radius_x * size, radius_y * size, power, 20)
+        rel_y = outline[:, 1] / max(radius_y * size, 1e-3)  # (20,) -1 proximal .. 1 distal
+        if name == "hamate":  # wedge: narrower distally
+            outline[:, 0] *= 1.0 - 0.25 * state.stage * rel_y
+        elif name == "capitate":  # waist below a rounded head
+            outline[:, 0] *= 1.0 - 0.12 * state.stage * np.exp(-(rel_y**2) * 6)
+        outline = outline @ _rotation(carpal.rotation_deg).T
+        centre = (np.array(carpal.centre) + bio.carpal_offset[k]) * m.growth  # (2,) mm
+        blobs.append(_Blob(layer=carpal.layer, outline=outline + centre,
+                           medulla=outline * 0.7 + centre, density=carpal.density * m.density))
+    return blobs
+
+
+def _layout_metacarpal(number: int, *, base: np.ndarray, axis: np.ndarray, length: float,
+                       width: float, layer: int, m: _Maturity) -> _LongBone:
+    """Metacarpal of ray ``number``: the thumb's has its epiphysis at the base, the
+    others a big round one at the head."""
+    if number == 1:
+        profile = _TUBE_PROFILES["mc1"]
+        epiphysis = _Epiphysis("prox", m.states["mc1"])
+    else:
+        profile = _TUBE_PROFILES["mc"]
+        epiphysis = _Epiphysis("dist", m.states[f"mc{number}"], thickness=0.75, squareness=2.1,
+                               width=1.12)
+    return _LongBone(layer=layer, origin=base, axis=axis, length=length,
+                     widths=profile.widths(width), power=profile.power, density=m.density,
+                     cortex=m.cortex, plate_gap=m.plate_gap, cap_free=profile.cap,
+                     epiphysis=epiphysis)
+
+
+def _layout_phalanges(number: int, *, start: np.ndarray, angle_deg: float,
+                      lengths: tuple[float, ...], width: float, layer: int, m: _Maturity,
+                      pose: _Pose) -> tuple[list[_LongBone], np.ndarray, float]:
+    """Phalanges of ray ``number`` from the joint at ``start`` (mm), each with its
+    epiphysis at the base; the thumb has no middle phalanx.
+
+    ``angle_deg`` is the digit's direction before the joint flexions; ``lengths`` the
+    ray's (mc, pp, mp, dp) mm. Returns the bones, the fingertip (2,) mm and the
+    direction of the distal phalanx (degrees).
+    """
+    thumb = number == 1
+    kinds = ("pp", "dp") if thumb else ("pp", "mp", "dp")
+    bone_lengths = (lengths[1], lengths[3]) if thumb else (lengths[1], lengths[2], lengths[3])
+    scale = width * (1.1 if thumb else 1.0)  # the thumb's phalanges are stouter
+    bones = []
+    joint = start  # (2,) mm
+    for j, (kind, length) in enumerate(zip(kinds, bone_lengths)):
+        angle_deg += pose.flex_deg[number - 1, j]
+        axis = _unit(angle_deg)
+        profile = _TUBE_PROFILES[kind]
+        bones.append(_LongBone(
+            layer=layer, origin=joint.copy(), axis=axis, length=length,
+            widths=profile.widths(scale), power=profile.power,
+            density=m.density * (0.9 if kind == "dp" else 0.97), cortex=m.cortex,
+            plate_gap=m.plate_gap, cap_free=profile.cap,
+            epiphysis=_Epiphysis("prox", m.states[f"{kind}{number}"]),
+        ))
+        joint = joint + axis * (length + m.joint_gap)
+    tip = joint + _unit(angle_deg) * (1.5 * m.growth)  # soft-tissue pad beyond the bone
+    return bones, tip, angle_deg
+
+
+def _layout_ray(number: int, m: _Maturity, bio: _Biology, pose: _Pose) -> _RayLayout:
+    """Ray ``number`` (1 thumb .. 5 little finger): metacarpal, phalanges, soft tissue.
+
+    Odd rays go to bone layer 1, even ones to layer 0, so neighbours add up.
+    """
+    ray = _RAYS[number]
+    thumb = number == 1
+    g = m.growth
+    lengths = [x * g * bio.ray_length[number - 1] for x in ray.lengths]  # mm: mc, pp, mp, dp
+    width = ray.width * bio.ray_width[number - 1] * m.bone_width  # factor on the profiles
+    if thumb:  # the thumb turns on its own
+        metacarpal_deg = ray.metacarpal_deg + pose.thumb_deg
+    else:  # the metacarpals fan out a little with the spread
+        metacarpal_deg = (ray.metacarpal_deg * (0.85 + 0.15 * pose.spread)
+                          + pose.finger_deg[number - 1] * 0.3)
+    base = np.array(ray.base) * g  # (2,) mm
+    axis = _unit(metacarpal_deg)
+    layer = 1 if number % 2 else 0
+    metacarpal = _layout_metacarpal(number, base=base, axis=axis, length=lengths[0],
+                                    width=width, layer=layer, m=m)
+    head = base + axis * lengths[0]
+    start = head + axis * m.joint_gap  # (2,) mm, base of the proximal phalanx
+    digit_deg = (metacarpal_deg + (ray.abduction_deg * pose.spread if not thumb else 0.0)
+                 + pose.finger_deg[number - 1])
+    phalanges, tip, tip_deg = _layout_phalanges(number, start=start, angle_deg=digit_deg,
+                                                lengths=lengths, width=width, layer=layer,
+                                                m=m, pose=pose)
+
+    # soft tissue: a thick line along the digit, a little wider than the proximal phalanx
+    tissue_width = (2.0 * _TUBE_PROFILES["pp"].waist * width + 2.5 * g) * bio.tissue_thickness
+    tip_axis = _unit(tip_deg)
+    tip_points = [tip + tip_axis * tissue_width * 0.5,
+                  tip + _normal(tip_axis) * tissue_width * 0.5,
+                  tip - _normal(tip_axis) * tissue_width * 0.5]
+    if thumb:  # the thumb's tissue reaches down its metacarpal
+        tissue_line = np.stack([base + axis * lengths[0] * 0.45, head, start, tip])
+        tissue_width = tissue_width * 1.08
+    else:
+        tissue_line = np.stack([head, start, tip])
+    return _RayLayout(bones=[metacarpal, *phalanges], head=head, axis=axis,
+                      tissue_line=tissue_line, tissue_width=tissue_width,
+                      tip_points=tip_points)
+
+
+def _layout_sesamoid(m: _Maturity, thumb: _RayLayout) -> list[_Blob]:
+    """Adductor sesamoid (once ossified): ulnar side of the thumb metacarpal head,
+    superimposed on it (layer 2)."""
+    state = m.states["sesamoid"]
+    if not state.present:
+        return []
+    g = m.growth
+    radius = g * (0.6 + 2.4 * state.stage**0.7)  # mm
+    centre = thumb.head - thumb.axis * (1.5 * g) - _normal(thumb.axis) * (3.2 * g)
+    return [_Blob(layer=2, outline=_superellipse(radius, radius * 0.9, 2.0, 14) + centre,
+                  medulla=None, density=0.8 * m.density)]
+
+
+def _layout_palm(m: _Maturity, bio: _Biology, rays: dict[int, _RayLayout]) -> np.ndarray:
+    """(13, 2) mm soft-tissue polygon around the metacarpals and the thenar web."""
+    g, tw = m.growth, bio.tissue_thickness
+    thumb_head, thumb_axis = rays[1].head, rays[1].axis
+    index_head, index_axis = rays[2].head, rays[2].axis
+    little_head, little_axis = rays[5].head, rays[5].axis
+    thumb_normal, index_normal = _normal(thumb_axis), _normal(index_axis)
+    little_normal = _normal(little_axis)
+    # finger webs, little -> index: a third of the way up each adult proximal phalanx
+    web = [rays[r].head + rays[r].axis * (0.3 * _RAYS[r].lengths[1] * g) for r in (5, 4, 3, 2)]
+    return np.stack([
+        np.array([-27.0 * tw, 10.0]) * g,
+        np.array([-29.0 * tw, 40.0]) * g,
+        little_head - little_normal * (8.0 * g * tw) - little_axis * (6.0 * g),
+        web[0] - little_normal * (5.0 * g * tw),
+        *web,
+        index_head + index_axis * (2.0 * g) + index_normal * (6.0 * g * tw),
+        thumb_head - thumb_axis * (4.0 * g) - thumb_normal * (7.0 * g * tw),
+        thumb_head + thumb_normal * (8.0 * g * tw),
+        thumb_head - thumb_axis * (30.0 * g) + thumb_normal * (9.0 * g * tw),
+        np.array([30.0 * tw, 15.0]) * g,
+        np.array([28.0 * tw, 0.0]) * g,
+    ])
+
+
+def _layout_arm(m: _Maturity, bio: _Biology) -> tuple[np.ndarray, np.ndarray]:
+    """Forearm soft tissue: its (4, 2) mm polygon and a (2, 2) mm wrist line to frame."""
+    g = m.growth
+    half = 27.0 * g * bio.tissue_thickness  # mm, half the forearm width
+    forearm = _forearm_length(g)
+    arm = np.array([[-half, 12.0 * g], [-half * 0.95, -forearm - 80.0],
+                    [half * 0.95, -forearm - 80.0], [half * 1.05, 12.0 * g]])
+    wrist = np.array([[-half, -30.0 * g], [half, -30.0 * g]])
+    return arm, wrist
+
+
+def _layout_hand(age: float, male: bool, bio: _Biology, pose: _Pose) -> _Hand:
+    """Every structure of the hand in mm for this bone age (months), sex, biology and pose.
+
+    Painting order is part of the result (shapes on one uint8 layer overwrite each
+    other): bones are forearm, then ray by ray (metacarpal, phalanges); blobs are the
+    carpals, then the sesamoid.
+    """
+    m = _maturity(age, male, bio)
+    rays = {number: _layout_ray(number, m, bio, pose) for number in range(1, _N_RAY + 1)}
+    bones = _layout_forearm(m, bio)
+    for ray in rays.values():
+        bones += ray.bones
+    blobs = _layout_carpals(m, bio) + _layout_sesamoid(m, rays[1])
+    palm = _layout_palm(m, bio, rays)
+    arm, wrist = _layout_arm(m, bio)
+    tips = [point for ray in rays.values() for point in ray.tip_points]
+    extent = np.concatenate([np.stack(tips), palm, wrist])
+    fingers = [(ray.tissue_line, ray.tissue_width) for ray in rays.values()]
+    return _Hand(bones, blobs, fingers, palm, arm, extent)
+
+
+# --------------------------------------------------------------------------------------
+# Painting: outlines onto the canvas layers
+# --------------------------------------------------------------------------------------
+
+
+def _epiphysis_outline(width: float, thickness: float, stage: float,
+                       squareness: float) -> np.ndarray:
+    """(22, 2) epiphysis outline in local (along, across) mm.
+
+    +along points towards the joint; the origin is on its face towards the metaphysis.
+    It starts as a round dot, flattens into a disc as wide as the metaphysis, then
+    "caps" it: its rim bends over the metaphysis corners (stage 0.62 -> 1).
+    """
+    power = 2.0 + (squareness - 2.0) * min(1.0, stage * 1.6)  # round -> mature by 0.625
+    outline = _superellipse(width / 2, thickness / 2, power, 22)
+    outline = outline[:, ::-1].copy()  # (along, across)
+    outline[:, 0] += thickness / 2
+    cap = max(0.0, (stage - 0.62) / 0.38)  # 0 -> 1: how far the rim bends over
     if cap > 0:
-        edge = np.clip(np.abs(pts[:, 1]) / (width / 2), 0, 1) ** 6
-        low = pts[:, 0] < thick / 2
-        pts[low, 0] -= cap * 0.45 * thick * edge[low]
-    return pts
+        rim = np.clip(np.abs(outline[:, 1]) / (width / 2), 0, 1) ** 6  # (22,) 0 centre, 1 rim
+        low = outline[:, 0] < thickness / 2  # the metaphysis side
+        outline[low, 0] -= cap * 0.45 * thickness * rim[low]
+    return outline
 
 
-def _paint_long_bone(cv: _Canvas, b: _LongBone) -> None:
+def _paint_long_bone(canvas: _Canvas, bone: _LongBone) -> None:
     """Shaft (cortex + medulla) and, once ossified, the epiphysis and growth plate.
 
     The epiphyseal zone (cartilage in the young) is reserved whatever the maturity; the
     ossified epiphysis sits in it, separated by the growth plate, which narrows before
     fusion and then leaves a dense scar line that fades over about two years.
     """
-    w0, wm, w1 = b.widths
-    prox = b.epi_end == "prox"
-    wmeta = w0 if prox else w1
-    zone = b.epi_thick * wmeta + b.gap if b.epi_end else 0.0
-    shaft_len = b.length - zone
-    shaft_org = b.origin + b.u * zone if prox else b.origin
-    cap_meta = -0.04 * wmeta
-    if b.epi_end is None:
-        cap0, cap1 = 0.12 * w0, b.cap_free * w1
-    elif prox:
-        cap0, cap1 = cap_meta, b.cap_free * w1
+    proximal_w, waist_w, distal_w = bone.widths  # mm
+    epiphysis = bone.epiphysis
+    at_base = epiphysis is not None and epiphysis.end == "prox"
+    metaphysis_w = proximal_w if at_base else distal_w  # mm, the end the epiphysis caps
+    zone = epiphysis.thickness * metaphysis_w + bone.plate_gap if epiphysis else 0.0  # mm
+    shaft_len = bone.length - zone  # mm
+    shaft_origin = bone.origin + bone.axis * zone if at_base else bone.origin
+    metaphysis_cap = -0.04 * metaphysis_w  # mm: a slightly concave face to the plate
+    if epiphysis is None:
+        caps = (0.12 * proximal_w, bone.cap_free * distal_w)
+    elif at_base:
+        caps = (metaphysis_cap, bone.cap_free * distal_w)
     else:
-        cap0, cap1 = 0.12 * w0, cap_meta
-    local = _long_bone(shaft_len, w0, wm, w1, b.power, cap0, cap1)
-    if b.tilt:
+        caps = (0.12 * proximal_w, metaphysis_cap)
+    outline = _tube_outline(shaft_len, widths=bone.widths, power=bone.power, caps=caps)
+    if bone.tilt:
         # the distal radius slants: its styloid (thumb side) reaches further
-        ramp = np.clip(local[:, 0] / shaft_len, 0, 1) ** 8
-        local[:, 0] += b.tilt * local[:, 1] * ramp
-    k = 1.0 - 2.0 * b.cortex
-    inner = _long_bone(shaft_len * 0.8, w0 * k * 0.9, wm * k, w1 * k * 0.9, b.power, 0.0, 0.0, 7)
-    inner[:, 0] += shaft_len * 0.1
-    value = _BONE_VALUE * b.density
-    cv.bone(b.layer, local, shaft_org, b.u, value, inner, value * _MEDULLA)
+        ramp = np.clip(outline[:, 0] / shaft_len, 0, 1) ** 8
+        outline[:, 0] += bone.tilt * outline[:, 1] * ramp
+    lumen = 1.0 - 2.0 * bone.cortex  # medulla width / bone width
+    medulla_widths = (proximal_w * lumen * 0.9, waist_w * lumen, distal_w * lumen * 0.9)  # mm
+    medulla = _tube_outline(shaft_len * 0.8, widths=medulla_widths, power=bone.power,
+                            caps=(0.0, 0.0), samples=7)
+    medulla[:, 0] += shaft_len * 0.1
+    value = _BONE_VALUE * bone.density  # uint8 level
+    canvas.draw_bone(bone.layer, outline, origin=shaft_origin, axis=bone.axis, value=value,
+                     medulla=medulla, medulla_value=value * _MEDULLA)
 
-    st = b.state
-    if b.epi_end is None or st is None or not st.present:
+    if epiphysis is None or not epiphysis.state.present:
         return
-    s = st.stage
-    grow = min(1.0, s / 0.6)
-    ew = wmeta * (0.2 + (b.epi_w - 0.2) * grow**0.8)
-    et = min(ew, b.epi_thick * wmeta * (0.35 + 0.65 * grow))
-    if st.fused:
-        gap = -0.1 * b.gap
-    elif s > 0.8:
-        gap = b.gap * (1.0 - s) / 0.2
+    state = epiphysis.state
+    stage = state.stage
+    grow = min(1.0, stage / 0.6)  # 0 -> 1: dot to full size over 60% of the stage
+    epi_w = metaphysis_w * (0.2 + (epiphysis.width - 0.2) * grow**0.8)  # mm
+    epi_t = min(epi_w, epiphysis.thickness * metaphysis_w * (0.35 + 0.65 * grow))  # mm
+    if state.fused:  # the plate is bone: a slight overlap
+        gap = -0.1 * bone.plate_gap
+    elif stage > 0.8:  # the plate narrows before fusion
+        gap = bone.plate_gap * (1.0 - stage) / 0.2
     else:  # a small centre floats in the middle of its cartilage
-        gap = b.gap + (1.0 - min(1.0, s / 0.5)) * 0.5 * max(0.0, zone - et - b.gap)
-    shape = _epiphysis_shape(ew, et, s, b.epi_p)
-    if prox:
-        face, sgn = shaft_org - b.u * gap, -1.0
+        gap = (bone.plate_gap
+               + (1.0 - min(1.0, stage / 0.5)) * 0.5 * max(0.0, zone - epi_t - bone.plate_gap))
+    shape = _epiphysis_outline(epi_w, epi_t, stage, epiphysis.squareness)
+    if at_base:  # face: (2,) mm, middle of the epiphysis face towards the shaft
+        face, sign = shaft_origin - bone.axis * gap, -1.0
     else:
-        face, sgn = shaft_org + b.u * (shaft_len + gap), 1.0
-    shape[:, 0] *= sgn
-    if b.tilt:
-        shape[:, 0] += b.tilt * shape[:, 1] * (1.0 + 0.8 * shape[:, 1] / max(ew, 1e-3))
-    inner = np.stack([shape[:, 0] * 0.6 + sgn * et * 0.2, shape[:, 1] * 0.72], 1)
-    cv.bone(b.layer, shape, face, b.u, value * 0.92, inner, value * 0.8 * _MEDULLA)
-    if st.fused and st.months_since_fusion < 36:
+        face, sign = shaft_origin + bone.axis * (shaft_len + gap), 1.0
+    shape[:, 0] *= sign
+    if bone.tilt:
+        shape[:, 0] += bone.tilt * shape[:, 1] * (1.0 + 0.8 * shape[:, 1] / max(epi_w, 1e-3))
+    epi_medulla = np.stack([shape[:, 0] * 0.6 + sign * epi_t * 0.2, shape[:, 1] * 0.72], 1)
+    canvas.draw_bone(bone.layer, shape, origin=face, axis=bone.axis, value=value * 0.92,
+                     medulla=epi_medulla, medulla_value=value * 0.8 * _MEDULLA)
+    if state.fused and state.months_since_fusion < 36:
         # physeal scar: a thin dense line where the plate was (lift the medulla there)
-        fade = math.exp(-st.months_since_fusion / 14.0)
-        n = _normal(b.u)
-        half = 0.42 * wmeta
-        scar = np.stack([face - n * half, face + n * half])
-        cv.line(cv.inner[b.layer], scar, value * _MEDULLA * (1.0 - 0.9 * fade), 0.5)
+        fade = math.exp(-state.months_since_fusion / 14.0)
+        normal = _normal(bone.axis)
+        half = 0.42 * metaphysis_w  # mm
+        scar = np.stack([face - normal * half, face + normal * half])
+        canvas.stroke(canvas.medulla_layers[bone.layer], scar,
+                      value * _MEDULLA * (1.0 - 0.9 * fade), 0.5)
 
 
-def _layout_hand(age: float, male: bool, bio: _Bio, pose: _Pose) -> _Hand:
-    """Every structure of the hand in mm for this bone age, sex, biology and pose."""
-    st = structure_states(age + bio.common, male, bio.appear, bio.fuse)
-    g = hand_growth(age, male)
-    mat = min(1.0, max(0.0, age * (1.0 if male else 1.1) / 200.0))  # girls ahead
-    wg = g * bio.slender * (0.86 + 0.14 * mat)  # bones thicken more than they lengthen
-    cortex = 0.2 + 0.1 * mat
-    dens = 0.78 + 0.22 * mat
-    gap = 1.1 * g
-    joint = (1.8 + 2.4 * (1.0 - mat)) * g  # cartilage-rich joints of the young look wide
-    bones: list[_LongBone] = []
-    blobs: list[_Blob] = []
-
-    # forearm: both shafts run out of the film
-    fl = 140.0 * g + 60.0
-    up = np.array([0.0, 1.0])
-    bones.append(_LongBone(0, np.array([12.0 * g, -fl]), up, fl, (16 * wg, 15 * wg, 29 * wg), 7.0,
-                           "dist", st["radius"], 1.1 * dens, 0.34, gap, 0.14,
-                           epi_thick=0.32, epi_p=2.6, epi_w=1.0, tilt=0.22))
-    bones.append(_LongBone(1, np.array([-12.0 * g, -fl]), up, fl + (bio.ulna_variance - 1.0) * g,
-                           (12 * wg, 10.5 * wg, 15.5 * wg), 7.0, "dist", st["ulna"], 1.05 * dens,
-                           0.5, gap, 0.0, epi_thick=0.5, epi_p=2.2, epi_w=0.95))
-
-    # carpals: dots that grow into packed polygons
-    for k, (name, (cx, cy, rx, ry, rot, sq, d)) in enumerate(_CARPAL_GEOM.items()):
-        s = st[name]
-        if not s.present:
-            continue
-        size = g * bio.carpal_size[k] * (0.14 + 0.86 * s.stage**0.75)
-        shape = _superellipse(rx * size, ry * size, 2.0 + (sq - 2.0) * s.stage, 20)
-        ny = shape[:, 1] / max(ry * size, 1e-3)
-        if name == "hamate":  # wedge: narrower distally
-            shape[:, 0] *= 1.0 - 0.25 * s.stage * ny
-        elif name == "capitate":  # waist below a rounded head
-            shape[:, 0] *= 1.0 - 0.12 * s.stage * np.exp(-(ny**2) * 6)
-        shape = shape @ _rot(rot).T
-        c = (np.array([cx, cy]) + bio.carpal_xy[k]) * g
-        blobs.append(_Blob(_CARPAL_LAYER[name], shape + c, shape * 0.7 + c, d * dens))
-
-    # rays: metacarpal + phalanges; the thumb has no middle phalanx
-    fingers: list[tuple[np.ndarray, float]] = []
-    heads: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    tips = []
-    for r in range(1, 6):
-        bx, by, mc_deg, abd, lens, wf = _RAYS[r]
-        lens = [x * g * bio.ray_len[r - 1] for x in lens]
-        wfr = wf * bio.ray_w[r - 1] * wg
-        if r == 1:
-            ang = mc_deg + pose.thumb
-        else:
-            ang = mc_deg * (0.85 + 0.15 * pose.spread) + pose.finger[r - 1] * 0.3
-        base = np.array([bx, by]) * g
-        u = _unit(ang)
-        layer = 1 if r % 2 else 0
-        kind = "mc1" if r == 1 else "mc"
-        w = _BONE_W[kind]
-        widths = (w[0] * wfr, w[1] * wfr, w[2] * wfr)
-        if r == 1:  # the thumb metacarpal has its epiphysis at the base
-            bones.append(_LongBone(layer, base, u, lens[0], widths, w[3], "prox", st["mc1"], dens,
-                                   cortex, gap, w[4]))
-        else:  # the others at the head: a big round epiphysis
-            bones.append(_LongBone(layer, base, u, lens[0], widths, w[3], "dist", st[f"mc{r}"],
-                                   dens, cortex, gap, w[4], epi_thick=0.75, epi_p=2.1, epi_w=1.12))
-        head = base + u * lens[0]
-        heads[r] = (head, u)
-        p = head + u * joint
-        ang_f = ang + (abd * pose.spread if r > 1 else 0.0) + pose.finger[r - 1]
-        kinds = ("pp", "mp", "dp") if r > 1 else ("pp", "dp")
-        blens = (lens[1], lens[2], lens[3]) if r > 1 else (lens[1], lens[3])
-        start = p.copy()
-        for j, (kind, length) in enumerate(zip(kinds, blens)):
-            ang_f += pose.flex[r - 1, j]
-            u2 = _unit(ang_f)
-            w = _BONE_W[kind]
-            wk = wfr * (1.1 if r == 1 else 1.0)
-            bones.append(_LongBone(layer, p.copy(), u2, length, (w[0] * wk, w[1] * wk, w[2] * wk),
-                                   w[3], "prox", st[f"{kind}{r}"],
-                                   dens * (0.9 if kind == "dp" else 0.97), cortex, gap, w[4]))
-            p = p + u2 * (length + joint)
-        tip = p + _unit(ang_f) * (1.5 * g)
-        fw = (2.0 * _BONE_W["pp"][1] * wfr + 2.5 * g) * bio.tissue_w
-        uf = _unit(ang_f)
-        tips += [tip + uf * fw * 0.5, tip + _normal(uf) * fw * 0.5, tip - _normal(uf) * fw * 0.5]
-        if r == 1:
-            fingers.append((np.stack([base + u * lens[0] * 0.45, head, start, tip]), fw * 1.08))
-        else:
-            fingers.append((np.stack([head, start, tip]), fw))
-
-    # adductor sesamoid: ulnar side of the thumb metacarpal head, superimposed on it
-    ses = st["sesamoid"]
-    if ses.present:
-        head, u = heads[1]
-        rad = g * (0.6 + 2.4 * ses.stage**0.7)
-        c = head - u * (1.5 * g) - _normal(u) * (3.2 * g)
-        blobs.append(_Blob(2, _superellipse(rad, rad * 0.9, 2.0, 14) + c, None, 0.8 * dens))
-
-    # soft tissue: palm polygon around the metacarpals and thenar web, forearm below
-    tw = bio.tissue_w
-    h1, u1 = heads[1]
-    h2, u2 = heads[2]
-    h5, u5 = heads[5]
-    n1, n2, n5 = _normal(u1), _normal(u2), _normal(u5)
-    web = [heads[r][0] + heads[r][1] * (0.3 * _RAYS[r][4][1] * g) for r in (5, 4, 3, 2)]
-    palm = np.stack([
-        np.array([-27.0 * tw, 10.0]) * g,
-        np.array([-29.0 * tw, 40.0]) * g,
-        h5 - n5 * (8.0 * g * tw) - u5 * (6.0 * g),
-        web[0] - n5 * (5.0 * g * tw),
-        *web,
-        h2 + u2 * (2.0 * g) + n2 * (6.0 * g * tw),
-        h1 - u1 * (4.0 * g) - n1 * (7.0 * g * tw),
-        h1 + n1 * (8.0 * g * tw),
-        h1 - u1 * (30.0 * g) + n1 * (9.0 * g * tw),
-        np.array([30.0 * tw, 15.0]) * g,
-        np.array([28.0 * tw, 0.0]) * g,
-    ])
-    half = 27.0 * g * tw
-    arm = np.array([[-half, 12.0 * g], [-half * 0.95, -fl - 80.0],
-                    [half * 0.95, -fl - 80.0], [half * 1.05, 12.0 * g]])
-    wrist = np.array([[-half, -30.0 * g], [half, -30.0 * g]])
-    extent = np.concatenate([np.stack(tips), palm, wrist])
-    return _Hand(bones, blobs, fingers, palm, arm, extent)
-
-
-def _paint_hand(cv: _Canvas, hand: _Hand) -> None:
+def _paint_hand(canvas: _Canvas, hand: _Hand) -> None:
+    """Soft tissue, long bones, then carpals and sesamoid, in the hand's list order."""
     # soft tissue: thicker parts drawn brighter (fingers < palm < forearm)
-    for pts, fw in hand.fingers:
-        cv.line(cv.tissue, pts, 190, fw)
-    cv.poly(cv.tissue, hand.palm, 235)
-    cv.poly(cv.tissue, hand.arm, 240)
-    for b in hand.bones:
-        _paint_long_bone(cv, b)
+    for line, width_mm in hand.fingers:
+        canvas.stroke(canvas.tissue, line, 190, width_mm)
+    canvas.fill(canvas.tissue, hand.palm, 235)
+    canvas.fill(canvas.tissue, hand.arm, 240)
+    for bone in hand.bones:
+        _paint_long_bone(canvas, bone)
     for blob in hand.blobs:
-        cv.poly(cv.outer[blob.layer], blob.outline, _BONE_VALUE * blob.density)
-        if blob.inner is not None:
-            cv.poly(cv.inner[blob.layer], blob.inner, _BONE_VALUE * blob.density * 0.8 * _MEDULLA)
+        canvas.fill(canvas.bone_layers[blob.layer], blob.outline, _BONE_VALUE * blob.density)
+        if blob.medulla is not None:
+            canvas.fill(canvas.medulla_layers[blob.layer], blob.medulla,
+                        _BONE_VALUE * blob.density * 0.8 * _MEDULLA)
 
 
 # --------------------------------------------------------------------------------------
 # Film: projection, exposure, plate, marker, noise
 # --------------------------------------------------------------------------------------
 
-_ADULT_LEN_MM = 215.0  # distal radius metaphysis to middle fingertip, adult male layout
+
+@dataclass
+class _FilmDraws:
+    """Every random number of one film (see :func:`_draw_film` for the order).
+
+    The nuisance vectors hold uniforms in [0, 1); the comments name their entries in
+    index order ("?": compared with a threshold to switch something on or off).
+    """
+
+    biology: _Biology
+    pose: _Pose
+    cropped: bool          # film cropped to the hand (else a whole plate)
+    placement: np.ndarray  # (6,) fill, magnification, rotation, x, y, (unused)
+    plate: np.ndarray      # (6,) bright edge?, wide field rotation?, bright outside?,
+    #                             edge brightness, (unused), (unused)
+    field: np.ndarray      # (6,) width, height, rotation, x, y, outside level
+    marker: np.ndarray     # (6,) shown?, size and block brightness, x, y, top or bottom?,
+    #                             block?
+    exposure: np.ndarray   # (8,) tissue contrast, bone contrast, compression, background,
+    #                             span, gamma, heel ramp, (unused)
+    detector: np.ndarray   # (3,) blur, noise amplitude, heel ramp?
+    noise_seed: int        # seeds the trabecular texture, then the detector noise
 
 
-def _frame(hand: _Hand, h: int, w: int, cropped: bool, u: np.ndarray) -> np.ndarray:
-    """Affine (2x3) from hand mm to pixels.
+def _draw_film(rng: np.random.Generator) -> _FilmDraws:
+    """Draw everything random of one film. The order and count of the draws are fixed
+    and do not depend on age or sex: do not reorder."""
+    biology = _draw_biology(rng)
+    pose = _draw_pose(rng)
+    cropped = bool(rng.random() < 0.4)
+    placement = rng.random(6)
+    plate = rng.random(6)
+    field = rng.random(6)
+    marker = rng.random(6)
+    exposure = rng.random(8)
+    detector = rng.random(3)
+    noise_seed = int(rng.integers(0, 2**31 - 1))
+    return _FilmDraws(biology=biology, pose=pose, cropped=cropped, placement=placement,
+                      plate=plate, field=field, marker=marker, exposure=exposure,
+                      detector=detector, noise_seed=noise_seed)
+
+
+def _film_affine(hand: _Hand, height: int, width: int, *, cropped: bool,
+                 placement: np.ndarray) -> np.ndarray:
+    """(2, 3) affine from hand mm to film pixels (x right, y down).
 
     Cropped films are scaled to the hand's own extent (so size carries no age, like the
     full-resolution RSNA crops); whole-plate films use growth x magnification, with a
     magnification spread as wide as the growth effect, and the hand placed at random.
-    ``u``: 6 uniforms (fill, magnification, rotation, x, y, spare).
+    ``placement``: the 6 uniforms of :class:`_FilmDraws`.
     """
-    rot = math.radians(30.0 * (u[2] - 0.5))
-    a = np.array([[math.cos(rot), math.sin(rot)], [math.sin(rot), -math.cos(rot)]])
-    pts = hand.extent @ a.T
-    lo, hi = pts.min(0), pts.max(0)
-    size = hi - lo
+    fill_u, magnification_u, rotation_u, x_u, y_u, _unused = placement
+    angle = math.radians(30.0 * (rotation_u - 0.5))  # +-15 degrees
+    # rotation, then flip y: the fingers (+y) point up the film (-rows)
+    rotate_flip = np.array([[math.cos(angle), math.sin(angle)],
+                            [math.sin(angle), -math.cos(angle)]])
+    extent = hand.extent @ rotate_flip.T  # (n, 2) mm, film axes
+    lo, hi = extent.min(0), extent.max(0)
+    size = hi - lo  # (2,) mm
     if cropped:
-        fill = 0.9 + 0.1 * u[0]
-        s = fill * min(h / size[1], 1.05 * w / size[0])
+        fill = 0.9 + 0.1 * fill_u
+        scale = fill * min(height / size[1], 1.05 * width / size[0])  # px per mm
     else:
-        s = 0.62 * h / (_ADULT_LEN_MM * 0.8) * math.exp(0.76 * (u[1] - 0.5))
-        s = min(s, 0.98 * h / size[1], 1.0 * w / size[0])
-    span = size * s
-    free = np.array([w, h]) - span
+        scale = (0.62 * height / (_ADULT_LEN_MM * 0.8)
+                 * math.exp(0.76 * (magnification_u - 0.5)))  # px per mm
+        scale = min(scale, 0.98 * height / size[1], 1.0 * width / size[0])
+    span = size * scale  # (2,) px
+    free = np.array([width, height]) - span  # (2,) px left around the hand
     if cropped:
-        off = np.array([free[0] * (0.3 + 0.4 * u[3]), min(free[1], 0.0) * 0.5 + 0.02 * h * u[4]])
+        offset = np.array([free[0] * (0.3 + 0.4 * x_u),
+                           min(free[1], 0.0) * 0.5 + 0.02 * height * y_u])
     else:
-        off = np.array([free[0] * u[3] if free[0] > 0 else free[0] / 2,
-                        free[1] * (0.1 + 0.7 * u[4]) if free[1] > 0 else free[1] / 2])
-    t = off - lo * s
-    return np.concatenate([a * s, t[:, None]], 1)
+        offset = np.array([free[0] * x_u if free[0] > 0 else free[0] / 2,
+                           free[1] * (0.1 + 0.7 * y_u) if free[1] > 0 else free[1] / 2])
+    translation = offset - lo * scale  # (2,) px
+    return np.concatenate([rotate_flip * scale, translation[:, None]], 1)
+
+
+def _densities(canvas: _Canvas, noise_rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Soft-tissue thickness and bone density maps, both (height, width) float32, ~0..1.
+
+    Draws the trabecular texture from ``noise_rng``.
+    """
+    height, width = canvas.height, canvas.width
+    tissue = canvas.tissue.astype(np.float32) * (1.0 / 255.0)
+    # thickness ramps up inside the silhouette, whose edge stays fairly sharp
+    tissue = (cv2.GaussianBlur(tissue, (0, 0), max(0.6, 2.2 * canvas.px_per_mm)) ** 0.6
+              * cv2.GaussianBlur(tissue, (0, 0), 0.7))
+    bone = canvas.bone_levels()
+    # trabecular texture: low-resolution noise, upsampled, modulating the bone density
+    texture = noise_rng.standard_normal((max(2, height // 4), max(2, width // 4)),
+                                        dtype=np.float32)
+    texture = cv2.resize(texture, (width, height), interpolation=cv2.INTER_LINEAR)
+    bone *= (1.0 / _BONE_VALUE) * (1.0 + 0.07 * texture)
+    return tissue, bone
+
+
+def _expose(tissue: np.ndarray, bone: np.ndarray, exposure: np.ndarray,
+            *, cropped: bool) -> tuple[np.ndarray, float]:
+    """Film curve with random contrast, compression and background.
+
+    Returns the (height, width) float64 image (grey levels, ~0..255) and its background
+    level. ``exposure``: the 8 uniforms of :class:`_FilmDraws`.
+    """
+    tissue_k = 0.28 + 0.27 * exposure[0]  # attenuation of full tissue thickness
+    bone_k = 0.32 + 0.4 * exposure[1]  # attenuation of bone density 1
+    compression = 0.3 + 2.2 * exposure[2]
+    full = tissue_k + 1.1 * bone_k  # attenuation mapped to the top of the span
+    signal = np.exp(-compression * (tissue_k * tissue + bone_k * bone))
+    signal = (1.0 - signal) * (1.0 / (1.0 - math.exp(-compression * full)))
+    background = 2.0 + 22.0 * exposure[3] ** 2 if cropped else 15.0 + 140.0 * exposure[3]
+    span = (252.0 - background) * (0.55 + 0.5 * exposure[4])  # grey levels
+    return background + span * signal, background
+
+
+def _collimate(image: np.ndarray, background: float, field: np.ndarray,
+               plate: np.ndarray) -> np.ndarray:
+    """Whole-plate films: a rotated collimated field, a bright or dark outside and maybe
+    a bright plate edge. Returns a new image."""
+    height, width = image.shape
+    centre = (width / 2 + (field[3] - 0.5) * 0.15 * width,
+              height / 2 + (field[4] - 0.5) * 0.12 * height)  # px
+    size = (width * (0.8 + 0.3 * field[0]), height * (0.84 + 0.26 * field[1]))  # px
+    angle = (field[2] - 0.5) * (40.0 if plate[1] < 0.25 else 10.0)  # degrees
+    box = np.round(cv2.boxPoints((centre, size, angle)) * _ONE).astype(np.int32)
+    mask = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(mask, [box], 255, _AA, _SHIFT)
+    inside = cv2.GaussianBlur(mask.astype(np.float32) * (1 / 255.0), (0, 0), 0.8)  # 0..1
+    outside_level = 150.0 + 100.0 * field[5] if plate[2] < 0.6 else 5.0 + 40.0 * field[5]
+    image = image * inside + (outside_level + 0.15 * (image - background)) * (1.0 - inside)
+    if plate[0] < 0.6:  # bright plate edge
+        edge = np.zeros((height, width), np.uint8)
+        cv2.polylines(edge, [box], True, 255, max(1, round(height / 200)), _AA, _SHIFT)
+        image = np.maximum(image, edge.astype(np.float32) * (0.6 + 0.4 * plate[3]))
+    return image
+
+
+def _burn_marker(image: np.ndarray, marker: np.ndarray) -> None:
+    """Lead "L" marker, in place: a bright block with a dark letter, or a bright letter."""
+    height, width = image.shape
+    size = max(4, int(round(height * (0.035 + 0.035 * marker[1]))))  # px
+    x = int(marker[2] * (width - 2 * size))  # px, top-left corner
+    top_or_bottom = marker[3] * 0.35 if marker[4] < 0.7 else 0.6 + 0.35 * marker[3]
+    y = int(top_or_bottom * (height - 2 * size))
+    block = marker[5] < 0.5
+    if block:
+        patch = image[y:y + 2 * size, x:x + int(1.6 * size)]
+        np.maximum(patch, 190.0 + 60.0 * marker[1], out=patch)
+    level = 40.0 if block else 245.0
+    stroke = max(1, size // 4)  # px
+    x0, y0 = x + size // 3, y + size // 3
+    foot = y0 + size + size // 2  # px, row of the letter's foot
+    cv2.line(image, (x0, y0), (x0, foot), level, stroke)
+    cv2.line(image, (x0, foot), (x0 + size - stroke, foot), level, stroke)
+
+
+def _detect(image: np.ndarray, exposure: np.ndarray, detector: np.ndarray,
+            noise_rng: np.random.Generator) -> np.ndarray:
+    """Detector: blur, gamma, heel effect and signal-dependent noise; to uint8.
+
+    Draws the noise from ``noise_rng``.
+    """
+    height, width = image.shape
+    image = cv2.GaussianBlur(image, (0, 0), (0.35 + 0.75 * detector[0]) * height / 320.0 + 0.3)
+    np.clip(image, 0.0, 255.0, out=image)
+    image = 255.0 * (image * (1.0 / 255.0)) ** math.exp((exposure[5] - 0.5) * 0.8)
+    if detector[2] < 0.5:  # heel effect: a vertical exposure ramp
+        image += (np.linspace(-1.0, 1.0, height, dtype=np.float32)[:, None]
+                  * (12.0 * (exposure[6] - 0.5)))
+    amplitude = 1.0 + 7.0 * detector[1]  # grey levels
+    noise = noise_rng.standard_normal((height, width), dtype=np.float32)
+    image += noise * (amplitude * (0.3 + np.sqrt(np.maximum(image, 0.0) * (1.0 / 255.0))))
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
 
 def render_film(boneage_months: float, male: bool, rng: np.random.Generator,
                 height: int = 320) -> np.ndarray:
     """One synthetic left-hand radiograph, uint8 ``(height, round(height*4/5))``.
 
-    The nuisance draws come from ``rng`` in a fixed order and count, independent of the
-    age and sex, so equal rng states give equal nuisances.
+    ``height`` px, at least 16. The draws come from ``rng`` in a fixed order and count,
+    independent of the age and sex, so equal rng states give equal nuisances and biology.
     """
     h = int(height)
     if h < 16:
@@ -681,88 +1117,20 @@ def render_film(boneage_months: float, male: bool, rng: np.random.Generator,
     age = float(boneage_months)
     male = bool(male)
 
-    # -- every draw, in a fixed order ------------------------------------------------------
-    bio = _draw_bio(rng)
-    pose = _draw_pose(rng)
-    cropped = bool(rng.random() < 0.4)
-    place = rng.random(6)
-    plate = rng.random(6)
-    field = rng.random(6)
-    marker = rng.random(6)
-    expo = rng.random(8)
-    noise_u = rng.random(3)
-    noise_seed = int(rng.integers(0, 2**31 - 1))
+    draws = _draw_film(rng)
+    hand = _layout_hand(age, male, draws.biology, draws.pose)
+    canvas = _Canvas(h, w, _film_affine(hand, h, w, cropped=draws.cropped,
+                                        placement=draws.placement))
+    _paint_hand(canvas, hand)
 
-    hand = _layout_hand(age, male, bio, pose)
-    cv = _Canvas(h, w, _frame(hand, h, w, cropped, place))
-    _paint_hand(cv, hand)
-
-    # -- densities --------------------------------------------------------------------------
-    tissue = cv.tissue.astype(np.float32) * (1.0 / 255.0)
-    # thickness ramps up inside the silhouette, whose edge stays fairly sharp
-    tissue = (cv2.GaussianBlur(tissue, (0, 0), max(0.6, 2.2 * cv.px_per_mm)) ** 0.6
-              * cv2.GaussianBlur(tissue, (0, 0), 0.7))
-    bone = np.zeros((h, w), np.float32)
-    for o, i in zip(cv.outer, cv.inner):
-        bone += cv2.subtract(o, i).astype(np.float32)
-    # trabecular texture: low-resolution noise, upsampled, modulating the bone density
-    nrng = np.random.default_rng(noise_seed)
-    tex = nrng.standard_normal((max(2, h // 4), max(2, w // 4)), dtype=np.float32)
-    tex = cv2.resize(tex, (w, h), interpolation=cv2.INTER_LINEAR)
-    bone *= (1.0 / _BONE_VALUE) * (1.0 + 0.07 * tex)
-
-    # -- exposure: film curve with random contrast, compression and background -------------
-    k_t = 0.28 + 0.27 * expo[0]
-    k_b = 0.32 + 0.4 * expo[1]
-    comp = 0.3 + 2.2 * expo[2]
-    smax = k_t + 1.1 * k_b
-    sig = np.exp(-comp * (k_t * tissue + k_b * bone))
-    sig = (1.0 - sig) * (1.0 / (1.0 - math.exp(-comp * smax)))
-    bg = 2.0 + 22.0 * expo[3] ** 2 if cropped else 15.0 + 140.0 * expo[3]
-    span = (252.0 - bg) * (0.55 + 0.5 * expo[4])
-    img = bg + span * sig
-
-    # -- plate / collimated field ------------------------------------------------------------
-    if not cropped:
-        fc = (w / 2 + (field[3] - 0.5) * 0.15 * w, h / 2 + (field[4] - 0.5) * 0.12 * h)
-        fsize = (w * (0.8 + 0.3 * field[0]), h * (0.84 + 0.26 * field[1]))
-        frot = (field[2] - 0.5) * (40.0 if plate[1] < 0.25 else 10.0)
-        box = np.round(cv2.boxPoints((fc, fsize, frot)) * _ONE).astype(np.int32)
-        mask = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(mask, [box], 255, _AA, _SHIFT)
-        mk = cv2.GaussianBlur(mask.astype(np.float32) * (1 / 255.0), (0, 0), 0.8)
-        out_level = 150.0 + 100.0 * field[5] if plate[2] < 0.6 else 5.0 + 40.0 * field[5]
-        img = img * mk + (out_level + 0.15 * (img - bg)) * (1.0 - mk)
-        if plate[0] < 0.6:  # bright plate edge
-            edge = np.zeros((h, w), np.uint8)
-            cv2.polylines(edge, [box], True, 255, max(1, round(h / 200)), _AA, _SHIFT)
-            img = np.maximum(img, edge.astype(np.float32) * (0.6 + 0.4 * plate[3]))
-
-    # -- lead "L" marker: a bright block with a dark letter, or a bright letter ---------------
-    if marker[0] < 0.6:
-        ms = max(4, int(round(h * (0.035 + 0.035 * marker[1]))))
-        mx = int(marker[2] * (w - 2 * ms))
-        my = int((marker[3] * 0.35 if marker[4] < 0.7 else 0.6 + 0.35 * marker[3]) * (h - 2 * ms))
-        block = marker[5] < 0.5
-        if block:
-            sl = img[my:my + 2 * ms, mx:mx + int(1.6 * ms)]
-            np.maximum(sl, 190.0 + 60.0 * marker[1], out=sl)
-        lv = 40.0 if block else 245.0
-        th = max(1, ms // 4)
-        x0, y0 = mx + ms // 3, my + ms // 3
-        cv2.line(img, (x0, y0), (x0, y0 + ms + ms // 2), lv, th)
-        cv2.line(img, (x0, y0 + ms + ms // 2), (x0 + ms - th, y0 + ms + ms // 2), lv, th)
-
-    # -- detector: blur, gamma, heel effect, noise -------------------------------------------
-    img = cv2.GaussianBlur(img, (0, 0), (0.35 + 0.75 * noise_u[0]) * h / 320.0 + 0.3)
-    np.clip(img, 0.0, 255.0, out=img)
-    img = 255.0 * (img * (1.0 / 255.0)) ** math.exp((expo[5] - 0.5) * 0.8)
-    if noise_u[2] < 0.5:
-        img += np.linspace(-1.0, 1.0, h, dtype=np.float32)[:, None] * (12.0 * (expo[6] - 0.5))
-    amp = 1.0 + 7.0 * noise_u[1]
-    noise = nrng.standard_normal((h, w), dtype=np.float32)
-    img += noise * (amp * (0.3 + np.sqrt(np.maximum(img, 0.0) * (1.0 / 255.0))))
-    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    noise_rng = np.random.default_rng(draws.noise_seed)  # texture first, then noise
+    tissue, bone = _densities(canvas, noise_rng)
+    image, background = _expose(tissue, bone, draws.exposure, cropped=draws.cropped)
+    if not draws.cropped:
+        image = _collimate(image, background, draws.field, draws.plate)
+    if draws.marker[0] < 0.6:
+        _burn_marker(image, draws.marker)
+    return _detect(image, draws.exposure, draws.detector, noise_rng)
 
 
 # --------------------------------------------------------------------------------------
@@ -771,13 +1139,15 @@ def render_film(boneage_months: float, male: bool, rng: np.random.Generator,
 
 _CANON_FILL = 0.9  # hand length / film height in the canonical view
 _CANON_CENTRE = (12.0, 95.5)  # adult-layout mm put at the film centre
-_WRIST_MM = ((-26.0, 34.0), (-14.0, 42.0))  # adult-layout (x, y) box: distal forearm + carpus
+_WRIST_MM = ((-26.0, 34.0), (-14.0, 42.0))  # adult-layout box: (x0, x1), (y0, y1) mm
 
 
-def _canonical_affine(h: int, w: int, g: float) -> np.ndarray:
-    s = _CANON_FILL * h / (_ADULT_LEN_MM * g)
-    cx, cy = _CANON_CENTRE
-    return np.array([[s, 0.0, w / 2 - s * cx * g], [0.0, -s, h / 2 + s * cy * g]])
+def _canonical_affine(height: int, width: int, growth: float) -> np.ndarray:
+    """(2, 3) affine hand mm -> px: upright, scaled so the hand's length fills 90%."""
+    scale = _CANON_FILL * height / (_ADULT_LEN_MM * growth)  # px per mm
+    centre_x, centre_y = _CANON_CENTRE
+    return np.array([[scale, 0.0, width / 2 - scale * centre_x * growth],
+                     [0.0, -scale, height / 2 + scale * centre_y * growth]])
 
 
 def bone_map(boneage_months: float, male: bool, rng: np.random.Generator,
@@ -787,30 +1157,27 @@ def bone_map(boneage_months: float, male: bool, rng: np.random.Generator,
     The hand is upright, in a neutral pose and scaled to its own length, so every
     landmark sits at the same pixel whatever the age: differences between two maps drawn
     from equal rng states are maturity alone. :func:`wrist_box` gives the carpal region.
+    Only the biology is drawn from ``rng`` (the same first draws as :func:`render_film`).
     """
     h = int(height)
     w = int(round(h * 4 / 5))
-    bio = _draw_bio(rng)
-    pose = _Pose(1.0, np.zeros(_N_RAY), 0.0, np.zeros((_N_RAY, 3)))
-    hand = _layout_hand(float(boneage_months), bool(male), bio, pose)
-    cv = _Canvas(h, w, _canonical_affine(h, w, hand_growth(boneage_months, male)))
-    _paint_hand(cv, hand)
-    bone = np.zeros((h, w), np.float32)
-    for o, i in zip(cv.outer, cv.inner):
-        bone += cv2.subtract(o, i).astype(np.float32)
-    return bone * (1.0 / _BONE_VALUE)
+    bio = _draw_biology(rng)
+    hand = _layout_hand(float(boneage_months), bool(male), bio, _neutral_pose())
+    canvas = _Canvas(h, w, _canonical_affine(h, w, hand_growth(boneage_months, male)))
+    _paint_hand(canvas, hand)
+    return canvas.bone_levels() * (1.0 / _BONE_VALUE)
 
 
 def wrist_box(height: int = 320) -> tuple[slice, slice]:
     """(rows, cols) of the distal forearm and carpus in a :func:`bone_map`."""
     h = int(height)
     w = int(round(h * 4 / 5))
-    m = _canonical_affine(h, w, 1.0)
+    mm_to_px = _canonical_affine(h, w, 1.0)
     (x0, x1), (y0, y1) = _WRIST_MM
-    c0 = m @ np.array([x0, y1, 1.0])
-    c1 = m @ np.array([x1, y0, 1.0])
-    return (slice(max(0, int(c0[1])), min(h, int(math.ceil(c1[1])))),
-            slice(max(0, int(c0[0])), min(w, int(math.ceil(c1[0])))))
+    top_left = mm_to_px @ np.array([x0, y1, 1.0])  # (2,) px
+    bottom_right = mm_to_px @ np.array([x1, y0, 1.0])  # (2,) px
+    return (slice(max(0, int(top_left[1])), min(h, int(math.ceil(bottom_right[1])))),
+            slice(max(0, int(top_left[0])), min(w, int(math.ceil(bottom_right[0])))))
 
 
 # --------------------------------------------------------------------------------------
@@ -829,9 +1196,10 @@ class SyntheticFilm:
 
 
 def _film(i: int, height: int, seed: int, max_age_months: float) -> SyntheticFilm:
+    """Film ``i`` of the set ``seed``: age, sex, then the film, all from rng (seed, i)."""
     rng = np.random.default_rng([int(seed), int(i)])
-    top = max(1, int(round(max_age_months)))
-    age = float(rng.integers(1, top + 1))
+    oldest = max(1, int(round(max_age_months)))  # months
+    age = float(rng.integers(1, oldest + 1))
     male = bool(rng.random() < 0.5)
     return SyntheticFilm(f"syn-{i:06d}", render_film(age, male, rng, height), age, male)
 
