@@ -19,6 +19,11 @@ from pathlib import Path
 
 from boneage.errors import DataError
 
+# A film file, wherever it comes from (a data set's folder or archive, films.zip, the predict
+# command line): every format boneage.decoding reads (PNG, JPEG, TIFF, BMP, WebP, PNM, DICOM).
+FILM_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm",
+                 ".pnm", ".pbm", ".dcm", ".dicom")
+
 FILMS_ZIP = "films.zip"  # every film as fetched, stored (not deflated): id.<ext> members
 LABELS_CSV = "labels.csv"  # id, boneage (months), male (1/0)
 FETCH_REPORT = "fetch-report.json"  # source, fingerprint, skipped rows

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from boneage.artifacts import FILM_SUFFIXES
 from boneage.errors import DataError, ImageError, UsageError
 from boneage.report import describe, parse_age
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm",
-                  ".pnm", ".pbm", ".dcm", ".dicom"}
+IMAGE_SUFFIXES = set(FILM_SUFFIXES)
 
 # Bone age is read from about 1 month to 20 years: Greulich & Pyle's atlas runs from birth to
 # 19 years (18 for girls) and its standard deviations from 3 months to 17 years (nearest end

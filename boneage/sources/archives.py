@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING
 
 from tqdm import tqdm
 
+from boneage.artifacts import FILM_SUFFIXES
 from boneage.errors import DataError
 from boneage.sources.integrity import _ARCHIVE_ERRORS, _CutShort, _TarReader
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("boneage.sources")  # one logger for the package, as before the split
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
+IMAGE_EXTENSIONS = FILM_SUFFIXES  # what fetch takes as a film: what predict reads
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 _FOLDER_DEPTH = 3  # label CSV at most 1 below the root, images at most 2 below the CSV
 # Bounds on one archive member, checked on the declared sizes before it is read and again
