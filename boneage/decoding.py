@@ -140,8 +140,8 @@ def _png_has_exif(data: bytes) -> bool:
 
 def _decode_grey_png(data: bytes, name: str) -> np.ndarray | None:
     """Decode a grey PNG with imagecodecs (libpng over zlib-ng): the same pixels as
-    ``cv2.imdecode`` (a test checks), 6-14% faster on full-resolution films, and decoding
-    is most of what preprocessing a full-resolution film costs. None (OpenCV decodes
+    ``cv2.imdecode`` (a test checks) and faster (bench/README.md); decoding is most of what
+    preprocessing a full-resolution film costs. None (OpenCV decodes
     instead, and words the error for a bad file) when imagecodecs fails or gives anything
     but one grey plane. Imported on first use, not at start-up."""
     import imagecodecs

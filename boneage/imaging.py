@@ -80,9 +80,9 @@ def reduce_for(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 
     Returns ``(reduced, samples)``: the box average of each ``factor x factor`` block, and
     the block's top-left pixel as it was. Decoding is the one cost a full-resolution film
-    cannot avoid (~20 ms for 1600x2080 px); the box average costs ~1 ms in any dtype, and
-    then the hand mask, blanking and resize work on a few per cent of the pixels instead of
-    costing several times the decode. Averaging pulls the brightest and darkest pixels in,
+    cannot avoid; the box average is cheap in any dtype, and then the hand mask, blanking
+    and resize work on a few per cent of the pixels instead of costing several times the
+    decode (figures in bench/README.md). Averaging pulls the brightest and darkest pixels in,
     so the percentile statistics (background level, contrast stretch) are taken from
     ``samples``, which keep the film's own pixel distribution. The output is at most
     ``size`` px a side, so twice that detail is plenty. Films already that small come
@@ -94,8 +94,8 @@ def reduce_for(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         return image, image
     height, width = height // factor, width // factor
     # Exact whole factors (edges trimmed by < factor px) take OpenCV's fast box-average
-    # path; halving repeatedly (SIMD 2x2 means) is ~2x faster than one 8x8 box and differs
-    # from it by rounding only (at most 1 grey level).
+    # path; halving repeatedly (SIMD 2x2 means) is faster than one 8x8 box and differs from
+    # it by rounding only (at most 1 grey level).
     reduced, remaining = image[:height * factor, :width * factor], factor
     while remaining % 2 == 0:
         remaining //= 2

@@ -42,9 +42,8 @@ def augment_films(films: np.ndarray, seed: int, params: AugmentParams) -> np.nda
     The changes Keras' RandomFlip/Rotation/Translation/Zoom/Brightness/Contrast layers make
     (flip, rotation, shift and zoom about the centre with black outside, brightness offset,
     contrast about the film's mean, each clipped to 0..255) but with pose as one affine warp
-    per film in OpenCV: the Keras layers
-    resample the batch once per layer with TensorFlow's projective-transform kernel, which
-    made the input side only ~5x faster than the model it feeds on 2 cores. ``seed`` fixes
+    per film in OpenCV (:func:`pose_matrix`): the Keras layers resample the batch once per
+    layer, which made the input side too slow on 2 cores (bench/README.md). ``seed`` fixes
     every draw, so a seeded pipeline gives the same batches run after run.
     """
     rng = np.random.default_rng(seed)
