@@ -24,6 +24,11 @@ from boneage.errors import DataError
 FILM_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm",
                  ".pnm", ".pbm", ".dcm", ".dicom")
 
+# How a sex is written in a data set's label CSV or typed for predict/serve -> 1 male, 0 female
+# (labels.csv itself holds 1/0).
+SEX_SPELLINGS = {"m": 1, "male": 1, "1": 1, "true": 1, "boy": 1,
+                 "f": 0, "female": 0, "0": 0, "false": 0, "girl": 0}
+
 FILMS_ZIP = "films.zip"  # every film as fetched, stored (not deflated): id.<ext> members
 LABELS_CSV = "labels.csv"  # id, boneage (months), male (1/0)
 FETCH_REPORT = "fetch-report.json"  # source, fingerprint, skipped rows
@@ -45,6 +50,19 @@ EXPORT_SAVEDMODEL = "saved_model"
 EXPORT_TFLITE = "model.tflite"
 CARD_JSON = "model_card.json"  # imaging settings, metrics, backbone: what predict reads
 CARD_MD = "MODEL_CARD.md"
+
+
+def write_json(path: str | Path, data: dict) -> Path:
+    """A stage's JSON artifact, indented, ending in a newline (reviewable in git diffs)."""
+    path = Path(path)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_training_summary(model_dir: str | Path) -> dict:
+    """``training.json`` of a train stage output: ``params``, ``imaging``, ``history``,
+    ``calibration``, ``precision_probe``, timings."""
+    return read_json(Path(model_dir) / TRAINING_SUMMARY, "train")
 
 
 def read_json(path: str | Path, stage: str) -> dict:

@@ -20,7 +20,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from boneage.artifacts import PREDICTIONS_CSV, SPLIT_FILES  # noqa: E402
+from boneage.artifacts import (  # noqa: E402
+    PREDICTIONS_CSV,
+    SPLIT_FILES,
+    TRAINING_SUMMARY,
+    read_training_summary,
+)
 from boneage.recipe import pose_matrix, warp  # noqa: E402
 from boneage.report import format_months  # noqa: E402
 
@@ -249,7 +254,7 @@ def run_evaluation(model_dir: str | Path, store_dir: str | Path, split_dir: str 
 
     from boneage.splits import read_ids
     from boneage.store import open_store
-    from boneage.models import MODEL_FILE, SUMMARY_FILE
+    from boneage.models import MODEL_FILE
 
     model_dir, plots_dir = Path(model_dir), Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -258,12 +263,11 @@ def run_evaluation(model_dir: str | Path, store_dir: str | Path, split_dir: str 
     test_ids = read_ids(Path(split_dir) / SPLIT_FILES["test"])
     train_ids = read_ids(Path(split_dir) / SPLIT_FILES["train"])
     train_median = float(store.select(train_ids)["boneage"].median())
-    summary_path = model_dir / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary = read_training_summary(model_dir)
     history, calibration = summary.get("history"), summary.get("calibration")
     if calibration is None:
         log.warning("%s holds no calibration (trained before train.calibration existed): "
-                    "test metrics are the raw model's", summary_path)
+                    "test metrics are the raw model's", model_dir / TRAINING_SUMMARY)
     frame = calibrate_frame(predict_store(model, store, test_ids, tta=tta), calibration)
     metrics = evaluate_predictions(frame, train_median, age_bands)
     metrics["calibration"] = calibration["kind"] if calibration else "none"

@@ -20,6 +20,9 @@ import keras
 
 from boneage import __version__
 from boneage.artifacts import (  # noqa: F401  (CARD_*: importable from here)
+    read_json,
+    read_training_summary,
+    write_json,
     CARD_JSON,
     CARD_MD,
     EXPORT_KERAS,
@@ -34,7 +37,6 @@ from boneage.models import (
     MODEL_FILE,
     OUTPUT,
     SEX_INPUT,
-    SUMMARY_FILE,
     AgeBinExpectation,
 )
 from boneage.precision import policy_scope
@@ -237,11 +239,11 @@ def run_export(model_dir: str | Path, store_info_path: str | Path, metrics_path:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    training = json.loads((model_dir / SUMMARY_FILE).read_text())
+    training = read_training_summary(model_dir)
     model = float32_model(keras.saving.load_model(model_dir / MODEL_FILE), training)
     model = calibrated_model(model, training.get("calibration"))
-    store_info = json.loads(Path(store_info_path).read_text())
-    metrics = json.loads(Path(metrics_path).read_text())
+    store_info = read_json(store_info_path, "preprocess")
+    metrics = read_json(metrics_path, "evaluate")
     size = int(store_info["imaging"]["size"])
     written = []
     # The keras file always ships: it is what predict loads by default and Grad-CAM needs.
@@ -255,7 +257,7 @@ def run_export(model_dir: str | Path, store_info_path: str | Path, metrics_path:
         written.append(TFLITE_FILE)
     training.pop("history", None)
     card = model_card(training=training, store_info=store_info, metrics=metrics, formats=written)
-    (out_dir / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n")
+    write_json(out_dir / CARD_JSON, card)
     (out_dir / CARD_MD).write_text(card_markdown(card))
     log.info("exported %s to %s", ", ".join(written), out_dir)
     return card

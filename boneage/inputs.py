@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from boneage.artifacts import FILM_SUFFIXES
+from boneage.artifacts import FILM_SUFFIXES, SEX_SPELLINGS
 from boneage.errors import DataError, ImageError, UsageError
 from boneage.report import describe, parse_age
 
@@ -26,10 +26,8 @@ def parse_sex(value: str | bool | int) -> int:
     if isinstance(value, bool):
         return int(value)
     text = str(value).strip().lower()
-    if text in ("m", "male", "1", "true", "boy"):
-        return 1
-    if text in ("f", "female", "0", "false", "girl"):
-        return 0
+    if text in SEX_SPELLINGS:
+        return SEX_SPELLINGS[text]
     raise UsageError(f"sex must be M or F, got {value!r}")
 
 

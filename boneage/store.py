@@ -8,7 +8,6 @@ memory does not grow with the number of films.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -22,6 +21,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from boneage.artifacts import (
+    read_json,
+    write_json,
     FETCH_REPORT,
     FILMS_ZIP,
     LABELS_CSV,
@@ -66,7 +67,7 @@ def open_store(directory: str | Path) -> FilmStore:
     for name in (IMAGES_FILE, INDEX_FILE, SETTINGS_FILE):
         if not (directory / name).is_file():
             raise DataError(f"{directory / name}: missing; run the preprocess stage first")
-    info = json.loads((directory / SETTINGS_FILE).read_text())
+    info = read_json(directory / SETTINGS_FILE, "preprocess")
     index = pd.read_csv(directory / INDEX_FILE, dtype={"id": str})
     images = np.load(directory / IMAGES_FILE, mmap_mode="r")
     return FilmStore(images, index, ImagingSettings.from_dict(info["imaging"]), info)
@@ -168,7 +169,7 @@ def _provenance(raw_dir: Path) -> dict:
     report_path = raw_dir / FETCH_REPORT
     if not report_path.is_file():
         return {"source": None, "source_fingerprint": None}
-    report = json.loads(report_path.read_text())
+    report = read_json(report_path, "fetch")
     return {"source": report.get("source"), "source_fingerprint": report.get("fingerprint")}
 
 
@@ -288,6 +289,6 @@ def build_store(
     }
     if film_check:
         summary["film_check"] = _check_report(checks)
-    (out_dir / SETTINGS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out_dir / SETTINGS_FILE, summary)
     log.info("store written to %s: %d films, %d skipped", out_dir, ok.sum(), len(failures))
     return summary

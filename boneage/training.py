@@ -11,7 +11,6 @@ same params give the same model on CPU.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -26,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from boneage.artifacts import write_json
 from boneage.calibration import fit_calibration
 from boneage.config import TrainParams
 from boneage.datasets import make_dataset, shard_by_data
@@ -263,7 +263,7 @@ def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainPara
         "imaging": store.settings.to_dict(),
         "params": params.model_dump(mode="json"),
     }
-    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out_dir / SUMMARY_FILE, summary)
     if live is not None:
         live.summary["best_val_mae"] = summary["best_val_mae_months"]
         live.summary["best_epoch"] = result.best_epoch

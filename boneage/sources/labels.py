@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from boneage.artifacts import SEX_SPELLINGS
 from boneage.errors import DataError
 from boneage.sources.archives import _Entry, _Tree
 
@@ -44,10 +45,7 @@ _EXPECTED = (
     "'Case ID,Sex,Ground truth bone age (months)'"
 )
 
-_SEX = {
-    "true": 1, "1": 1, "m": 1, "male": 1,
-    "false": 0, "0": 0, "f": 0, "female": 0,
-}  # fmt: skip
+_SEX = SEX_SPELLINGS  # as predict reads a typed sex
 
 
 def _norm(header: str) -> str:
