@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 
 from boneage.artifacts import (  # noqa: E402
     PREDICTIONS_CSV,
+    TRAINED_MODEL,
     SPLIT_FILES,
     TRAINING_SUMMARY,
     read_training_summary,
@@ -254,12 +255,11 @@ def run_evaluation(model_dir: str | Path, store_dir: str | Path, split_dir: str 
 
     from boneage.splits import read_ids
     from boneage.store import open_store
-    from boneage.models import MODEL_FILE
 
     model_dir, plots_dir = Path(model_dir), Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(store_dir)
-    model = keras.saving.load_model(model_dir / MODEL_FILE)
+    model = keras.saving.load_model(model_dir / TRAINED_MODEL)
     test_ids = read_ids(Path(split_dir) / SPLIT_FILES["test"])
     train_ids = read_ids(Path(split_dir) / SPLIT_FILES["train"])
     train_median = float(store.select(train_ids)["boneage"].median())

@@ -78,9 +78,9 @@ class GradCam:
 
         import boneage.calibration  # noqa: F401  (registers the custom layers)
         import boneage.models  # noqa: F401  (registers the custom layers)
-        from boneage.export import KERAS_FILE
+        from boneage.artifacts import EXPORT_KERAS
 
-        return cls(keras.saving.load_model(Path(model_dir) / KERAS_FILE))
+        return cls(keras.saving.load_model(Path(model_dir) / EXPORT_KERAS))
 
     def heatmap(self, film: np.ndarray, male: float) -> tuple[np.ndarray, float]:
         """(Grad-CAM in [0, 1] at the model-input size, predicted months) for one prepared film."""

@@ -19,22 +19,22 @@ from pathlib import Path
 import keras
 
 from boneage import __version__
-from boneage.artifacts import (  # noqa: F401  (CARD_*: importable from here)
-    read_json,
-    read_training_summary,
-    write_json,
+from boneage.artifacts import (
     CARD_JSON,
     CARD_MD,
     EXPORT_KERAS,
     EXPORT_SAVEDMODEL,
     EXPORT_TFLITE,
+    TRAINED_MODEL,
+    read_json,
+    read_training_summary,
+    write_json,
 )
 from boneage.calibration import Calibration, is_identity
 from boneage.config import TrainParams
 from boneage.models import (
     backbone_card,
     IMAGE_INPUT,
-    MODEL_FILE,
     OUTPUT,
     SEX_INPUT,
     AgeBinExpectation,
@@ -45,7 +45,6 @@ from boneage.report import format_months
 
 log = logging.getLogger(__name__)
 
-KERAS_FILE, SAVEDMODEL_DIR, TFLITE_FILE = EXPORT_KERAS, EXPORT_SAVEDMODEL, EXPORT_TFLITE
 SIGNATURE = "serving_default"
 
 
@@ -240,21 +239,21 @@ def run_export(model_dir: str | Path, store_info_path: str | Path, metrics_path:
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     training = read_training_summary(model_dir)
-    model = float32_model(keras.saving.load_model(model_dir / MODEL_FILE), training)
+    model = float32_model(keras.saving.load_model(model_dir / TRAINED_MODEL), training)
     model = calibrated_model(model, training.get("calibration"))
     store_info = read_json(store_info_path, "preprocess")
     metrics = read_json(metrics_path, "evaluate")
     size = int(store_info["imaging"]["size"])
     written = []
     # The keras file always ships: it is what predict loads by default and Grad-CAM needs.
-    model.save(out_dir / KERAS_FILE)
-    written.append(KERAS_FILE)
+    model.save(out_dir / EXPORT_KERAS)
+    written.append(EXPORT_KERAS)
     if "savedmodel" in formats or "tflite" in formats:
-        export_savedmodel(model, out_dir / SAVEDMODEL_DIR, size)
-        written.append(SAVEDMODEL_DIR)
+        export_savedmodel(model, out_dir / EXPORT_SAVEDMODEL, size)
+        written.append(EXPORT_SAVEDMODEL)
     if "tflite" in formats:
-        export_tflite(out_dir / SAVEDMODEL_DIR, out_dir / TFLITE_FILE)
-        written.append(TFLITE_FILE)
+        export_tflite(out_dir / EXPORT_SAVEDMODEL, out_dir / EXPORT_TFLITE)
+        written.append(EXPORT_TFLITE)
     training.pop("history", None)
     card = model_card(training=training, store_info=store_info, metrics=metrics, formats=written)
     write_json(out_dir / CARD_JSON, card)

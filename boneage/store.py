@@ -37,7 +37,6 @@ from boneage.machine import usable_cores
 
 log = logging.getLogger(__name__)
 
-IMAGES_FILE, INDEX_FILE, SETTINGS_FILE = STORE_IMAGES, STORE_INDEX, STORE_INFO
 LABEL_COLUMNS = ("id", "boneage", "male")
 
 
@@ -64,12 +63,12 @@ class FilmStore:
 
 def open_store(directory: str | Path) -> FilmStore:
     directory = Path(directory)
-    for name in (IMAGES_FILE, INDEX_FILE, SETTINGS_FILE):
+    for name in (STORE_IMAGES, STORE_INDEX, STORE_INFO):
         if not (directory / name).is_file():
             raise DataError(f"{directory / name}: missing; run the preprocess stage first")
-    info = read_json(directory / SETTINGS_FILE, "preprocess")
-    index = pd.read_csv(directory / INDEX_FILE, dtype={"id": str})
-    images = np.load(directory / IMAGES_FILE, mmap_mode="r")
+    info = read_json(directory / STORE_INFO, "preprocess")
+    index = pd.read_csv(directory / STORE_INDEX, dtype={"id": str})
+    images = np.load(directory / STORE_IMAGES, mmap_mode="r")
     return FilmStore(images, index, ImagingSettings.from_dict(info["imaging"]), info)
 
 
@@ -223,7 +222,7 @@ def build_store(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     count, size = len(labels), settings.size
-    images = np.lib.format.open_memmap(out_dir / IMAGES_FILE, mode="w+", dtype=np.uint8,
+    images = np.lib.format.open_memmap(out_dir / STORE_IMAGES, mode="w+", dtype=np.uint8,
                                        shape=(count, size, size))
     workers = workers or usable_cores()
     ordered = [members[i] for i in labels["id"]]
@@ -278,7 +277,7 @@ def build_store(
         raise DataError(f"none of the {count} films in {archive_path} could be read")
     index = labels.loc[ok, list(LABEL_COLUMNS)].copy()
     index["row"] = np.flatnonzero(ok)
-    index.to_csv(out_dir / INDEX_FILE, index=False)
+    index.to_csv(out_dir / STORE_INDEX, index=False)
     summary = {
         **_provenance(raw_dir),
         "imaging": settings.to_dict(),
@@ -289,6 +288,6 @@ def build_store(
     }
     if film_check:
         summary["film_check"] = _check_report(checks)
-    write_json(out_dir / SETTINGS_FILE, summary)
+    write_json(out_dir / STORE_INFO, summary)
     log.info("store written to %s: %d films, %d skipped", out_dir, ok.sum(), len(failures))
     return summary

@@ -25,11 +25,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from boneage.artifacts import write_json
+from boneage.artifacts import TRAINED_MODEL, TRAINING_SUMMARY, write_json
 from boneage.calibration import fit_calibration
 from boneage.config import TrainParams
 from boneage.datasets import make_dataset, shard_by_data
-from boneage.models import IMAGE_INPUT, MODEL_FILE, SEX_INPUT, SUMMARY_FILE
+from boneage.models import IMAGE_INPUT, SEX_INPUT
 from boneage.precision import (
     BF16_MIN_SPEEDUP,  # noqa: F401  (importable from here too, as bench/perf_children does)
     bf16_may_be_faster,  # noqa: F401
@@ -238,7 +238,7 @@ def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainPara
     result = train(store, train_ids, val_ids, params, out_dir=out_dir, callbacks=callbacks,
                    strategy=strategy)
     out_dir = Path(out_dir)
-    result.model.save(out_dir / MODEL_FILE)
+    result.model.save(out_dir / TRAINED_MODEL)
     # Fitted on the validation films with the best epoch's model: evaluate and export apply it.
     val_rows, val_age, val_male = _labels(store, val_ids)
     calibration = fit_calibration(val_age, predict_films(result.model, store.images, val_rows,
@@ -263,7 +263,7 @@ def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainPara
         "imaging": store.settings.to_dict(),
         "params": params.model_dump(mode="json"),
     }
-    write_json(out_dir / SUMMARY_FILE, summary)
+    write_json(out_dir / TRAINING_SUMMARY, summary)
     if live is not None:
         live.summary["best_val_mae"] = summary["best_val_mae_months"]
         live.summary["best_epoch"] = result.best_epoch

@@ -96,7 +96,7 @@ def test_mirrored_strategy_runs_the_stage_with_its_callbacks(tmp_path):
     plateau schedule, and saves a plain model (batch-norm sync switched off again)."""
     import keras
 
-    from boneage.models import MODEL_FILE, SUMMARY_FILE
+    from boneage.artifacts import TRAINED_MODEL, TRAINING_SUMMARY
     from boneage.training import run_training
 
     store_dir, split_dir = make_store(tmp_path, count=40, size=32)
@@ -106,9 +106,9 @@ def test_mirrored_strategy_runs_the_stage_with_its_callbacks(tmp_path):
     assert {"loss", "mae", "val_loss", "val_mae"} <= set(result.history)
     assert result.best_epoch == 1 + min(range(len(result.history["val_mae"])),
                                         key=result.history["val_mae"].__getitem__)
-    summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
+    summary = json.loads((tmp_path / "out" / TRAINING_SUMMARY).read_text())
     assert summary["replicas"] == 1 and summary["params"]["distribute"] == "mirrored"
-    model = keras.saving.load_model(tmp_path / "out" / MODEL_FILE)
+    model = keras.saving.load_model(tmp_path / "out" / TRAINED_MODEL)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and not any(layer.synchronized for layer in norms)
     assert (tmp_path / "live" / "plots" / "metrics" / "eval" / "mae.tsv").is_file()

@@ -72,9 +72,10 @@ def test_evaluate_and_export_apply_the_train_stage_calibration(export_dir):
     import pandas as pd
 
     from boneage.calibration import Calibration, apply_calibration
-    from boneage.models import IMAGE_INPUT, MODEL_FILE, OUTPUT, SEX_INPUT, SUMMARY_FILE
+    from boneage.artifacts import TRAINED_MODEL, TRAINING_SUMMARY
+    from boneage.models import IMAGE_INPUT, OUTPUT, SEX_INPUT
 
-    calibration = json.loads((export_dir / "trained" / SUMMARY_FILE).read_text())["calibration"]
+    calibration = json.loads((export_dir / "trained" / TRAINING_SUMMARY).read_text())["calibration"]
     assert calibration["kind"] == "linear" and calibration["female"]["slope"] != 1.0
     predictions = pd.read_csv(export_dir / "plots" / "predictions.csv")
     np.testing.assert_allclose(
@@ -90,7 +91,7 @@ def test_evaluate_and_export_apply_the_train_stage_calibration(export_dir):
     card = json.loads((export_dir / "boneage" / CARD_JSON).read_text())
     assert card["calibration"] == calibration
     assert "## Calibration" in (export_dir / "boneage" / CARD_MD).read_text()
-    trained = keras.saving.load_model(export_dir / "trained" / MODEL_FILE)
+    trained = keras.saving.load_model(export_dir / "trained" / TRAINED_MODEL)
     exported = Predictor(export_dir / "boneage").model
     assert isinstance(exported.get_layer(OUTPUT), Calibration)
     rng = np.random.default_rng(5)

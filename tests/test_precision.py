@@ -8,7 +8,7 @@ from factories import make_store
 
 from boneage import precision, training
 from boneage.config import TrainParams
-from boneage.models import SUMMARY_FILE
+from boneage.artifacts import TRAINING_SUMMARY
 
 
 class FakeMachine:
@@ -129,7 +129,7 @@ def test_probe_runs_in_the_stage_is_recorded_and_leaves_training_unchanged(tmp_p
     store_dir, split_dir = make_store(tmp_path, count=40, size=32)
     tiny = dict(width=4, epochs=2, batch_size=8, early_stopping_patience=0, warmup_epochs=0)
     probed = training.run_training(store_dir, split_dir, TrainParams(**tiny), tmp_path / "auto")
-    summary = json.loads((tmp_path / "auto" / SUMMARY_FILE).read_text())
+    summary = json.loads((tmp_path / "auto" / TRAINING_SUMMARY).read_text())
     probe = summary["precision_probe"]
     assert probe["float32_films_per_s"] > 0 and probe["mixed_bfloat16_films_per_s"] > 0
     assert summary["precision"] == probe["chosen"] == probed.precision

@@ -6,7 +6,7 @@ import pytest
 from factories import make_store
 
 from boneage.config import AugmentParams, TrainParams
-from boneage.models import MODEL_FILE, SUMMARY_FILE
+from boneage.artifacts import TRAINED_MODEL, TRAINING_SUMMARY
 from boneage.recipe import MAX_AGE_WEIGHT, FilmBatches, age_weights, augment_films, mixup_batch
 from boneage.store import open_store
 from boneage.training import make_dataset, run_training
@@ -102,7 +102,7 @@ def test_training_with_age_weighting_runs_and_records_it(tmp_path):
     store_dir, split_dir = make_store(tmp_path, count=40, size=32)
     run_training(store_dir, split_dir, TrainParams(**TINY, age_weighting="inverse_density",
                                                    precision="float32"), tmp_path / "out")
-    summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
+    summary = json.loads((tmp_path / "out" / TRAINING_SUMMARY).read_text())
     assert summary["params"]["age_weighting"] == "inverse_density"
     assert np.isfinite(summary["best_val_mae_months"])
 
@@ -165,8 +165,8 @@ def test_training_is_deterministic_and_writes_model_curves_and_summary(tmp_path)
     for run in ("a", "b"):
         result = run_training(store_dir, split_dir, params, tmp_path / run, tmp_path / f"live{run}")
         histories.append(result.history)
-        summary = json.loads((tmp_path / run / SUMMARY_FILE).read_text())
-        assert (tmp_path / run / MODEL_FILE).is_file()
+        summary = json.loads((tmp_path / run / TRAINING_SUMMARY).read_text())
+        assert (tmp_path / run / TRAINED_MODEL).is_file()
         assert summary["n_train"] + summary["n_val"] == 32
         assert summary["params"]["width"] == 4
         assert (tmp_path / f"live{run}" / "plots" / "metrics" / "eval" / "mae.tsv").is_file()
@@ -221,7 +221,7 @@ def test_training_summary_records_the_precision_and_the_calibration(tmp_path):
     result = run_training(store_dir, split_dir,
                           TrainParams(**TINY, precision="float32", calibration="linear"),
                           tmp_path / "out")
-    summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
+    summary = json.loads((tmp_path / "out" / TRAINING_SUMMARY).read_text())
     assert summary["precision"] == "float32"
     assert summary["precision_probe"] == {"chosen": "float32", "reason": "set in train.precision"}
     calibration = summary["calibration"]
@@ -248,7 +248,7 @@ def test_age_bin_head_is_built_over_the_training_ages(tmp_path):
     result = run_training(store_dir, split_dir, params, tmp_path / "out")
     output = result.model.get_layer(OUTPUT)
     assert isinstance(output, AgeBinExpectation)
-    summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
+    summary = json.loads((tmp_path / "out" / TRAINING_SUMMARY).read_text())
     ages = open_store(store_dir).index["boneage"].to_numpy()
     assert output.centres[0] <= ages.min() and output.centres[-1] >= ages.max()
     assert np.allclose(np.diff(output.centres), 12.0)

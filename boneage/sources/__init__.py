@@ -47,10 +47,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from boneage.artifacts import FILMS_ZIP
 from boneage.config import FetchParams
 from boneage.errors import DataError
 from boneage.sources.archives import (
-    IMAGE_EXTENSIONS,
     _archive_kind,
     _FolderTree,
     _TarTree,
@@ -62,9 +62,6 @@ from boneage.sources.filmzip import _FilmsWriter
 from boneage.sources.labels import MAX_SHOWN, _Label, _natural_key, _read_labels
 from boneage.sources.layouts import _find_layout, _Layout
 from boneage.sources.staging import (
-    FILMS_NAME,
-    LABELS_NAME,
-    REPORT_NAME,
     FetchReport,
     _finish,
     _swap_in,
@@ -75,10 +72,6 @@ __all__ = [
     "FetchReport",
     "fetch",
     "download",
-    "FILMS_NAME",
-    "LABELS_NAME",
-    "REPORT_NAME",
-    "IMAGE_EXTENSIONS",
 ]
 
 log = logging.getLogger("boneage.sources")  # one logger for the package, as before the split
@@ -237,7 +230,7 @@ def _fetch_tree(params: FetchParams, source: str, tree: _Tree, staging: Path) ->
             f"{tree.where(info.entry)} ({len(bad)} bad rows skipped) has an image in "
             f"{tree.where(layout.images_dir)}"
         )
-    writer = _FilmsWriter(staging / FILMS_NAME)
+    writer = _FilmsWriter(staging / FILMS_ZIP)
     try:
         items = []
         for lab in kept:

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("boneage.sources")  # one logger for the package, as before the split
 
-IMAGE_EXTENSIONS = FILM_SUFFIXES  # what fetch takes as a film: what predict reads
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 _FOLDER_DEPTH = 3  # label CSV at most 1 below the root, images at most 2 below the CSV
 # Bounds on one archive member, checked on the declared sizes before it is read and again
@@ -74,7 +73,7 @@ class _Entry:
 
 def _wanted_name(name: str) -> bool:
     """Label CSVs and images only; hidden files and macOS resource forks (``._x.png``) are not."""
-    return not name.startswith(".") and name.lower().endswith((".csv", *IMAGE_EXTENSIONS))
+    return not name.startswith(".") and name.lower().endswith((".csv", *FILM_SUFFIXES))
 
 
 def _wanted_dir(part: str) -> bool:

@@ -11,9 +11,9 @@ import os
 from dataclasses import dataclass
 
 from boneage.errors import DataError
-from boneage.sources.archives import IMAGE_EXTENSIONS, Dir, _Entry, _Tree
+from boneage.artifacts import FILM_SUFFIXES, LABELS_CSV
+from boneage.sources.archives import Dir, _Entry, _Tree
 from boneage.sources.labels import _EXPECTED, _Csv, _inspect_csv, _natural_key, _read_ids
-from boneage.sources.staging import LABELS_NAME
 
 
 def _images_in(tree: _Tree, d: Dir) -> dict[str, _Entry]:
@@ -21,7 +21,7 @@ def _images_in(tree: _Tree, d: Dir) -> dict[str, _Entry]:
     out: dict[str, _Entry] = {}
     for name in sorted(tree.dirs.get(d, {})):
         stem, ext = os.path.splitext(name)
-        if ext.lower() not in IMAGE_EXTENSIONS or stem.startswith("._"):
+        if ext.lower() not in FILM_SUFFIXES or stem.startswith("._"):
             continue
         if stem in out:
             raise DataError(
@@ -89,7 +89,7 @@ def _find_layout(tree: _Tree) -> _Layout:
             stem = os.path.splitext(info.entry.name)[0].lower()
             key = (
                 -hits,
-                info.entry.name.lower() != LABELS_NAME,
+                info.entry.name.lower() != LABELS_CSV,
                 len(base),
                 stem not in {p.lower() for p in d[len(base) :]},
                 depth,

@@ -18,10 +18,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from boneage.artifacts import FETCH_REPORT, FILMS_ZIP, LABELS_CSV
+from boneage.artifacts import FETCH_REPORT, LABELS_CSV
 from boneage.sources.labels import _Label, _natural_key
 
-FILMS_NAME, LABELS_NAME, REPORT_NAME = FILMS_ZIP, LABELS_CSV, FETCH_REPORT
 
 
 @dataclass
@@ -85,7 +84,7 @@ def _fingerprint(labels_csv: bytes, members: list[tuple[str, int, int]]) -> str:
 
 def _finish(staging: Path, report: FetchReport, labels: list[_Label], members) -> FetchReport:
     data = _labels_bytes(labels)
-    (staging / LABELS_NAME).write_bytes(data)
+    (staging / LABELS_CSV).write_bytes(data)
     report.fingerprint = _fingerprint(data, members)
-    (staging / REPORT_NAME).write_text(report.to_json(), encoding="utf-8")
+    (staging / FETCH_REPORT).write_text(report.to_json(), encoding="utf-8")
     return report

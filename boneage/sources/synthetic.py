@@ -18,7 +18,8 @@ from boneage.errors import DataError
 from boneage.machine import usable_cores
 from boneage.sources.filmzip import _FilmsWriter
 from boneage.sources.labels import MAX_AGE_MONTHS, _Label
-from boneage.sources.staging import FILMS_NAME, FetchReport, _finish
+from boneage.artifacts import FILMS_ZIP
+from boneage.sources.staging import FetchReport, _finish
 
 log = logging.getLogger("boneage.sources")  # one logger for the package, as before the split
 
@@ -79,7 +80,7 @@ def _fetch_synthetic(sp: SyntheticParams, staging: Path) -> FetchReport:
     )
     labels: list[_Label] = []
     seen: set[str] = set()
-    writer = _FilmsWriter(staging / FILMS_NAME)
+    writer = _FilmsWriter(staging / FILMS_ZIP)
     try:
         for fid, png, age, male in tqdm(
             _synth_stream(sp),
