@@ -67,8 +67,8 @@ from boneage.film_check import (  # noqa: E402
     MIN_SPREAD,
     MIN_TEXT_LINES,
     MIN_TEXTURE,
+    check_decoded,
     check_film,
-    colour_fraction,
 )
 from boneage.decoding import read_film  # noqa: E402
 
@@ -407,17 +407,19 @@ NEGATIVES: dict[str, Callable[[], Iterator[Sample]]] = {
 
 
 def judge(sample: Sample):
-    """(check, seconds of the check alone, film shape)."""
+    """(check, seconds of the check alone, the film as float grey in [0, 1])."""
     if sample.image is not None:
-        image, colour = sample.image, 0.0
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image = read_film(sample.data, sample.name).image
-        colour = colour_fraction(sample.data)
+        image = sample.image
+        start = time.perf_counter()
+        check = check_film(image, colour=0.0)
+        return check, time.perf_counter() - start, image
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        film = read_film(sample.data, sample.name)
     start = time.perf_counter()
-    check = check_film(image, colour=colour)
-    return check, time.perf_counter() - start, image
+    check = check_decoded(film)  # what predict, serve and the preprocess report judge
+    seconds = time.perf_counter() - start
+    return check, seconds, film.image  # float [0, 1]: what the inverted twin is made from
 
 
 def run(quick: bool, phantom_count: int):

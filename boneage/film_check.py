@@ -342,8 +342,14 @@ def _grey(image: np.ndarray) -> np.ndarray:
 FORCE_HINT = "read it anyway with --force (web API: force=true)"
 
 
-def check_read_film(film: Film, data: bytes, name: str = "image", *,
-                    force: bool = False) -> Film:
+def check_decoded(film: Film) -> FilmCheck:
+    """The film check on a decoded film as stored (:attr:`Film.pixels`: the stored levels,
+    colour measured from its own channels; DICOM's grey floats): one verdict for the
+    preprocess stage's report and for predict and serve alike."""
+    return check_film(film.pixels)
+
+
+def check_read_film(film: Film, name: str = "image", *, force: bool = False) -> Film:
     """The film check (:mod:`boneage.film_check`) on a decoded film, as predict and serve
     read a film: what does not look like a hand radiograph, or looks inverted (bone dark), is
     refused with the reason unless ``force``; ``film.meta["checks"]`` records the verdict for
@@ -353,7 +359,7 @@ def check_read_film(film: Film, data: bytes, name: str = "image", *,
     around a normal film can look like an inverted background, and reading a film the wrong
     way up gives a confident wrong age, so the user decides (invert the file, or force).
     """
-    check = check_film(film.image, colour=colour_fraction(data))
+    check = check_decoded(film)
     checks = {**check.to_dict(), "forced": False}
     problems = list(check.reasons) if not check.accepted else []
     if check.inverted:

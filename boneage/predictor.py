@@ -227,12 +227,11 @@ class Ensemble:
     def read(self, data: bytes, name: str = "image") -> Film:
         return read_film(data, name)
 
-    def check(self, film: Film, data: bytes, name: str, reading: "Reading",
-              force: bool = False) -> Film:
+    def check(self, film: Film, name: str, reading: "Reading", force: bool = False) -> Film:
         """The film check (:func:`boneage.film_check.check_read_film`), its verdict kept on
         ``reading``; after sex and age are resolved, so a missing sex is asked for first."""
         try:
-            film = check_read_film(film, data, name, force=force)
+            film = check_read_film(film, name, force=force)
         except ImageError as exc:
             reading.checks = getattr(exc, "checks", None)
             raise
@@ -318,7 +317,7 @@ class Ensemble:
         reading = Reading(name)
         film = self.read(data, name)
         self.resolve(name, film, sex, chronological, reading, wording)
-        film = self.check(film, data, name, reading, force)
+        film = self.check(film, name, reading, force)
         prepared = self.prepare(film)
         self.finish(reading, self.predict_prepared([prepared], np.array([reading.male]))[0])
         png = None
@@ -356,7 +355,7 @@ class Ensemble:
                 data = read_film_bytes(path)
                 film = self.read(data, str(path))
                 self.resolve(str(path), film, sex, chronological, reading)
-                film = self.check(film, data, str(path), reading, force)
+                film = self.check(film, str(path), reading, force)
                 prepared = self.prepare(film)
                 if explain_dir is not None:
                     reading.heatmap = str(self._write_heatmaps(film, prepared, reading, path,

@@ -134,20 +134,19 @@ def _prepare_member(member: str) -> tuple[np.ndarray | None, str | None, dict | 
         prepared = prepare(film, _SETTINGS)  # the one imaging path, as predict and serve
         if not _FILM_CHECK:
             return prepared, None, None
-        dicom = film.meta.get("format") == "dicom"  # grey by definition; others: measured
-        return prepared, None, _check(film.pixels, colour=0.0 if dicom else None)
+        return prepared, None, _check(film)
     except ImageError as exc:
         return None, str(exc), None
     except (zipfile.BadZipFile, OSError, ValueError, cv2.error) as exc:
         return None, f"{member}: {type(exc).__name__}: {exc}", None
 
 
-def _check(image: np.ndarray, colour: float | None = None) -> dict:
-    """The film check's verdict (:mod:`boneage.film_check`) on a decoded film: reported, never
-    enforced here. A colour array's colour share is measured from its own channels."""
-    from boneage.film_check import check_film
+def _check(film) -> dict:
+    """The film check's verdict on a decoded film (:func:`boneage.film_check.check_decoded`,
+    as predict and serve judge it): reported, never enforced here."""
+    from boneage.film_check import check_decoded
 
-    check = check_film(image, colour=colour)
+    check = check_decoded(film)
     return {"accepted": check.accepted, "inverted": check.inverted, "reasons": check.reasons}
 
 

@@ -62,7 +62,7 @@ def test_store_path_equals_predict_path_bit_for_bit(tmp_path, settings):
     assert len(store.index) == len(films)
     for name, data in films.items():
         row = int(store.index.set_index("id").loc[name.split(".")[0], "row"])
-        film = check_read_film(read_film(data, name), data, name, force=True)  # as predict reads
+        film = check_read_film(read_film(data, name), name, force=True)  # as predict reads
         predicted_path = prepare(film, settings)
         assert predicted_path.shape == (settings.size, settings.size)
         np.testing.assert_array_equal(predicted_path, store.images[row], err_msg=name)

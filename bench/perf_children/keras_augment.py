@@ -4,7 +4,19 @@ the comparison with ``make_dataset`` is of the pipeline and not of what it compu
 
 from __future__ import annotations
 
+import argparse
+
 import keras
+
+
+def pipeline_arguments(doc: str) -> argparse.Namespace:
+    """``FOLDER SIZE BATCHES``, the command line of both naive pipelines."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder")
+    parser.add_argument("size", type=int)
+    parser.add_argument("batches", type=int)
+    return parser.parse_args()
 
 
 def augmenter(params, seed: int) -> keras.Sequential | None:

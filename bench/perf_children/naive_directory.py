@@ -10,24 +10,18 @@ line: batches_per_s.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import keras
 import tensorflow as tf
-from keras_augment import augmenter
+from keras_augment import augmenter, pipeline_arguments
 
 from boneage.config import AugmentParams
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder")
-    parser.add_argument("size", type=int)
-    parser.add_argument("batches", type=int)
-    args = parser.parse_args()
+    args = pipeline_arguments(__doc__)
     size, batches = args.size, args.batches
     data = keras.utils.image_dataset_from_directory(args.folder, labels=None,
                                                      color_mode="grayscale",

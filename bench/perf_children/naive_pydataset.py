@@ -9,7 +9,6 @@ line: batches_per_s.
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import time
@@ -17,7 +16,7 @@ import time
 import cv2
 import keras
 import numpy as np
-from keras_augment import augmenter
+from keras_augment import augmenter, pipeline_arguments
 
 from boneage.config import AugmentParams
 
@@ -40,12 +39,7 @@ class Films(keras.utils.PyDataset):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder")
-    parser.add_argument("size", type=int)
-    parser.add_argument("batches", type=int)
-    args = parser.parse_args()
+    args = pipeline_arguments(__doc__)
     files = sorted(glob.glob(args.folder + "/*.png"))
     data = Films(files, args.size, augmenter(AugmentParams(), 0))
     for index in range(4):
