@@ -1,8 +1,8 @@
 """Rank training settings quickly on an accelerator, to choose what the 2-core CPU runs.
 
 A full RSNA run on this project's 2-core machine takes an hour, so an ablation there costs a
-session. On a GPU the same model, augmentation, loss and schedule (``boneage.models`` and
-``boneage.recipe``, Keras 3 under ``KERAS_BACKEND=jax``, no TensorFlow) train in a minute or
+session. On a GPU the same model, augmentation, loss and schedule (``boneage.learning.models`` and
+``boneage.learning.recipe``, Keras 3 under ``KERAS_BACKEND=jax``, no TensorFlow) train in a minute or
 two, several settings side by side. The figures are validation MAEs on the pipeline's own
 split, for ranking settings only: the accuracy we report comes from ``dvc repro`` on the CPU
 (bench/README.md, "Accuracy").
@@ -44,9 +44,9 @@ def pack(store_dir: Path, split_dir: Path, out_dir: Path,
     and the ``train`` params every setting starts from."""
     import cv2
 
-    from boneage.config import load_section
-    from boneage.splits import training_ids
-    from boneage.store import open_store
+    from boneage.kernel.config import load_section
+    from boneage.data.splits import training_ids
+    from boneage.data.store import open_store
 
     store = open_store(store_dir)
     train_ids, val_ids = training_ids(split_dir, -1)
@@ -116,10 +116,10 @@ def train_one(data_dir: Path, name: str, overrides: dict, workers: int) -> dict:
     """Train one setting like the train stage does (same model, batches, loss, schedule)."""
     import keras
 
-    from boneage.config import TrainParams
-    from boneage.models import IMAGE_INPUT, SEX_INPUT
-    from boneage.precision import policy_scope
-    from boneage.recipe import FilmBatches, build_for, make_loss, make_optimizer
+    from boneage.kernel.config import TrainParams
+    from boneage.learning.models import IMAGE_INPUT, SEX_INPUT
+    from boneage.learning.precision import policy_scope
+    from boneage.learning.recipe import FilmBatches, build_for, make_loss, make_optimizer
 
     films, ages, males, subsets, imaging, base = load_pack(data_dir)
     params = TrainParams.model_validate(merged(base, overrides))

@@ -6,7 +6,7 @@ bench/results/accuracy-rsna100px.json, after the pipeline ran on the shared 100 
 
 Adds what the pipeline does not measure itself: the exported model's MAE on the 36
 full-resolution films of ../shared/datasets/rsna-bone-age-fullres-sample, read and prepared
-by `boneage.predictor` exactly as the model card says, and test-time augmentation.
+by `boneage.reading.predictor` exactly as the model card says, and test-time augmentation.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ FULLRES = Path(os.environ.get(
 
 
 def fullres_mae(model_dir: Path) -> tuple[float, int] | tuple[None, int]:
-    from boneage.predictor import Ensemble
+    from boneage.reading.predictor import Ensemble
 
     labels_path = FULLRES / "boneage-training-dataset.csv"
     if not labels_path.is_file():

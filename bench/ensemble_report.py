@@ -1,5 +1,5 @@
 """Ensemble MAE of several exported models on one pipeline run's test split, read the way
-`boneage predict --model A --model B ...` reads films (boneage.predictor.Ensemble: decode,
+`boneage predict --model A --model B ...` reads films (boneage.reading.predictor.Ensemble: decode,
 the one imaging path with each model card's settings, mean of the models).
 
     python bench/ensemble_report.py --split-dir data/split --labels data/raw/labels.csv \
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--into", type=Path, help="add the figures to this results JSON")
     args = parser.parse_args()
 
-    from boneage.predictor import Ensemble
+    from boneage.reading.predictor import Ensemble
 
     cards = [json.loads((m / "model_card.json").read_text()) for m in args.model]
     fingerprints = {c["data"].get("fingerprint") for c in cards}
@@ -62,7 +62,7 @@ def main() -> None:
             for m, mae, c in zip(args.model, members, cards)],
         "ensemble_n_test": int(len(truth)),
         "ensemble_note": "mean of the members' predictions on the same test split, read "
-                         "through boneage.predictor.Ensemble (as `boneage predict --model "
+                         "through boneage.reading.predictor.Ensemble (as `boneage predict --model "
                          "A --model B`); members trained by separate pipeline runs",
     }
     print(json.dumps({k: v for k, v in result.items() if k != "ensemble_members"}, indent=2))

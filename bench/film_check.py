@@ -2,12 +2,12 @@
 
     python bench/film_check.py [--quick] [--phantoms 300] [--out bench/results/film-check.json]
 
-Runs :func:`boneage.film_check.check_film` (with :func:`boneage.film_check.colour_fraction`
+Runs :func:`boneage.imaging.film_check.check_film` (with :func:`boneage.imaging.film_check.colour_fraction`
 of each file) on
 
 * positives: every RSNA film of ../shared/datasets/rsna-bone-age-100px (11,611, 100x100 px,
   squashed), the 36 full-resolution films of ../shared/datasets/rsna-bone-age-fullres-sample,
-  and synthetic films of :mod:`boneage.phantom` (the default pipeline's data) at 200 px (as
+  and synthetic films of :mod:`boneage.data.phantom` (the default pipeline's data) at 200 px (as
   params.yaml draws them), 320 px and 97 px;
 * the same positives inverted (bone dark, background bright), which must be accepted and
   flagged inverted;
@@ -21,7 +21,7 @@ of each file) on
   set: whether a partial hand should be read is a different question.
 
 Every file is encoded (PNG, JPEG or DICOM bytes) and decoded by
-:func:`boneage.decoding.read_film` as `boneage predict` would. The thresholds were tuned on
+:func:`boneage.imaging.decoding.read_film` as `boneage predict` would. The thresholds were tuned on
 the RSNA 100 px films whose id ends in 0 ("dev"); acceptance is reported on those and on
 the others ("held-out") separately. The negative categories were looked at while the
 features were designed, so their refusal rate is not a held-out figure.
@@ -29,22 +29,19 @@ features were designed, so their refusal rate is not a held-out figure.
 Targets (issue 14): >= 99 % of the 11,611 RSNA films and all 36 full-resolution films
 accepted; >= 95 % of the negatives refused; >= 95 % of inverted films flagged inverted.
 Writes bench/results/film-check.json (confusion table per category, per-check figures,
-reasons histogram, the misjudged samples, timing) and prints a markdown table.
+reasons histogram, the misjudged samples, timing) and prints a markdown table. The film sets
+are built in bench/film_check_sets/; this script judges them and writes the report.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import sys
 import time
 import warnings
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -52,9 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import boneage  # noqa: E402,F401  (sets OpenCV's size limits before cv2 loads)
-import cv2  # noqa: E402
 
-from boneage.film_check import (  # noqa: E402
+from boneage.imaging.film_check import (  # noqa: E402
     MAX_BACKGROUND_EDGES,
     MAX_BLOBS,
     MAX_COLOUR_FRACTION,
@@ -70,340 +66,12 @@ from boneage.film_check import (  # noqa: E402
     check_decoded,
     check_film,
 )
-from boneage.decoding import read_film  # noqa: E402
+from boneage.imaging.decoding import read_film  # noqa: E402
+from film_check_sets.negatives import NEGATIVES  # noqa: E402
+from film_check_sets.positives import phantoms, rsna_fullres, rsna_small  # noqa: E402
+from film_check_sets.samples import FULLRES, SMALL, Sample  # noqa: E402
 
-SHARED = Path(os.environ.get("BONEAGE_SHARED_DATASETS", ROOT.parent / "shared" / "datasets"))
-SMALL = SHARED / "rsna-bone-age-100px" / "boneage-training-dataset"
-FULLRES = SHARED / "rsna-bone-age-fullres-sample" / "boneage-training-dataset"
 TARGETS = {"positive": 0.99, "fullres": 1.0, "negative": 0.95, "inverted": 0.95}
-
-
-@dataclass
-class Sample:
-    group: str  # positive | inverted | negative
-    category: str
-    name: str
-    data: bytes | None = None  # an encoded file, decoded by read_film
-    image: np.ndarray | None = None  # or an already decoded film (the inverted positives)
-    dev: bool = False  # used to tune the thresholds
-
-
-def png(array: np.ndarray) -> bytes:
-    ok, buffer = cv2.imencode(".png", array)
-    assert ok
-    return buffer.tobytes()
-
-
-def jpeg(array: np.ndarray, quality: int = 90) -> bytes:
-    ok, buffer = cv2.imencode(".jpg", array, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    assert ok
-    return buffer.tobytes()
-
-
-def to8(array: np.ndarray) -> np.ndarray:
-    """Any grey array scaled to uint8 over its own range."""
-    array = np.asarray(array, dtype=np.float64)
-    low, high = float(array.min()), float(array.max())
-    if high <= low:
-        return np.zeros(array.shape, np.uint8)
-    return np.round((array - low) / (high - low) * 255).astype(np.uint8)
-
-
-def enlarge(array: np.ndarray, side: int = 512) -> np.ndarray:
-    height, width = array.shape[:2]
-    scale = side / max(height, width)
-    return cv2.resize(array, (round(width * scale), round(height * scale)),
-                      interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
-
-
-# ----------------------------------------------------------------------------- positives
-
-
-def rsna_small(quick: bool) -> Iterator[Sample]:
-    paths = sorted(SMALL.glob("*.png"))
-    if quick:
-        paths = paths[::10]
-    for path in paths:
-        yield Sample("positive", "RSNA 100 px", path.stem, path.read_bytes(),
-                     dev=path.stem.endswith("0"))
-
-
-def rsna_fullres() -> Iterator[Sample]:
-    for path in sorted(FULLRES.glob("*.png")):
-        yield Sample("positive", "RSNA full resolution", path.stem, path.read_bytes())
-
-
-def phantoms(count: int) -> Iterator[Sample]:
-    from boneage.phantom import generate
-
-    for height, seed, share in ((200, 0, 0.6), (320, 1, 0.25), (97, 2, 0.15)):
-        for film in generate(max(1, round(count * share)), height=height, seed=seed):
-            yield Sample("positive", f"phantom {height} px", film.id, png(film.image))
-
-
-# ----------------------------------------------------------------------------- negatives
-
-
-def colour_photos() -> Iterator[Sample]:
-    from skimage import data as sk
-
-    names = ["astronaut", "coffee", "chelsea", "cat", "rocket", "colorwheel", "retina",
-             "immunohistochemistry", "hubble_deep_field", "stereo_motorcycle", "logo"]
-    for name in names:
-        try:
-            image = getattr(sk, name)()
-        except Exception:  # noqa: BLE001 - a data file not shipped in this install
-            continue
-        if isinstance(image, tuple):
-            image = image[0]
-        bgr = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2BGR)
-        yield Sample("negative", "colour photo", f"skimage.{name}", jpeg(bgr))
-        yield Sample("negative", "colour photo", f"skimage.{name} (png)", png(bgr))
-    from sklearn.datasets import load_sample_images
-
-    sample = load_sample_images()
-    for name, image in zip(sample.filenames, sample.images):
-        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-        yield Sample("negative", "colour photo", f"sklearn.{Path(name).stem}", jpeg(bgr))
-
-
-def grey_photos() -> Iterator[Sample]:
-    from skimage import data as sk
-
-    names = ["camera", "moon", "coins", "brick", "grass", "gravel", "clock", "cell",
-             "microaneurysms", "checkerboard", "horse", "binary_blobs", "astronaut", "coffee",
-             "chelsea", "rocket", "retina", "hubble_deep_field", "stereo_motorcycle"]
-    for name in names:
-        try:
-            image = getattr(sk, name)()
-        except Exception:  # noqa: BLE001
-            continue
-        if isinstance(image, tuple):
-            image = image[0]
-        if image.ndim == 3:
-            image = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY)
-        grey = to8(image)
-        if min(grey.shape) < 128:
-            grey = enlarge(grey, 256)
-        yield Sample("negative", "grey photo", f"skimage.{name}", png(grey))
-        height, width = grey.shape
-        for i, (rows, cols) in enumerate(((slice(0, height // 2), slice(0, width // 2)),
-                                          (slice(0, height // 2), slice(width // 2, width)),
-                                          (slice(height // 2, height), slice(0, width // 2)),
-                                          (slice(height // 2, height), slice(width // 2, width)))):
-            yield Sample("negative", "grey photo crop", f"skimage.{name} quarter {i}",
-                         png(enlarge(grey[rows, cols], 256)))
-    from sklearn.datasets import load_sample_images
-
-    sample = load_sample_images()
-    for name, image in zip(sample.filenames, sample.images):
-        yield Sample("negative", "grey photo", f"sklearn.{Path(name).stem} grey",
-                     png(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)))
-    faces = sk.lfw_subset()
-    for i in range(0, len(faces), 4):  # 50 faces, 25 px, enlarged to 100 px
-        yield Sample("negative", "face photo", f"skimage.lfw_subset[{i}]",
-                     png(enlarge(to8(faces[i]), 100)))
-
-
-def medical() -> Iterator[Sample]:
-    import pydicom.data
-
-    seen = set()
-    files = [f for f in pydicom.data.get_testdata_files() if os.path.isfile(f)]
-    for path in sorted(files):
-        if path.endswith((".json", ".txt", ".dump", ".gz", ".icc")):
-            continue
-        data = Path(path).read_bytes()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                image = read_film(data, path).image
-        except Exception:  # noqa: BLE001 - reports, plans, waveforms, no codec: no image
-            continue
-        if min(image.shape) < 48:
-            continue  # dose grids and 16 px test slices: refused for their size, not counted
-        key = hashlib.sha1(cv2.resize(to8(image), (32, 32), interpolation=cv2.INTER_AREA)
-                           .tobytes()).hexdigest()
-        if key in seen:  # the same picture in another transfer syntax
-            continue
-        seen.add(key)
-        rel = os.path.relpath(path, os.path.dirname(pydicom.data.__file__))
-        yield Sample("negative", "DICOM, not a hand (pydicom test files)", rel, data)
-    from skimage import data as sk
-
-    yield Sample("negative", "drawn chest / head", "skimage.shepp_logan_phantom",
-                 png(to8(sk.shepp_logan_phantom())))
-    for i in range(12):
-        yield Sample("negative", "drawn chest / head", f"chest {i}", png(chest(i)))
-
-
-def chest(seed: int, size: int = 512) -> np.ndarray:
-    """A frontal chest radiograph, roughly: bright body, dark lungs, spine, ribs, noise."""
-    rng = np.random.default_rng(seed)
-    h, w = size, int(size * rng.uniform(0.8, 1.1))
-    img = np.full((h, w), rng.uniform(5, 30), np.float32)
-    cv2.ellipse(img, (w // 2, int(h * 0.55)), (int(w * rng.uniform(0.38, 0.47)), int(h * 0.5)),
-                0, 0, 360, float(rng.uniform(150, 200)), -1)
-    lung = float(rng.uniform(40, 90))
-    for side in (-1, 1):
-        cv2.ellipse(img, (w // 2 + side * int(w * 0.2), int(h * 0.45)),
-                    (int(w * 0.15), int(h * 0.3)), 0, 0, 360, lung, -1)
-    cv2.rectangle(img, (w // 2 - w // 30, 0), (w // 2 + w // 30, h), 220, -1)
-    for k in range(9):  # ribs: arcs over each lung
-        y = int(h * (0.2 + 0.07 * k))
-        for side in (-1, 1):
-            cv2.ellipse(img, (w // 2 + side * int(w * 0.2), y), (int(w * 0.18), int(h * 0.05)),
-                        0, 180, 360, 170, max(1, size // 100))
-    cv2.circle(img, (w // 2 + int(w * 0.05), int(h * 0.6)), int(w * 0.12), 190, -1)  # heart
-    img = cv2.GaussianBlur(img, (0, 0), size / 150)
-    img += rng.normal(0, 4, img.shape).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def blanks() -> Iterator[Sample]:
-    rng = np.random.default_rng(0)
-    for name, level in (("black", 0), ("white", 255), ("grey", 128), ("dark grey", 20)):
-        for h, w in ((1024, 800), (100, 100)):
-            frame = np.full((h, w), level, np.uint8)
-            yield Sample("negative", "blank", f"{name} {w}x{h}", png(frame))
-            noisy = np.clip(frame + rng.normal(0, 1.5, frame.shape), 0, 255).astype(np.uint8)
-            yield Sample("negative", "blank", f"{name} {w}x{h} + sensor noise", png(noisy))
-    yield Sample("negative", "blank", "black 16-bit", png(np.zeros((1024, 800), np.uint16)))
-    yield Sample("negative", "blank", "white 16-bit",
-                 png(np.full((1024, 800), 65535, np.uint16)))
-    frame = np.zeros((1024, 800), np.uint8)
-    cv2.rectangle(frame, (700, 40), (740, 100), 255, -1)  # a marker on an empty plate
-    yield Sample("negative", "blank", "black with a marker", png(frame))
-    yield Sample("negative", "blank", "black JPEG", jpeg(np.zeros((600, 480), np.uint8)))
-
-
-def noises() -> Iterator[Sample]:
-    for seed in range(4):
-        rng = np.random.default_rng(100 + seed)
-        h, w = (1024, 800) if seed % 2 == 0 else (256, 200)
-        yield Sample("negative", "noise", f"uniform {seed}",
-                     png(rng.integers(0, 256, (h, w), dtype=np.uint8)))
-        yield Sample("negative", "noise", f"gaussian {seed}",
-                     png(np.clip(rng.normal(128, 40, (h, w)), 0, 255).astype(np.uint8)))
-        pepper = np.full((h, w), 128, np.uint8)
-        pepper[rng.random((h, w)) < 0.1] = 0
-        pepper[rng.random((h, w)) < 0.1] = 255
-        yield Sample("negative", "noise", f"salt and pepper {seed}", png(pepper))
-        for sigma in (1, 3, 8, 20):
-            cloud = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0),
-                                     sigma * h / 512)
-            yield Sample("negative", "noise", f"blurred noise sigma {sigma} {seed}",
-                         png(to8(cloud)))
-        yield Sample("negative", "noise", f"uniform 16-bit {seed}",
-                     png(rng.integers(0, 65536, (h, w), dtype=np.uint16)))
-        yield Sample("negative", "noise", f"uniform JPEG {seed}",
-                     jpeg(rng.integers(0, 256, (h, w), dtype=np.uint8)))
-
-
-def gradients() -> Iterator[Sample]:
-    h, w = 1024, 800
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    rng = np.random.default_rng(7)
-    shapes = {
-        "horizontal": xx / w,
-        "vertical": yy / h,
-        "diagonal": (xx / w + yy / h) / 2,
-        "radial": np.hypot(xx - w / 2, yy - h / 2),
-        "vignette": -np.hypot(xx - w / 2, yy - h / 2),
-        "two bands": np.sin(yy / h * np.pi),
-        "sinusoid": np.sin(xx / w * 3 * np.pi) + np.cos(yy / h * 2 * np.pi),
-        "off-centre glow": np.exp(-((xx - 0.3 * w) ** 2 + (yy - 0.7 * h) ** 2) / (0.1 * h * h)),
-    }
-    for name, field in shapes.items():
-        yield Sample("negative", "gradient", name, png(to8(field)))
-        noisy = to8(field) + rng.normal(0, 3, field.shape)
-        yield Sample("negative", "gradient", f"{name} + noise",
-                     png(np.clip(noisy, 0, 255).astype(np.uint8)))
-        yield Sample("negative", "gradient", f"{name} 16-bit",
-                     png(np.round(to8(field).astype(np.float32) * 257).astype(np.uint16)))
-
-
-_WORDS = ("bone age report left hand radiograph patient name date of birth the carpal bones "
-          "are consistent with a skeletal age of ten years greulich pyle atlas standard "
-          "deviation findings impression no fracture seen").split()
-
-
-def text_pages() -> Iterator[Sample]:
-    from skimage import data as sk
-
-    yield Sample("negative", "text / document", "skimage.page", png(sk.page()))
-    yield Sample("negative", "text / document", "skimage.text", png(sk.text()))
-    fonts = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_DUPLEX,
-             cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX)
-    for i in range(16):
-        rng = np.random.default_rng(300 + i)
-        h, w = (1100, 850) if i % 2 == 0 else (600, 800)
-        dark = i % 4 == 3
-        page = np.full((h, w), 20 if dark else 245, np.uint8)
-        scale = float(rng.uniform(0.6, 1.6))
-        step = int(34 * scale)
-        for y in range(step, h - step // 2, step):
-            words = " ".join(rng.choice(_WORDS, 12))
-            cv2.putText(page, words, (int(w * 0.05), y), fonts[i % len(fonts)], scale,
-                        235 if dark else 15, max(1, int(round(scale * 1.5))), cv2.LINE_AA)
-        name = f"page {i} ({'white on black' if dark else 'black on white'})"
-        yield Sample("negative", "text / document", name,
-                     jpeg(page) if i % 3 == 0 else png(page))
-
-
-def shapes() -> Iterator[Sample]:
-    h, w = 640, 512
-    for i in range(8):
-        rng = np.random.default_rng(500 + i)
-        bg, fg = (15, 200) if i % 2 == 0 else (230, 40)
-        img = np.full((h, w), bg, np.uint8)
-        kind = ("ellipse", "rectangle", "star", "flat hand")[i % 4]
-        if kind == "ellipse":
-            cv2.ellipse(img, (w // 2, h // 2), (w // 3, h // 3), 15, 0, 360, fg, -1)
-        elif kind == "rectangle":
-            cv2.rectangle(img, (w // 5, h // 6), (4 * w // 5, 5 * h // 6), fg, -1)
-        elif kind == "star":
-            angles = np.linspace(0, 2 * np.pi, 11)[:-1]
-            radius = np.where(np.arange(10) % 2 == 0, 0.4 * w, 0.15 * w)
-            points = np.stack([w / 2 + radius * np.sin(angles), h / 2 - radius * np.cos(angles)],
-                              1).astype(np.int32)
-            cv2.fillPoly(img, [points], fg)
-        else:  # a hand silhouette, flat: a shape, not a radiograph
-            cv2.ellipse(img, (w // 2, int(h * 0.62)), (int(w * 0.2), int(h * 0.17)), 0, 0, 360,
-                        fg, -1)
-            cv2.rectangle(img, (int(w * 0.38), int(h * 0.7)), (int(w * 0.62), h), fg, -1)
-            for k, angle in enumerate((-25, -8, 0, 8, 18)):
-                base = (int(w * (0.33 + 0.085 * k)), int(h * 0.5))
-                length = h * (0.22 if k in (1, 2, 3) else 0.17)
-                tip = (int(base[0] + length * np.sin(np.radians(angle)) * (1 if k else -2)),
-                       int(base[1] - length * np.cos(np.radians(angle)) * (1 if k else 0.3)))
-                cv2.line(img, base, tip, fg, int(w * 0.055))
-        img = cv2.GaussianBlur(img, (0, 0), 2)
-        img = np.clip(img + rng.normal(0, 2, img.shape), 0, 255).astype(np.uint8)
-        yield Sample("negative", "drawn shape", f"{kind} {i}", png(img))
-
-
-def crops_without_hand() -> Iterator[Sample]:
-    for path in sorted(FULLRES.glob("*.png")):
-        film = np.round(read_film(path.read_bytes(), path.name).image * 255).astype(np.uint8)
-        h, w = film.shape
-        parts = {
-            "corner": film[: h // 6, : w // 6],
-            "forearm": film[int(h * 0.82):, int(w * 0.3):int(w * 0.7)],
-        }
-        for part, crop in parts.items():
-            yield Sample("negative", f"crop without a hand: {part}", f"{path.stem} {part}",
-                         png(enlarge(crop, 512)))
-
-
-NEGATIVES: dict[str, Callable[[], Iterator[Sample]]] = {
-    "colour": colour_photos, "grey": grey_photos, "medical": medical, "blank": blanks,
-    "noise": noises, "gradient": gradients, "text": text_pages, "shapes": shapes,
-    "crops": crops_without_hand,
-}
-
-
-# ----------------------------------------------------------------------------- running
 
 
 def judge(sample: Sample):

@@ -34,9 +34,9 @@ from accelerator_sweep import merged, parse_overrides  # noqa: E402
 
 def run_setting(name: str, overrides: dict, *, store_dir: Path, split_dir: Path,
                 params_path: Path, bands: list[float], work: Path) -> dict:
-    from boneage.config import TrainParams, load_section
-    from boneage.evaluation import run_evaluation
-    from boneage.training import run_training
+    from boneage.kernel.config import TrainParams, load_section
+    from boneage.learning.evaluation import run_evaluation
+    from boneage.learning.training import run_training
 
     overrides = dict(overrides)
     store_dir = Path(overrides.pop("store", store_dir))
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="keep each run's model and plots here")
     args = parser.parse_args(argv)
 
-    from boneage.runner import setup_logging
+    from boneage.kernel.runner import setup_logging
 
     setup_logging()
     base = merged(parse_overrides(args.base), {"epochs": args.epochs})

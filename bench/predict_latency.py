@@ -49,7 +49,7 @@ def main() -> None:
     from serving import films as load_films
     from serving import start_server
 
-    from boneage.predictor import Ensemble
+    from boneage.reading.predictor import Ensemble
 
     films, films_text = load_films(args.films)
     models = {fmt: Ensemble([args.model], model_format=fmt) for fmt in FORMATS}

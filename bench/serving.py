@@ -24,7 +24,7 @@ def films(count: int = 24) -> tuple[list[tuple[str, bytes]], str]:
     import cv2
     import numpy as np
 
-    from boneage.phantom import render_film
+    from boneage.data.phantom import render_film
 
     rng = np.random.default_rng(0)
     out = []
@@ -51,7 +51,7 @@ def start_server(model: Path, model_format: str = "auto", nice: bool = True,
     import httpx
 
     port = free_port()
-    command = [sys.executable, "-m", "boneage.cli", "serve", "--model", str(model),
+    command = [sys.executable, "-m", "boneage.interfaces.cli", "serve", "--model", str(model),
                "--port", str(port), "--format", model_format, *args]
     output = open(log, "ab") if log is not None else subprocess.DEVNULL
     try:

@@ -20,9 +20,9 @@ import sys
 CHILD = r"""
 import json, sys, time
 import keras, numpy as np
-from boneage.config import AugmentParams
-from boneage.models import build_model
-from boneage.training import make_dataset
+from boneage.kernel.config import AugmentParams
+from boneage.learning.models import build_model
+from boneage.learning.training import make_dataset
 size, width, films, policy = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 batch_size = int(sys.argv[5])
 keras.mixed_precision.set_global_policy(policy)

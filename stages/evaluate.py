@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from boneage.config import load_section
-from boneage.runner import run
+from boneage.kernel.config import load_section
+from boneage.kernel.runner import run
 
 
 def main() -> None:
@@ -17,7 +17,7 @@ def main() -> None:
     parser.add_argument("--plots", type=Path, default=Path("plots"))
     args = parser.parse_args()
 
-    from boneage.evaluation import run_evaluation
+    from boneage.learning.evaluation import run_evaluation
 
     params = load_section("evaluate", args.params)
     run_evaluation(args.model, args.store, args.split, params.age_bands_months, args.metrics,

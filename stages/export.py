@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from boneage.config import load_section
-from boneage.runner import run
+from boneage.kernel.config import load_section
+from boneage.kernel.runner import run
 
 
 def main() -> None:
@@ -16,7 +16,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("models/boneage"))
     args = parser.parse_args()
 
-    from boneage.export import run_export
+    from boneage.learning.export import run_export
 
     params = load_section("export", args.params)
     run_export(args.model, args.store_info, args.metrics, args.out, list(params.formats))

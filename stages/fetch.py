@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from boneage.config import load_section
-from boneage.runner import run
+from boneage.kernel.config import load_section
+from boneage.kernel.runner import run
 
 
 def main() -> None:
@@ -14,7 +14,7 @@ def main() -> None:
     parser.add_argument("--downloads", type=Path, default=Path("data/downloads"))
     args = parser.parse_args()
 
-    from boneage.sources import fetch
+    from boneage.data.sources import fetch
 
     fetch(load_section("fetch", args.params), args.out, download_dir=args.downloads)
 

@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from boneage.config import load_section
-from boneage.runner import run
+from boneage.kernel.config import load_section
+from boneage.kernel.runner import run
 
 
 def main() -> None:
@@ -14,8 +14,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("data/prepared"))
     args = parser.parse_args()
 
-    from boneage.imaging import ImagingSettings
-    from boneage.store import build_store
+    from boneage.imaging.transforms import ImagingSettings
+    from boneage.data.store import build_store
 
     params = load_section("preprocess", args.params)
     build_store(args.raw, args.out, ImagingSettings.from_params(params), workers=params.workers,

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from boneage.config import load_section
-from boneage.runner import run
+from boneage.kernel.config import load_section
+from boneage.kernel.runner import run
 
 
 def main() -> None:
@@ -16,7 +16,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("data/split"))
     args = parser.parse_args()
 
-    from boneage.splits import write_split
+    from boneage.data.splits import write_split
 
     params = load_section("split", args.params)
     index = pd.read_csv(args.index, dtype={"id": str})

@@ -1,10 +1,11 @@
-"""train: fit the model chosen by the ``train`` params; curves go to dvclive."""
+"""train: fit the model chosen by the ``train`` params (or, with ``--member``, those of one
+release ensemble member: ``train`` with ``members.<name>`` over it); curves go to dvclive."""
 
 import argparse
 from pathlib import Path
 
-from boneage.config import load_section
-from boneage.runner import run
+from boneage.kernel.config import load_member, load_section
+from boneage.kernel.runner import run
 
 
 def main() -> None:
@@ -14,11 +15,14 @@ def main() -> None:
     parser.add_argument("--split", type=Path, default=Path("data/split"))
     parser.add_argument("--out", type=Path, default=Path("models/trained"))
     parser.add_argument("--live", type=Path, default=Path("metrics/train"))
+    parser.add_argument("--member", help="train the ensemble member members.<MEMBER>")
     args = parser.parse_args()
 
-    from boneage.training import run_training
+    from boneage.learning.training import run_training
 
-    run_training(args.store, args.split, load_section("train", args.params), args.out, args.live)
+    params = (load_member(args.member, args.params) if args.member
+              else load_section("train", args.params))
+    run_training(args.store, args.split, params, args.out, args.live)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,10 @@ def blob_film(age: float, male: int, rng: np.random.Generator, height: int = 80)
 
 def hand_radiograph(age: float = 120.0, male: int = 1, seed: int = 0,
                     height: int = 200) -> np.ndarray:
-    """A synthetic hand radiograph (boneage.phantom) that the film check accepts upright:
+    """A synthetic hand radiograph (boneage.data.phantom) that the film check accepts upright:
     what predict and serve read (a blob film is refused there as not a hand)."""
-    from boneage.film_check import check_film
-    from boneage.phantom import render_film
+    from boneage.imaging.film_check import check_film
+    from boneage.data.phantom import render_film
 
     for attempt in range(seed, seed + 50):
         film = render_film(age, bool(male), np.random.default_rng(attempt), height)
@@ -57,9 +57,9 @@ def write_raw(directory: Path, count: int = 40, seed: int = 0, height: int = 80)
 
 def make_store(tmp_path: Path, count: int = 40, size: int = 32, seed: int = 0):
     """A packed store and train/val/test split in ``tmp_path``; returns (store_dir, split_dir)."""
-    from boneage.imaging import ImagingSettings
-    from boneage.splits import write_split
-    from boneage.store import build_store
+    from boneage.imaging.transforms import ImagingSettings
+    from boneage.data.splits import write_split
+    from boneage.data.store import build_store
 
     labels = write_raw(tmp_path / "raw", count=count, seed=seed)
     build_store(tmp_path / "raw", tmp_path / "prepared", ImagingSettings(crop="none", size=size),
@@ -76,13 +76,13 @@ def make_export(tmp_path: Path, count: int = 40, size: int = 32, width: int = 4,
 
     ``imaging`` overrides the store's imaging settings (e.g. ``{"resize": "pad"}``).
     """
-    from boneage.config import TrainParams
-    from boneage.evaluation import run_evaluation
-    from boneage.export import run_export
-    from boneage.imaging import ImagingSettings
-    from boneage.splits import write_split
-    from boneage.store import build_store
-    from boneage.training import run_training
+    from boneage.kernel.config import TrainParams
+    from boneage.learning.evaluation import run_evaluation
+    from boneage.learning.export import run_export
+    from boneage.imaging.transforms import ImagingSettings
+    from boneage.data.splits import write_split
+    from boneage.data.store import build_store
+    from boneage.learning.training import run_training
 
     labels = write_raw(tmp_path / "raw", count=count, seed=seed)
     build_store(tmp_path / "raw", tmp_path / "prepared",

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from factories import make_store
 
-from boneage.config import load_section
-from boneage.splits import training_ids
-from boneage.store import open_store
+from boneage.kernel.config import load_section
+from boneage.data.splits import training_ids
+from boneage.data.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "accelerator_sweep.py"

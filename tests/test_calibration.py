@@ -4,14 +4,14 @@ import keras
 import numpy as np
 import pytest
 
-from boneage.calibration import (
+from boneage.learning.calibration import (
     MIN_FILMS_PER_SEX,
     Calibration,
     apply_calibration,
     fit_calibration,
     is_identity,
 )
-from boneage.models import IMAGE_INPUT, OUTPUT, SEX_INPUT, build_model
+from boneage.learning.models import IMAGE_INPUT, OUTPUT, SEX_INPUT, build_model
 
 
 def shrunk(true: np.ndarray, slope: float, intercept: float) -> np.ndarray:
@@ -120,7 +120,7 @@ def test_layer_computes_in_float32_under_a_bf16_policy():
 
 
 def test_calibrated_export_model_keeps_inputs_and_output_name_and_applies_the_fit(tmp_path):
-    from boneage.export import calibrated_model
+    from boneage.learning.export import calibrated_model
 
     model = build_model(architecture="compact", input_size=16, width=4, target_mean=100.0,
                         target_std=50.0)

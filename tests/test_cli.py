@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from boneage.cli import build_parser
+from boneage.interfaces.cli import build_parser
 
 CHECK = """
 import contextlib, io, json, sys
-from boneage.cli import main
+from boneage.interfaces.cli import main
 runs = []
 for argv in json.loads(sys.argv[1]):
     err = io.StringIO()
@@ -67,8 +67,8 @@ def test_max_upload_mb_accepts_sizes():
 
 
 def test_a_device_or_an_oversized_file_is_reported_not_read(tmp_path, monkeypatch):
-    from boneage import inputs
-    from boneage.errors import ImageError
+    from boneage.reading import inputs
+    from boneage.kernel.errors import ImageError
 
     if os.path.exists("/dev/zero"):
         with pytest.raises(ImageError, match="/dev/zero: not a regular file"):
@@ -83,7 +83,7 @@ def test_a_device_or_an_oversized_file_is_reported_not_read(tmp_path, monkeypatc
 
 
 def test_crossval_from_a_missing_or_broken_json_is_one_line(tmp_path, capsys):
-    from boneage.cli import main
+    from boneage.interfaces.cli import main
 
     broken = tmp_path / "shown.json"
     broken.write_text("{not json")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from boneage.config import (
+from boneage.kernel.config import (
     SECTIONS,
     EvaluateParams,
     ExportParams,
@@ -278,7 +278,7 @@ def test_params_yaml_is_the_single_source_of_defaults():
 
     assert set(keys(Params().model_dump())) == set(keys(written))
     assert load_params(root / "params.yaml").model_dump() == Params().model_dump()
-    from boneage.imaging import ImagingSettings  # the settings a model card records
+    from boneage.imaging.transforms import ImagingSettings  # the settings a model card records
 
     assert ImagingSettings() == ImagingSettings.from_params(load_params(root / "params.yaml")
                                                              .preprocess)

@@ -19,10 +19,10 @@ from pydicom.uid import (  # noqa: E402
     generate_uid,
 )
 
-from boneage.dicom import parse_patient_age  # noqa: E402
-from boneage.errors import ImageError  # noqa: E402
-from boneage.decoding import Film, decode, read_film  # noqa: E402
-from boneage.imaging import ImagingSettings, prepare  # noqa: E402
+from boneage.imaging.dicom import parse_patient_age  # noqa: E402
+from boneage.kernel.errors import ImageError  # noqa: E402
+from boneage.imaging.decoding import Film, decode, read_film  # noqa: E402
+from boneage.imaging.transforms import ImagingSettings, prepare  # noqa: E402
 
 
 def make_dicom(pixels: np.ndarray | None, *, photometric="MONOCHROME2", slope=None,

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from factories import free_ports, make_store
 
-from boneage.config import TrainParams
-from boneage.distributed import compare
-from boneage.recipe import peak_lr
-from boneage.training import make_strategy
+from boneage.kernel.config import TrainParams
+from boneage.learning.distributed import compare
+from boneage.learning.recipe import peak_lr
+from boneage.learning.training import make_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def test_multi_worker_without_tf_config_says_what_to_set(monkeypatch):
 
 
 def test_distribute_is_validated(tmp_path):
-    from boneage.config import ParamsError, load_section
+    from boneage.kernel.config import ParamsError, load_section
 
     with pytest.raises(ParamsError, match="train.distribute"):
         load_section("train", _params_file(tmp_path, {"distribute": "horovod"}))
@@ -59,7 +59,7 @@ def test_two_workers_end_with_identical_weights_and_a_falling_loss(tmp_path):
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2",
                "CUDA_VISIBLE_DEVICES": ""}
         workers.append(subprocess.Popen(
-            [sys.executable, "-m", "boneage.distributed", "--params", str(params),
+            [sys.executable, "-m", "boneage.learning.distributed", "--params", str(params),
              "--store", str(store_dir), "--split", str(split_dir), "--out", str(out)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = []
@@ -96,8 +96,8 @@ def test_mirrored_strategy_runs_the_stage_with_its_callbacks(tmp_path):
     plateau schedule, and saves a plain model (batch-norm sync switched off again)."""
     import keras
 
-    from boneage.artifacts import TRAINED_MODEL, TRAINING_SUMMARY
-    from boneage.training import run_training
+    from boneage.kernel.artifacts import TRAINED_MODEL, TRAINING_SUMMARY
+    from boneage.learning.training import run_training
 
     store_dir, split_dir = make_store(tmp_path, count=40, size=32)
     params = TrainParams(width=4, epochs=4, batch_size=8, warmup_epochs=0, distribute="mirrored",

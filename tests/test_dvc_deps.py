@@ -13,13 +13,16 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# The top-level pipeline and the release pipeline (release/dvc.yaml, paths relative to it).
+PIPELINES = {"dvc.yaml": ROOT / "dvc.yaml", "release/dvc.yaml": ROOT / "release" / "dvc.yaml"}
+STAGES = {(name, stage): definition for name, path in PIPELINES.items()
+          for stage, definition in yaml.safe_load(path.read_text())["stages"].items()}
 
 # Imported by every stage, but cannot change what a stage writes, so not deps (an edit
 # would otherwise rerun the whole pipeline): config only validates params.yaml, which spells
 # out every knob (tests/test_config.py) and whose values DVC tracks per stage; errors and
 # runner only word messages and set up logging.
-NOT_DEPS = {"boneage/config.py", "boneage/errors.py", "boneage/runner.py"}
+NOT_DEPS = {"boneage/kernel/config.py", "boneage/kernel/errors.py", "boneage/kernel/runner.py"}
 
 
 def _module_file(name: str) -> Path | None:
@@ -31,10 +34,11 @@ def _module_file(name: str) -> Path | None:
 
 
 def _dep(path: Path) -> str:
-    """The dvc.yaml dep that covers a module file: the file, or its subpackage's folder
-    (``boneage/sources`` for ``boneage/sources/labels.py``)."""
+    """The dvc.yaml dep that covers a module file: the file (``boneage/imaging/dicom.py``), or
+    for a package inside a layer, its folder (``boneage/data/sources`` for
+    ``boneage/data/sources/labels.py``)."""
     parts = path.relative_to(ROOT).parts
-    return "/".join(parts[:2]) if len(parts) > 2 else "/".join(parts)
+    return "/".join(parts[:3]) if len(parts) > 3 else "/".join(parts)
 
 
 def _imported(path: Path) -> set[str]:
@@ -61,18 +65,27 @@ def library_modules(script: Path) -> set[str]:
     return {_dep(_module_file(name)) for name in seen}
 
 
-@pytest.mark.parametrize("stage", sorted(STAGES))
-def test_stage_deps_are_the_library_modules_its_script_imports(stage):
-    script = ROOT / "stages" / f"{stage}.py"
-    assert f"stages/{stage}.py" in STAGES[stage]["deps"]
-    needed = library_modules(script) - NOT_DEPS
-    listed = {dep for dep in STAGES[stage]["deps"] if dep.startswith("boneage/")}
-    assert listed == needed, (f"{stage}: missing from deps {sorted(needed - listed)}, "
+def _from_root(pipeline: str, dep: str) -> str:
+    """A dep of ``pipeline`` as a path from the repository root."""
+    return (PIPELINES[pipeline].parent / dep).resolve().relative_to(ROOT).as_posix()
+
+
+@pytest.mark.parametrize("pipeline,stage", sorted(STAGES), ids=[f"{p}:{s}" for p, s in sorted(STAGES)])
+def test_stage_deps_are_the_library_modules_its_script_imports(pipeline, stage):
+    definition = STAGES[pipeline, stage]
+    scripts = [word for word in definition["cmd"].split() if word.endswith(".py")]
+    assert len(scripts) == 1, f"{pipeline}:{stage} runs {scripts}, expected one stage script"
+    script = _from_root(pipeline, scripts[0])
+    deps = {_from_root(pipeline, dep) for dep in definition["deps"]}
+    assert script.startswith("stages/") and script in deps
+    needed = library_modules(ROOT / script) - NOT_DEPS
+    listed = {dep for dep in deps if dep.startswith("boneage/")}
+    assert listed == needed, (f"{pipeline}:{stage}: missing from deps {sorted(needed - listed)}, "
                               f"not imported {sorted(listed - needed)}")
 
 
 def test_the_import_walk_follows_lazy_imports_inside_functions():
     modules = library_modules(ROOT / "stages" / "train.py")
     # models imports efficientnet_lite only inside lite_backbone: still a dep of train
-    assert {"boneage/training.py", "boneage/models.py",
-            "boneage/efficientnet_lite.py", "boneage/torch_checkpoint.py"} <= modules
+    assert {"boneage/learning/training.py", "boneage/learning/models.py",
+            "boneage/learning/efficientnet_lite.py", "boneage/learning/torch_checkpoint.py"} <= modules

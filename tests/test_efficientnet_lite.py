@@ -14,10 +14,10 @@ import keras
 import numpy as np
 import pytest
 
-from boneage import efficientnet_lite
-from boneage.errors import SetupError
-from boneage.models import build_model
-from boneage.torch_checkpoint import (
+from boneage.learning import efficientnet_lite
+from boneage.kernel.errors import SetupError
+from boneage.learning.models import build_model
+from boneage.learning.torch_checkpoint import (
     MAGIC_NUMBER,
     PROTOCOL_VERSION,
     CheckpointError,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from boneage.evaluation import (
+from boneage.learning.evaluation import (
     band_label,
     calibrate_frame,
     evaluate_predictions,

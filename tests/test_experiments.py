@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from dvc_project import TINY, commit_all, copy_project, env, merge, output, ran, run
 
-from boneage.crossval import summarize
-from boneage.errors import DataError
-from boneage.sources import local_source
+from boneage.learning.crossval import summarize
+from boneage.kernel.errors import DataError
+from boneage.data.sources import local_source
 
 
 def _exp(name: str, fold: int, mae: float, lr: float = 0.002, state: str = "success") -> dict:
@@ -100,7 +100,7 @@ def test_queued_fold_runs_execute_in_parallel_and_crossval_summarises_them(tmp_p
         logs = output(run(["dvc", "queue", "logs", rev["name"]], work))
         assert ran(logs) == {"train", "evaluate", "export"}, logs
 
-    cli = subprocess.run([sys.executable, "-m", "boneage.cli", "crossval"], cwd=work,
+    cli = subprocess.run([sys.executable, "-m", "boneage.interfaces.cli", "crossval"], cwd=work,
                          capture_output=True, text=True, env=env(),
                          timeout=300)
     assert cli.returncode == 0, cli.stdout + cli.stderr

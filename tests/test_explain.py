@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from keras import layers
 
-from boneage.explain import GradCam, find_last_conv, overlay, to_original
-from boneage.decoding import Film
-from boneage.imaging import ImagingSettings, crop_box, prepare_with_geometry, reduce_for
-from boneage.models import IMAGE_INPUT, OUTPUT, SEX_INPUT, build_model
+from boneage.reading.explain import GradCam, find_last_conv, overlay, to_original
+from boneage.imaging.decoding import Film
+from boneage.imaging.transforms import ImagingSettings, crop_box, prepare_with_geometry, reduce_for
+from boneage.learning.models import IMAGE_INPUT, OUTPUT, SEX_INPUT, build_model
 
 
 def bright_detector_model(size=32, nested=False):

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from factories import hand_radiograph, make_export, make_store
 
-from boneage.cli import main as cli_main
-from boneage.config import TrainParams
-from boneage.evaluation import run_evaluation
-from boneage.export import CARD_JSON, CARD_MD, run_export
-from boneage.decoding import read_film
-from boneage.imaging import prepare
-from boneage.predictor import Ensemble, Predictor
-from boneage.store import open_store
-from boneage.training import run_training
+from boneage.interfaces.cli import main as cli_main
+from boneage.kernel.config import TrainParams
+from boneage.learning.evaluation import run_evaluation
+from boneage.learning.export import CARD_JSON, CARD_MD, run_export
+from boneage.imaging.decoding import read_film
+from boneage.imaging.transforms import prepare
+from boneage.reading.predictor import Ensemble, Predictor
+from boneage.data.store import open_store
+from boneage.learning.training import run_training
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +71,9 @@ def test_evaluate_and_export_apply_the_train_stage_calibration(export_dir):
     import keras
     import pandas as pd
 
-    from boneage.calibration import Calibration, apply_calibration
-    from boneage.artifacts import TRAINED_MODEL, TRAINING_SUMMARY
-    from boneage.models import IMAGE_INPUT, OUTPUT, SEX_INPUT
+    from boneage.learning.calibration import Calibration, apply_calibration
+    from boneage.kernel.artifacts import TRAINED_MODEL, TRAINING_SUMMARY
+    from boneage.learning.models import IMAGE_INPUT, OUTPUT, SEX_INPUT
 
     calibration = json.loads((export_dir / "trained" / TRAINING_SUMMARY).read_text())["calibration"]
     assert calibration["kind"] == "linear" and calibration["female"]["slope"] != 1.0
@@ -172,7 +172,7 @@ def test_cli_predict_prints_the_reading_and_no_tensorflow_start_up_lines(export_
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    command = [sys.executable, "-m", "boneage.cli", "predict", str(films[0]), "--sex", "F",
+    command = [sys.executable, "-m", "boneage.interfaces.cli", "predict", str(films[0]), "--sex", "F",
                "--model", str(export_dir / "boneage")]
     quiet = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert quiet.returncode == 0, quiet.stderr
@@ -269,7 +269,7 @@ def test_pretrained_lite_backbone_trains_and_exports_to_every_format(tmp_path, f
 
 
 def test_tta_variants_start_with_the_film_itself_and_then_move_it():
-    from boneage.evaluation import TTA_TRANSFORMS, tta_films
+    from boneage.learning.evaluation import TTA_TRANSFORMS, tta_films
 
     films = np.zeros((2, 32, 32), dtype=np.uint8)
     films[:, 12:20, 12:20] = 200
@@ -293,8 +293,8 @@ def test_cli_ensemble_with_different_imaging_gets_each_its_own_input(export_dir,
     card = json.loads((padded / CARD_JSON).read_text())
     card["imaging"]["resize"] = "pad"  # same weights, films prepared differently
     (padded / CARD_JSON).write_text(json.dumps(card))
-    from boneage.decoding import read_film
-    from boneage.imaging import ImagingSettings
+    from boneage.imaging.decoding import read_film
+    from boneage.imaging.transforms import ImagingSettings
 
     ensemble = Ensemble([export_dir / "boneage", padded])
     film = read_film(films[0].read_bytes())

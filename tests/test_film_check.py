@@ -1,6 +1,6 @@
 """The film check (issue 14): hand radiographs pass, everything else is refused with a reason.
 
-Small material made here: phantom films (boneage.phantom), blanks, noise, gradients, drawn
+Small material made here: phantom films (boneage.data.phantom), blanks, noise, gradients, drawn
 text and shapes, a colour image. Acceptance rates on real data are bench/film_check.py's
 job; one test reads a handful of RSNA films when ../shared/datasets is there.
 """
@@ -14,15 +14,15 @@ import cv2
 import numpy as np
 import pytest
 
-from boneage.film_check import (
+from boneage.imaging.film_check import (
     MAX_COLOUR_FRACTION,
     FilmCheck,
     check_film,
     colour_fraction,
     colour_fraction_of,
 )
-from boneage.decoding import read_film
-from boneage.phantom import generate, render_film
+from boneage.imaging.decoding import read_film
+from boneage.data.phantom import generate, render_film
 
 SMALL = (Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
          / "rsna-bone-age-100px" / "boneage-training-dataset")

@@ -18,14 +18,32 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "hostile.py"
 
 @pytest.fixture(scope="module")
 def hostile():
+    """bench/hostile.py, loaded; loading it puts bench/ on sys.path, so its case modules
+    (bench/hostile_cases/) import as hostile_cases.*."""
     spec = importlib.util.spec_from_file_location("hostile", SCRIPT)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["hostile"] = module  # its dataclass looks itself up there
+    sys.modules["hostile"] = module
     try:
         spec.loader.exec_module(module)
         yield module
     finally:
-        sys.modules.pop("hostile", None)
+        for name in [n for n in sys.modules if n == "hostile" or n.startswith("hostile_cases")]:
+            sys.modules.pop(name, None)
+
+
+def _cases_module(name):
+    @pytest.fixture(scope="module")
+    def fixture(hostile):
+        return importlib.import_module(f"hostile_cases.{name}")
+    return fixture
+
+
+dicom = _cases_module("dicom")
+images = _cases_module("images")
+limits = _cases_module("limits")
+server = _cases_module("server")
+judging = _cases_module("judging")
+cases = _cases_module("cases")
 
 
 @pytest.fixture
@@ -34,10 +52,10 @@ def any_size(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
 
 
-def test_deflated_dicom_says_deflated_and_inflates_to_its_pixels(hostile, tmp_path):
-    path = hostile.deflated_dicom(tmp_path / "d.dcm", side=1024)  # 1 MB inflated
+def test_deflated_dicom_says_deflated_and_inflates_to_its_pixels(dicom, tmp_path):
+    path = dicom.deflated_dicom(tmp_path / "d.dcm", side=1024)  # 1 MB inflated
     meta = pydicom.filereader.read_file_meta_info(path)
-    assert meta.TransferSyntaxUID == hostile.DEFLATED_LE
+    assert meta.TransferSyntaxUID == dicom.DEFLATED_LE
     assert meta.TransferSyntaxUID == pydicom.uid.DeflatedExplicitVRLittleEndian
     assert path.stat().st_size < 1024 * 1024 / 100  # the bomb's ratio
     ds = pydicom.dcmread(path)
@@ -45,48 +63,48 @@ def test_deflated_dicom_says_deflated_and_inflates_to_its_pixels(hostile, tmp_pa
     assert ds.pixel_array.shape == (1024, 1024) and not ds.pixel_array.any()
 
 
-def test_dicom_film_keeps_the_invalid_values(hostile, tmp_path):
+def test_dicom_film_keeps_the_invalid_values(dicom, tmp_path):
     grey = np.arange(30 * 20, dtype=np.uint8).reshape(30, 20)
-    path = hostile.dicom_film(tmp_path / "f.dcm", grey, sex="O", slope="abc")
+    path = dicom.dicom_film(tmp_path / "f.dcm", grey, sex="O", slope="abc")
     ds = pydicom.dcmread(path)
-    assert ds.file_meta.TransferSyntaxUID == hostile.EXPLICIT_LE
+    assert ds.file_meta.TransferSyntaxUID == dicom.EXPLICIT_LE
     assert ds.PatientSex == "O"
     assert ds.get_item(0x00281053).value == b"abc "  # raw: not a number, as sent
     np.testing.assert_array_equal(ds.pixel_array, grey)
 
 
-def test_jpeg_claiming_a_size_with_a_stray_byte(hostile, any_size):
-    data = hostile.jpeg_claiming(20000, 20000)
-    assert data[:2] == b"\xff\xd8" and hostile.sof_size(data) == (20000, 20000)
-    (first,) = hostile.jpeg_segments(data)  # a strict walker stops at the stray byte
+def test_jpeg_claiming_a_size_with_a_stray_byte(images, any_size):
+    data = images.jpeg_claiming(20000, 20000)
+    assert data[:2] == b"\xff\xd8" and images.sof_size(data) == (20000, 20000)
+    (first,) = images.jpeg_segments(data)  # a strict walker stops at the stray byte
     assert data[first[1] + 2 + first[2]] == 0
-    clean = hostile.jpeg_claiming(20000, 20000, stray=b"")
+    clean = images.jpeg_claiming(20000, 20000, stray=b"")
     assert Image.open(io.BytesIO(clean)).size == (20000, 20000)
 
 
 @pytest.mark.parametrize("fmt", ["TIFF", "BMP", "PPM", "WEBP"])
-def test_headers_claiming_huge_sizes(hostile, any_size, fmt):
-    side = hostile.HUGE_SIDE
+def test_headers_claiming_huge_sizes(images, limits, any_size, fmt):
+    side = limits.HUGE_SIDE
     data, size = {
-        "TIFF": (hostile.tiff_claiming(side, side), (side, side)),
-        "BMP": (hostile.bmp_claiming(side, side), (side, side)),
-        "PPM": (hostile.pgm_claiming(side, side), (side, side)),
-        "WEBP": (hostile.webp_claiming(), (16383, 16383)),
+        "TIFF": (images.tiff_claiming(side, side), (side, side)),
+        "BMP": (images.bmp_claiming(side, side), (side, side)),
+        "PPM": (images.pgm_claiming(side, side), (side, side)),
+        "WEBP": (images.webp_claiming(), (16383, 16383)),
     }[fmt]
     image = Image.open(io.BytesIO(data))
     assert image.format == fmt and image.size == size and len(data) < 4096
 
 
-def test_sideways_jpeg_is_upright_once_exif_is_applied(hostile):
+def test_sideways_jpeg_is_upright_once_exif_is_applied(images):
     upright = np.tile(np.linspace(0, 255, 48, dtype=np.float32), (64, 1)).astype(np.uint8)
     upright[:8] = 255  # a bright top edge tells up from down
-    image = Image.open(io.BytesIO(hostile.exif_sideways_jpeg(upright)))
+    image = Image.open(io.BytesIO(images.exif_sideways_jpeg(upright)))
     assert image.getexif()[0x0112] == 6 and image.size == (64, 48)  # stored sideways
     shown = np.asarray(ImageOps.exif_transpose(image).convert("L"), dtype=float)
     assert shown.shape == upright.shape and np.abs(shown - upright).mean() < 3
 
 
-def test_chunked_upload_stops_when_the_server_answers_early(hostile):
+def test_chunked_upload_stops_when_the_server_answers_early(server):
     """The server answers 413 after the headers; the client stops sending and reads it."""
     listener = socket.create_server(("127.0.0.1", 0))
     received = []
@@ -109,7 +127,7 @@ def test_chunked_upload_stops_when_the_server_answers_early(hostile):
     thread.start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     total = 64 << 20
-    answer = hostile.chunked_upload(url, total, timeout=30)
+    answer = server.chunked_upload(url, total, timeout=30)
     thread.join(10)
     listener.close()
     assert answer["status"] == 413 and answer["first_line"] == "upload is too big"
@@ -118,19 +136,19 @@ def test_chunked_upload_stops_when_the_server_answers_early(hostile):
     assert b"content-length" not in received[0].lower()
 
 
-def test_judging_answers(hostile):
-    refuse = hostile.Case("x", "serve", "refuse", lambda f: None)
-    same = hostile.Case("y", "serve", "same-as-reference", lambda f: None)
-    assert hostile.judge_http(refuse, 413, "too big", None, None)[0]
-    assert not hostile.judge_http(refuse, 500, "Internal Server Error", None, None)[0]
-    assert not hostile.judge_http(refuse, None, "ReadTimeout", None, None)[0]
-    assert not hostile.judge_http(refuse, 200, "", {"boneage_months": 100.0}, None)[0]
-    assert hostile.judge_http(same, 200, "", {"boneage_months": 100.0}, 97.0)[0]
-    assert not hostile.judge_http(same, 200, "", {"boneage_months": 100.0}, 80.0)[0]
-    cli = hostile.Case("z", "cli", "refuse", lambda f: None)
+def test_judging_answers(cases, judging):
+    refuse = cases.Case("x", "serve", "refuse", lambda f: None)
+    same = cases.Case("y", "serve", "same-as-reference", lambda f: None)
+    assert judging.judge_http(refuse, 413, "too big", None, None)[0]
+    assert not judging.judge_http(refuse, 500, "Internal Server Error", None, None)[0]
+    assert not judging.judge_http(refuse, None, "ReadTimeout", None, None)[0]
+    assert not judging.judge_http(refuse, 200, "", {"boneage_months": 100.0}, None)[0]
+    assert judging.judge_http(same, 200, "", {"boneage_months": 100.0}, 97.0)[0]
+    assert not judging.judge_http(same, 200, "", {"boneage_months": 100.0}, 80.0)[0]
+    cli = cases.Case("z", "cli", "refuse", lambda f: None)
     base = {"timed_out": False, "peak_rss_mb": 300.0, "stdout": ""}
     refused = {**base, "exit_code": 2, "stderr": "error: sex must be M or F"}
-    assert hostile.judge_cli(cli, refused)[0]
-    assert not hostile.judge_cli(cli, {**base, "exit_code": 0, "stderr": ""})[0]
-    assert not hostile.judge_cli(cli, {**base, "exit_code": 1,
+    assert judging.judge_cli(cli, refused)[0]
+    assert not judging.judge_cli(cli, {**base, "exit_code": 0, "stderr": ""})[0]
+    assert not judging.judge_cli(cli, {**base, "exit_code": 1,
                                        "stderr": "Traceback (most recent call last):\n  x"})[0]

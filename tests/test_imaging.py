@@ -10,11 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
-from boneage import decoding, imaging
-from boneage.config import PreprocessParams
-from boneage.errors import ImageError
-from boneage.decoding import Film, decode, read_film, to_grey_float
-from boneage.imaging import (
+from boneage.imaging import decoding, headers
+from boneage.imaging import transforms as imaging
+from boneage.kernel.config import PreprocessParams
+from boneage.kernel.errors import ImageError
+from boneage.imaging.decoding import Film, decode, read_film, to_grey_float
+from boneage.imaging.transforms import (
     ImagingSettings,
     crop_to_hand,
     normalise_contrast,
@@ -217,7 +218,7 @@ def with_stray_byte(jpeg: bytes) -> bytes:
 
 def test_jpeg_with_a_stray_byte_is_still_decoded_so_its_header_must_be_read():
     data = with_stray_byte(jpeg_claiming(64, 40))
-    assert decoding.jpeg_size(data) == (64, 40)
+    assert headers.jpeg_size(data) == (64, 40)
     assert decode(data, "stray.jpg").shape == (40, 64)
 
 
@@ -288,8 +289,8 @@ def test_every_accepted_format_reads_its_header_and_decodes_as_opencv_does(ext, 
     if ext in (".ppm", ".webp"):
         film = np.dstack([film, film // 2, 255 - film])
     data = cv2.imencode(ext, film, params)[1].tobytes()
-    kind = decoding.sniff(data)
-    assert decoding._HEADER_READERS[kind](data) == (64, 40)
+    kind = headers.sniff(data)
+    assert headers.HEADER_READERS[kind](data) == (64, 40)
     flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
     expected = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     np.testing.assert_array_equal(decoding.decode_raw(data, "film" + ext), expected)
@@ -324,9 +325,9 @@ def test_opencvs_own_size_ceiling_matches_the_header_check():
     """boneage/__init__.py sets OpenCV's ceiling (a backstop, read when cv2 loads)."""
     import os
 
-    assert os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] == str(decoding.MAX_PIXELS)
-    assert os.environ["OPENCV_IO_MAX_IMAGE_WIDTH"] == str(decoding.MAX_SIDE)
-    assert os.environ["OPENCV_IO_MAX_IMAGE_HEIGHT"] == str(decoding.MAX_SIDE)
+    assert os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] == str(headers.MAX_PIXELS)
+    assert os.environ["OPENCV_IO_MAX_IMAGE_WIDTH"] == str(headers.MAX_SIDE)
+    assert os.environ["OPENCV_IO_MAX_IMAGE_HEIGHT"] == str(headers.MAX_SIDE)
 
 
 def test_opencv_refuses_oversized_images_itself_when_boneage_comes_first():
@@ -600,7 +601,7 @@ def test_settings_are_frozen():
 
 def test_hand_crop_ignores_a_bright_surround_larger_than_the_hand():
     """Outside the collimated field a plate can be brighter and larger than the hand."""
-    from boneage.imaging import hand_mask
+    from boneage.imaging.transforms import hand_mask
 
     film = np.full((200, 160), 0.15, dtype=np.float32)
     film[:60, :] = 0.9  # bright surround along the top edge ...

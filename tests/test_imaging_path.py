@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from factories import hand_radiograph
 
-from boneage.decoding import read_film
-from boneage.film_check import check_read_film
-from boneage.imaging import ImagingSettings, prepare
-from boneage.store import build_store, open_store
+from boneage.imaging.decoding import read_film
+from boneage.imaging.film_check import check_read_film
+from boneage.imaging.transforms import ImagingSettings, prepare
+from boneage.data.store import build_store, open_store
 
 make_dicom = pytest.importorskip("test_dicom").make_dicom
 

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from boneage.models import APPLICATIONS, IMAGE_INPUT, SEX_INPUT, build_model
+from boneage.learning.models import APPLICATIONS, IMAGE_INPUT, SEX_INPUT, build_model
 
 
 def _inputs(n=2, size=32, male=1.0):
@@ -102,7 +102,7 @@ def test_flatten_head_keeps_the_last_feature_map_whole():
 
 
 def test_age_bin_centres_cover_the_ages_with_a_bin_to_spare():
-    from boneage.models import age_bin_centres
+    from boneage.learning.models import age_bin_centres
 
     centres = age_bin_centres([3.0, 100.0, 228.0], 6.0)
     assert centres[0] == 0.0  # 3 - one bin would be below 0: clipped
@@ -156,7 +156,7 @@ def test_age_bin_model_file_round_trip_keeps_grid_and_predictions(tmp_path):
 
 
 def test_age_bin_head_needs_a_grid():
-    from boneage.models import AgeBinExpectation
+    from boneage.learning.models import AgeBinExpectation
 
     with pytest.raises(ValueError, match="at least 2 bin centres"):
         AgeBinExpectation([120.0])

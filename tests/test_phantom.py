@@ -1,4 +1,4 @@
-"""Tests of the synthetic hand radiographs (boneage.phantom).
+"""Tests of the synthetic hand radiographs (boneage.data.phantom).
 
 They check the contract others code against (shapes, determinism, labels), that the
 maturity follows the reference timeline (shared/reference/hand-maturation.md) and is
@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from boneage import phantom
-from boneage.phantom import (
+from boneage.data import phantom
+from boneage.data.phantom import (
     CARPALS,
     TIMELINE,
     SyntheticFilm,

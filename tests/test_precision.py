@@ -6,9 +6,10 @@ import pytest
 import tensorflow as tf
 from factories import make_store
 
-from boneage import precision, training
-from boneage.config import TrainParams
-from boneage.artifacts import TRAINING_SUMMARY
+from boneage.learning import precision
+from boneage.learning import training
+from boneage.kernel.config import TrainParams
+from boneage.kernel.artifacts import TRAINING_SUMMARY
 
 
 class FakeMachine:

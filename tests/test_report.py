@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from boneage.report import describe, format_months, parse_age, years_months
+from boneage.kernel.ages import describe, format_months, parse_age, years_months
 
 
 @pytest.mark.parametrize("months, text", [
@@ -99,14 +99,14 @@ def test_months_alone_may_pass_11():
 @pytest.mark.parametrize("text, months", [("1", 1.0), ("1m", 1.0), ("20y", 240.0),
                                           ("10y2m", 122.0)])
 def test_chronological_age_from_1_month_to_20_years(text, months):
-    from boneage.inputs import parse_chronological_age
+    from boneage.reading.inputs import parse_chronological_age
 
     assert parse_chronological_age(text) == months
 
 
 @pytest.mark.parametrize("text", ["0", "0.5", "300", "20y1m", "25y"])
 def test_chronological_age_outside_the_range_is_refused(text):
-    from boneage.inputs import parse_chronological_age
+    from boneage.reading.inputs import parse_chronological_age
 
     with pytest.raises(ValueError, match=r"bone age is assessed from 1 month to 20 years "
                                          r"\(1 to 240 months\)"):

@@ -28,7 +28,7 @@ def server(tmp_path_factory):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     log = open(tmp / "server.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "boneage.cli", "serve", "--model", str(model), "--port", str(port),
+        [sys.executable, "-m", "boneage.interfaces.cli", "serve", "--model", str(model), "--port", str(port),
          "--max-upload-mb", str(LIMIT_MB)], stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -174,7 +174,7 @@ def test_chunked_upload_over_the_limit_is_refused_by_the_real_server(server, fil
 
 
 def test_default_host_is_loopback():
-    from boneage.cli import build_parser
+    from boneage.interfaces.cli import build_parser
 
     args = build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1" and args.max_upload_mb == 20.0

@@ -12,8 +12,9 @@ import pytest
 httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from boneage import predictor, serve  # noqa: E402
-from boneage.imaging import ImagingSettings  # noqa: E402
+from boneage.interfaces import serve  # noqa: E402
+from boneage.reading import predictor  # noqa: E402
+from boneage.imaging.transforms import ImagingSettings  # noqa: E402
 
 LIMIT_MB = 1.0
 MB = 1024 * 1024
@@ -107,7 +108,7 @@ def test_an_unexpected_error_is_a_json_500_and_logged(client, png, monkeypatch, 
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(Ensemble, "predict_bytes", broken)
-    with caplog.at_level(logging.ERROR, logger="boneage.serve"):
+    with caplog.at_level(logging.ERROR, logger="boneage.interfaces.serve"):
         response = post(client, png, sex="F")
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/json"

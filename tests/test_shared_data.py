@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from boneage.config import FetchParams
-from boneage.decoding import decode, read_film
-from boneage.imaging import (ImagingSettings, crop_to_hand, hand_mask, normalise_contrast,
+from boneage.kernel.config import FetchParams
+from boneage.imaging.decoding import decode, read_film
+from boneage.imaging.transforms import (ImagingSettings, crop_to_hand, hand_mask, normalise_contrast,
                              prepare, resize)
-from boneage.sources import fetch
-from boneage.store import build_store, open_store
+from boneage.data.sources import fetch
+from boneage.data.store import build_store, open_store
 
 pytestmark = pytest.mark.shared_data
 
@@ -79,7 +79,7 @@ def test_fullres_films_decode_to_opencvs_pixels():
     """The faster grey-PNG decoder reads the real RSNA films exactly as OpenCV does."""
     import cv2
 
-    from boneage import decoding
+    from boneage.imaging import decoding
 
     _need(FULLRES)
     for path in sorted((FULLRES / "boneage-training-dataset").glob("*.png"))[:6]:

@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 
 import boneage
-from boneage.config import FetchParams, SyntheticParams
-from boneage.errors import DataError
-from boneage.sources import FetchReport, archives, downloads, fetch, filmzip
+from boneage.kernel.config import FetchParams, SyntheticParams
+from boneage.kernel.errors import DataError
+from boneage.data.sources import FetchReport, archives, downloads, fetch, filmzip, integrity
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
@@ -570,7 +570,7 @@ class Opened:
 
 @pytest.mark.parametrize("kind", ["zip", "tar.gz", "folder"])
 def test_member_over_the_size_limit_is_refused_unread(tmp_path, monkeypatch, kind):
-    monkeypatch.setattr(archives, "MAX_FILM_BYTES", 1 << 20)
+    monkeypatch.setattr(integrity, "MAX_FILM_BYTES", 1 << 20)
     monkeypatch.setattr(archives, "MAX_RATIO", 10**9)  # the size alone must refuse it
     source = bomb_source(tmp_path, kind, bytes(5 << 20))
     opened = Opened(monkeypatch)
@@ -935,9 +935,9 @@ def fake_generate(count: int, height: int = 320, seed: int = 0, max_age_months: 
 @pytest.fixture
 def fake_phantom(monkeypatch):
     def install(generate):
-        module = types.ModuleType("boneage.phantom")
+        module = types.ModuleType("boneage.data.phantom")
         module.generate = generate
-        monkeypatch.setitem(sys.modules, "boneage.phantom", module)
+        monkeypatch.setitem(sys.modules, "boneage.data.phantom", module)
         monkeypatch.setattr(boneage, "phantom", module, raising=False)
 
     return install
@@ -969,9 +969,9 @@ def test_synthetic_with_fake_generator(tmp_path, fake_phantom):
     reason="the pool path needs fork (to see the monkeypatched module) and two cores",
 )
 def test_synthetic_pool_path_gives_the_same_films_as_serial_generation(tmp_path, caplog):
-    from boneage import phantom
+    from boneage.data import phantom
 
-    caplog.set_level("INFO", logger="boneage.sources")
+    caplog.set_level("INFO", logger="boneage.data.sources")
     synth(tmp_path, "pooled", count=70, height=32, seed=1)
     assert "processes" in caplog.text
     serial = list(phantom.generate(70, height=32, seed=1))
@@ -994,7 +994,7 @@ def test_synthetic_bad_film_is_an_error(tmp_path, fake_phantom):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("boneage.phantom") is None, reason="boneage/phantom.py not written yet"
+    importlib.util.find_spec("boneage.data.phantom") is None, reason="boneage/data/phantom.py not written yet"
 )
 def test_synthetic_with_real_phantom(tmp_path):
     a = synth(tmp_path, "a", count=6, height=64)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from boneage.errors import DataError
-from boneage.splits import (
+from boneage.kernel.errors import DataError
+from boneage.data.splits import (
     SPLITS,
     fold_ids,
     read_ids,

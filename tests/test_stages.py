@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from boneage.errors import EXIT_USER_ERROR, BoneAgeError, DataError
-from boneage.runner import report_user_errors
+from boneage.kernel.errors import EXIT_USER_ERROR, BoneAgeError, DataError
+from boneage.kernel.runner import report_user_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from boneage.standards import RULE, assess, standard_deviation
+from boneage.reading.standards import RULE, assess, standard_deviation
 
 
 def test_table_values_and_interpolation():

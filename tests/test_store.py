@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from boneage.errors import DataError
-from boneage.decoding import read_film
-from boneage.imaging import ImagingSettings, prepare
-from boneage.store import FilmStore, build_store, open_store
+from boneage.kernel.errors import DataError
+from boneage.imaging.decoding import read_film
+from boneage.imaging.transforms import ImagingSettings, prepare
+from boneage.data.store import FilmStore, build_store, open_store
 
 SETTINGS = ImagingSettings(size=32, crop="hand", contrast="percentile")
 
@@ -190,7 +190,7 @@ def test_settings_change_the_store(tiny_raw_dir, tmp_path):
 def test_member_reader_reads_stored_and_compressed_members_like_zipfile(tmp_path):
     import zipfile
 
-    from boneage.store import _MemberReader
+    from boneage.data.store import _MemberReader
 
     path = tmp_path / "films.zip"
     payloads = {"a.png": b"\x89PNG" + bytes(range(256)) * 40, "b.png": b"second film" * 99}

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from factories import make_store
 
-from boneage.config import AugmentParams, TrainParams
-from boneage.artifacts import TRAINED_MODEL, TRAINING_SUMMARY
-from boneage.recipe import MAX_AGE_WEIGHT, FilmBatches, age_weights, augment_films, mixup_batch
-from boneage.store import open_store
-from boneage.training import make_dataset, run_training
+from boneage.kernel.config import AugmentParams, TrainParams
+from boneage.kernel.artifacts import TRAINED_MODEL, TRAINING_SUMMARY
+from boneage.learning.recipe import MAX_AGE_WEIGHT, FilmBatches, age_weights, augment_films, mixup_batch
+from boneage.data.store import open_store
+from boneage.learning.training import make_dataset, run_training
 
 TINY = dict(width=4, epochs=2, batch_size=8, early_stopping_patience=0, warmup_epochs=0)
 
@@ -178,8 +178,8 @@ def test_every_epoch_validates_on_each_validation_film_once(tmp_path):
     """Training reads one repeated dataset for the whole fit (see training.train); each
     epoch's validation MAE must still be over exactly the validation films, with the last
     short batch included and nothing read twice."""
-    from boneage.models import IMAGE_INPUT, SEX_INPUT
-    from boneage.splits import training_ids
+    from boneage.learning.models import IMAGE_INPUT, SEX_INPUT
+    from boneage.data.splits import training_ids
 
     store_dir, split_dir = make_store(tmp_path, count=60, size=32)
     params = TrainParams(**TINY, precision="float32")  # auto's measured choice may differ
@@ -214,8 +214,8 @@ def test_training_summary_records_the_precision_and_the_calibration(tmp_path):
     raw MAE is that epoch's validation MAE, and its line is the least-squares one of those
     films' reference ages on their predictions (which lowers the squared error, not always
     the MAE)."""
-    from boneage.splits import training_ids
-    from boneage.training import predict_films
+    from boneage.data.splits import training_ids
+    from boneage.learning.training import predict_films
 
     store_dir, split_dir = make_store(tmp_path, count=40, size=32)
     result = run_training(store_dir, split_dir,
@@ -241,7 +241,7 @@ def test_training_summary_records_the_precision_and_the_calibration(tmp_path):
 
 
 def test_age_bin_head_is_built_over_the_training_ages(tmp_path):
-    from boneage.models import OUTPUT, AgeBinExpectation
+    from boneage.learning.models import OUTPUT, AgeBinExpectation
 
     store_dir, split_dir = make_store(tmp_path, count=40, size=32)
     params = TrainParams(**TINY, output="age_bins", age_bin_months=12.0)
@@ -269,7 +269,7 @@ def _backbone_and_head_model():
 def test_backbone_lr_scale_steps_the_backbone_at_that_fraction_of_the_head_and_reloads(tmp_path):
     import keras
 
-    from boneage.recipe import PartwiseAdamW, make_optimizer
+    from boneage.learning.recipe import PartwiseAdamW, make_optimizer
 
     def first_step_sizes(scale):
         keras.utils.set_random_seed(0)

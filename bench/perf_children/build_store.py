@@ -33,8 +33,8 @@ def main() -> None:
 
     if one_core:
         cv2.setNumThreads(1)
-    from boneage.imaging import ImagingSettings
-    from boneage.store import build_store
+    from boneage.imaging.transforms import ImagingSettings
+    from boneage.data.store import build_store
 
     settings = ImagingSettings.from_dict(json.loads(args.settings))
     started = time.perf_counter()

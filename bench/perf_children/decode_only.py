@@ -33,7 +33,7 @@ def main() -> None:
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     cv2.setNumThreads(1)
     if args.decoder == "pipeline":
-        from boneage.decoding import decode_raw as decode
+        from boneage.imaging.decoding import decode_raw as decode
     else:
         decode = cv2_decode
     archive = zipfile.ZipFile(args.films_zip)

@@ -20,9 +20,9 @@ import time
 import keras
 import numpy as np
 
-from boneage.config import AugmentParams
-from boneage.models import build_model
-from boneage.training import fit_epochs, make_dataset
+from boneage.kernel.config import AugmentParams
+from boneage.learning.models import build_model
+from boneage.learning.training import fit_epochs, make_dataset
 
 
 class Clock(keras.callbacks.Callback):

@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from boneage.config import AugmentParams
-from boneage.training import make_dataset
+from boneage.kernel.config import AugmentParams
+from boneage.learning.training import make_dataset
 
 
 def main() -> None:

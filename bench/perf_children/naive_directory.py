@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 from keras_augment import augmenter, pipeline_arguments
 
-from boneage.config import AugmentParams
+from boneage.kernel.config import AugmentParams
 
 
 def main() -> None:

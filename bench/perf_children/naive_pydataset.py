@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras_augment import augmenter, pipeline_arguments
 
-from boneage.config import AugmentParams
+from boneage.kernel.config import AugmentParams
 
 
 class Films(keras.utils.PyDataset):

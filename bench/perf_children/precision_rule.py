@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from boneage.training import BF16_MIN_SPEEDUP, bf16_may_be_faster
+from boneage.learning.training import BF16_MIN_SPEEDUP, bf16_may_be_faster
 
 
 def main() -> None:

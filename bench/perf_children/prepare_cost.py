@@ -29,8 +29,8 @@ def main() -> None:
     args = parser.parse_args()
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     cv2.setNumThreads(1)
-    from boneage.decoding import read_film
-    from boneage.imaging import ImagingSettings, prepare
+    from boneage.imaging.decoding import read_film
+    from boneage.imaging.transforms import ImagingSettings, prepare
 
     files = sorted(glob.glob(args.folder + "/*.png"))
     data = []

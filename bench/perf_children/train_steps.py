@@ -35,9 +35,9 @@ def main() -> None:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra)
     if args.inter:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter)
-    from boneage.config import AugmentParams
-    from boneage.models import build_model
-    from boneage.training import make_dataset
+    from boneage.kernel.config import AugmentParams
+    from boneage.learning.models import build_model
+    from boneage.learning.training import make_dataset
 
     keras.mixed_precision.set_global_policy(args.policy)
     rng = np.random.default_rng(0)

@@ -1,0 +1,182 @@
+"""Decoding: film bytes -> the pixels as stored, with sizes checked before anything is decoded.
+
+Readers apart from transforms (:mod:`boneage.imaging.transforms` turns a decoded :class:`Film` into
+model input). Films come from anyone (``boneage serve`` takes uploads), so no format is
+decoded unless its header has been read and its width and height checked first
+(:data:`FORMATS`; anything else, GIF or JPEG 2000 say, is refused rather than handed to
+OpenCV unchecked). Films are read upright: the EXIF orientation of a JPEG or PNG is applied.
+Grey 8/16-bit PNGs (how radiographs are stored) take imagecodecs' faster decoder; DICOM is
+read by :mod:`boneage.imaging.dicom`.
+
+Every error is an :class:`~boneage.kernel.errors.ImageError` naming the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import cv2
+import numpy as np
+
+from boneage.imaging.headers import (
+    FORMATS,
+    MAX_PIXELS,
+    MAX_SIDE,
+    HEADER_READERS,
+    check_size,
+    sniff,
+)
+from boneage.kernel.errors import ImageError
+
+@dataclass
+class Film:
+    """A decoded film and what its file said about the patient.
+
+    ``pixels``: as stored, upright: uint8/uint16 (H, W) or (H, W, 3|4) for PNG, JPEG and the
+    other image formats; float32 (H, W) grey in [0, 1], bone bright, for DICOM (after its
+    rescale, VOI window and MONOCHROME1 inversion) and float TIFFs (their range stretched).
+    :func:`boneage.imaging.transforms.prepare` takes the stored levels as they are (percentiles from
+    their histogram), so the preprocess stage and ``boneage predict`` make the same model
+    input from the same file.
+    ``meta``: DICOM tags (sex, age) or just ``{"format": ...}``.
+    """
+
+    pixels: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    @cached_property
+    def image(self) -> np.ndarray:
+        """The film as float32 grey in [0, 1] (H, W): what the film check and the heatmap
+        overlay look at."""
+        return self.pixels if self.pixels.dtype == np.float32 else to_grey_float(self.pixels)
+
+
+def read_film(data: bytes, name: str = "image") -> Film:
+    """Decode a film (any of :data:`FORMATS`, 8- or 16-bit, grey or colour) to a :class:`Film`.
+
+    Sizes are checked from the header before the pixels are decoded, so a decompression
+    bomb costs nothing. Raises :class:`~boneage.kernel.errors.ImageError` naming ``name``.
+    """
+    from boneage.imaging import dicom
+
+    if data and dicom.is_dicom(data):
+        image, meta = dicom.read_dicom(data, name, MAX_PIXELS, MAX_SIDE)
+        return Film(image, meta)
+    pixels = decode_raw(data, name)
+    if pixels.dtype in (np.uint8, np.uint16):  # kept as stored; shape and size checked now
+        grey_plane(pixels, name)
+        if min(pixels.shape[:2]) < 8:
+            raise ImageError(f"{name}: image is only {pixels.shape[1]}x{pixels.shape[0]} px")
+    else:  # a float or 32-bit TIFF: its own range stretched to [0, 1] once, here
+        pixels = to_grey_float(pixels, name)
+    return Film(pixels, {"format": sniff(data) or "other"})
+
+
+def decode(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode a film (any of :data:`FORMATS`) to float32 grey in [0, 1]."""
+    return read_film(data, name).image
+
+
+def decode_raw(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode image bytes (not DICOM) to the array as stored (uint8/uint16, 1-3 channels),
+    upright (EXIF orientation applied) and checked.
+
+    Only formats whose header this module reads are decoded: the size check must hold for
+    every format the decoder accepts, or a 20,000 px film in a format we cannot read the
+    header of would be decoded in full.
+    """
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    kind = sniff(data)
+    if kind not in HEADER_READERS:
+        raise ImageError(f"{name}: not a readable {FORMATS} image "
+                         f"(unrecognised content {data[:8]!r})")
+    size = HEADER_READERS[kind](data)
+    if size is None:
+        raise ImageError(f"{name}: not a readable {kind.upper()} image (corrupt or truncated?): "
+                         "its header gives no width and height")
+    width, height = size
+    check_size(width, height, name)
+    image = _decode_grey_png(data, name) if _is_plain_grey_png(data) else None
+    if image is None:
+        buffer = np.frombuffer(data, dtype=np.uint8)
+        try:
+            # Not IMREAD_UNCHANGED (-1, every flag bit): it skips the EXIF orientation, and a
+            # film stored sideways must be read upright. ANYDEPTH keeps 16 bits, ANYCOLOR the
+            # channels (alpha is dropped: films are grey).
+            image = cv2.imdecode(buffer, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+        except cv2.error as exc:  # OpenCV's own size limit (boneage/__init__.py), bad data
+            raise ImageError(f"{name}: not a readable {kind.upper()} image ({exc})") from exc
+    if image is None or image.size == 0:
+        raise ImageError(f"{name}: not a readable {kind.upper()} image "
+                         "(corrupt or truncated?)")
+    check_size(image.shape[1], image.shape[0], name)  # belt and braces: what was decoded
+    return image
+
+
+def _is_plain_grey_png(data: bytes) -> bool:
+    """An 8- or 16-bit greyscale PNG (IHDR bit depth and colour type), how radiographs are
+    stored; colour, palette and 1-4 bit films take OpenCV's path, and so do PNGs with an
+    eXIf chunk (OpenCV applies its orientation; imagecodecs does not)."""
+    return sniff(data) == "png" and len(data) > 25 and data[12:16] == b"IHDR" \
+        and data[24] in (8, 16) and data[25] == 0 and not _png_has_exif(data)
+
+
+def _png_has_exif(data: bytes) -> bool:
+    """Whether an eXIf chunk comes before the image data (walks the chunk lengths)."""
+    position = 8
+    while position + 8 <= len(data):
+        kind = data[position + 4:position + 8]
+        if kind == b"eXIf":
+            return True
+        if kind in (b"IDAT", b"IEND"):
+            return False
+        position += 12 + int.from_bytes(data[position:position + 4], "big")
+    return False
+
+
+def _decode_grey_png(data: bytes, name: str) -> np.ndarray | None:
+    """Decode a grey PNG with imagecodecs (libpng over zlib-ng): the same pixels as
+    ``cv2.imdecode`` (a test checks) and faster (bench/README.md); decoding is most of what
+    preprocessing a full-resolution film costs. None (OpenCV decodes
+    instead, and words the error for a bad file) when imagecodecs fails or gives anything
+    but one grey plane. Imported on first use, not at start-up."""
+    import imagecodecs
+
+    try:
+        image = imagecodecs.png_decode(data)
+    except Exception:  # noqa: BLE001 - any failure: OpenCV reads the file or reports it
+        return None
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    return image if image.ndim == 2 and image.dtype in (np.uint8, np.uint16) else None
+
+
+def grey_plane(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """One grey plane of a decoded array (1-4 channels), in its own dtype."""
+    if image.ndim == 3:
+        if image.shape[2] == 1:
+            return image[:, :, 0]
+        if image.shape[2] in (3, 4):
+            return cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY)
+        raise ImageError(f"{name}: unsupported channel count {image.shape[2]}")
+    if image.ndim != 2:
+        raise ImageError(f"{name}: unsupported image shape {image.shape}")
+    return image
+
+
+def to_grey_float(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Convert a decoded array (uint8/uint16/float, 1-4 channels) to float32 grey in [0, 1]."""
+    image = grey_plane(image, name)
+    if image.shape[0] < 8 or image.shape[1] < 8:
+        raise ImageError(f"{name}: image is only {image.shape[1]}x{image.shape[0]} px")
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0
+    image = image.astype(np.float32)
+    if not np.isfinite(image).all():
+        raise ImageError(f"{name}: image holds NaN or infinite values")
+    low, high = float(image.min()), float(image.max())
+    return (image - low) / (high - low) if high > low else np.zeros_like(image)

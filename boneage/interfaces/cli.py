@@ -1,0 +1,211 @@
+"""``boneage`` command line: predict bone age for films, serve a page and API that do, and
+summarise cross-validation experiments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from boneage.kernel.ages import format_months
+
+DEFAULT_MODEL = Path("models/boneage")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from boneage.reading.inputs import expand_paths, heatmap_folder, parse_chronological_age, parse_sex
+
+    # Everything the user typed is checked before TensorFlow is imported (seconds) and the
+    # models load: a bad flag, a missing film or an empty folder fails at once.
+    if args.sex is not None:
+        parse_sex(args.sex)
+    chronological = (parse_chronological_age(args.chronological_age)
+                     if args.chronological_age is not None else None)
+    paths = expand_paths(args.paths)
+    explain = heatmap_folder(args.explain) if args.explain is not None else None
+
+    _import_tensorflow(args)
+    from boneage.reading.predictor import Ensemble
+    from boneage.reading.standards import RULE
+
+    ensemble = Ensemble(args.model or [DEFAULT_MODEL], model_format=args.format)
+    readings = ensemble.predict_paths(paths, sex=args.sex, chronological=chronological,
+                                      batch_size=args.batch_size,
+                                      progress=len(paths) > 20,
+                                      explain_dir=explain, force=args.force)
+    rows = [r.to_dict() for r in readings]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.csv:
+        _write_csv(rows)
+    else:
+        for reading in readings:
+            print(reading.text())
+        if any(r.assessment is not None for r in readings):
+            print(f"call: {RULE}")
+    failed = sum("error" in row for row in rows)
+    if failed:
+        print(f"{failed} of {len(rows)} films could not be read", file=sys.stderr)
+    return 1 if rows and failed == len(rows) else 0
+
+
+CSV_COLUMNS = ["path", "sex", "sex_source", "boneage_months", "boneage_text", "spread_months",
+               "models", "chronological_months", "chronological_text", "age_source",
+               "difference_months", "sd_months", "z_score", "call", "rule", "heatmap", "error"]
+
+
+def _write_csv(rows: list[dict]) -> None:
+    import csv
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        row = dict(row)
+        if "models" in row:
+            row["models"] = " ".join(str(m) for m in row["models"])
+        writer.writerow(row)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _import_tensorflow(args)
+    from boneage.interfaces.serve import run_server
+
+    run_server(args.model or [DEFAULT_MODEL], host=args.host, port=args.port,
+               model_format=args.format, max_upload_mb=args.max_upload_mb)
+    return 0
+
+
+def _crossval(args: argparse.Namespace) -> int:
+    from boneage.learning.crossval import exp_show, summarize, write_summary
+
+    shown = _saved_exp_show(Path(args.from_json)) if args.from_json else exp_show()
+    summary = summarize(shown, args.exps)
+    out = write_summary(summary, args.out)
+    print(f"{len(summary['folds_run'])} folds ({', '.join(summary['runs'].values())}) -> {out}")
+    if summary["missing_folds"]:
+        print(f"warning: folds {summary['missing_folds']} of {summary['split_folds']} not run",
+              file=sys.stderr)
+    for key, stats in summary["metrics"].items():
+        line = f"  {key}: {stats['mean']:.3f} +- {stats['sd']:.3f} (sd over {stats['n']} folds)"
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf.startswith(("mae", "rmse")) or leaf == "best_val_mae":  # errors in months
+            line += f"  = {format_months(stats['mean'])} +- {format_months(stats['sd'])}"
+        print(line)
+    return 0
+
+
+def _saved_exp_show(path: Path) -> list:
+    from boneage.kernel.errors import UsageError
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"--from-json {path}: cannot read it ({exc.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--from-json {path}: not `dvc exp show --json` output ({exc})") from None
+
+
+MAX_UPLOAD_MB = 1024.0  # uploads are held in memory: a ceiling for the flag
+
+
+def upload_megabytes(text: str) -> float:
+    """``--max-upload-mb``: a finite number of MB above 0 (not -5, inf or nan)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_UPLOAD_MB:
+        raise argparse.ArgumentTypeError(f"{text!r} MB: give a size above 0 and at most "
+                                         f"{MAX_UPLOAD_MB:g} MB")
+    return value
+
+
+def _verbose_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument("-v", "--verbose", action="store_true",
+                         help="log what is happening, TensorFlow's start-up lines included")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="boneage", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    predict = commands.add_parser("predict", help="bone age of one or more films")
+    predict.add_argument("paths", nargs="+", help="films (PNG, JPEG, TIFF, BMP, WebP, PNM or "
+                                                  "DICOM) or folders of them")
+    predict.add_argument("--sex", help="M or F; when absent, read from each DICOM's PatientSex")
+    predict.add_argument("--chronological-age", metavar="AGE",
+                         help="the child's age, as months (122) or years and months (10y2m), "
+                              "from 1 month to 20 years; adds the difference and a "
+                              "delayed/normal/advanced call")
+    predict.add_argument("--model", type=Path, action="append", metavar="DIR",
+                         help=f"export directory (default {DEFAULT_MODEL}); give several "
+                              "for an ensemble")
+    predict.add_argument("--format", default="keras", choices=["keras", "savedmodel", "tflite"],
+                         help="which exported file to run (default keras)")
+    predict.add_argument("--explain", type=Path, metavar="OUTDIR",
+                         help="write a Grad-CAM heatmap PNG per film here")
+    predict.add_argument("--force", action="store_true",
+                         help="read films the film check refuses as not a hand radiograph "
+                              "(the report says so)")
+    predict.add_argument("--batch-size", type=int, default=32, help=argparse.SUPPRESS)
+    output = predict.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
+    output.add_argument("--csv", action="store_true", help="machine-readable output (CSV)")
+    _verbose_flag(predict)
+    predict.set_defaults(handler=_predict)
+
+    serve = commands.add_parser("serve", help="web page and JSON API for predictions")
+    serve.add_argument("--model", type=Path, action="append", metavar="DIR",
+                       help=f"export directory (default {DEFAULT_MODEL}); several: an ensemble")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--format", default="auto",
+                       choices=["auto", "keras", "savedmodel", "tflite"],
+                       help="which exported file answers predictions (default auto: the "
+                            "fastest on CPU in bench/predict_latency.py that the export has)")
+    serve.add_argument("--max-upload-mb", type=upload_megabytes, default=20.0, metavar="MB",
+                       help="largest upload accepted, with or without a Content-Length "
+                            f"(default 20 MB, at most {MAX_UPLOAD_MB:g})")
+    _verbose_flag(serve)
+    serve.set_defaults(handler=_serve)
+
+    crossval = commands.add_parser(
+        "crossval", help="mean and spread of the metrics of k-fold experiments",
+        description="Collect the experiments with train.fold >= 0 from `dvc exp show` and write "
+                    "each metric's mean, sd, min, max and per-fold values.")
+    crossval.add_argument("--out", type=Path, default=Path("metrics/crossval.json"),
+                          help="summary file (default metrics/crossval.json)")
+    crossval.add_argument("--exps", nargs="+", metavar="NAME",
+                          help="the fold experiments to use (default: every one with "
+                               "train.fold >= 0)")
+    crossval.add_argument("--from-json", metavar="FILE",
+                          help="read saved `dvc exp show --json` output instead of running dvc")
+    _verbose_flag(crossval)
+    crossval.set_defaults(handler=_crossval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from boneage.kernel.runner import report_user_errors, setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging("INFO" if args.verbose else "WARNING")
+    return report_user_errors(lambda: args.handler(args))
+
+
+def _import_tensorflow(args: argparse.Namespace) -> None:
+    """TensorFlow, imported once the arguments are checked: its start-up lines hidden unless
+    ``--verbose`` (they are the library's, not the reading's)."""
+    if args.verbose:
+        import tensorflow  # noqa: F401
+    else:
+        from boneage.kernel.runner import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

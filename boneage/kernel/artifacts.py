@@ -1,0 +1,76 @@
+"""What the stages hand each other: file names, and readers that say which stage to run.
+
+One place for every name a stage writes and another reads, so a rename cannot leave a
+reader behind (dvc.yaml's ``outs`` spell the folders; these are the files inside them).
+
+    data/raw/        FILMS_ZIP, LABELS_CSV, FETCH_REPORT             (fetch)
+    data/prepared/   STORE_IMAGES, STORE_INDEX, STORE_INFO           (preprocess)
+    data/split/      SPLIT_FILES["train"|"val"|"test"], FOLDS_CSV    (split)
+    models/trained/  TRAINED_MODEL, TRAINING_SUMMARY                 (train)
+    plots/           PREDICTIONS_CSV                                 (evaluate)
+    models/boneage/  EXPORT_KERAS, EXPORT_SAVEDMODEL, EXPORT_TFLITE,
+                     CARD_JSON, CARD_MD                              (export)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from boneage.kernel.errors import DataError
+
+# A film file, wherever it comes from (a data set's folder or archive, films.zip, the predict
+# command line): every format boneage.imaging.decoding reads (PNG, JPEG, TIFF, BMP, WebP, PNM, DICOM).
+FILM_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm",
+                 ".pnm", ".pbm", ".dcm", ".dicom")
+
+# How a sex is written in a data set's label CSV or typed for predict/serve -> 1 male, 0 female
+# (labels.csv itself holds 1/0).
+SEX_SPELLINGS = {"m": 1, "male": 1, "1": 1, "true": 1, "boy": 1,
+                 "f": 0, "female": 0, "0": 0, "false": 0, "girl": 0}
+
+FILMS_ZIP = "films.zip"  # every film as fetched, stored (not deflated): id.<ext> members
+LABELS_CSV = "labels.csv"  # id, boneage (months), male (1/0)
+FETCH_REPORT = "fetch-report.json"  # source, fingerprint, skipped rows
+
+STORE_IMAGES = "films.npy"  # uint8 (N, size, size), memory-mapped by the trainer
+STORE_INDEX = "index.csv"  # id, boneage, male, row
+STORE_INFO = "store.json"  # imaging settings, provenance, skipped films, film check
+
+SPLIT_FILES = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}  # one id a line
+FOLDS_CSV = "folds.csv"  # id, fold (k-fold cross-validation)
+
+TRAINED_MODEL = "model.keras"  # the best epoch's model, before export
+TRAINING_SUMMARY = "training.json"  # history, timing, params, precision probe, calibration
+
+PREDICTIONS_CSV = "predictions.csv"  # the test films' reference and predicted months
+
+EXPORT_KERAS = "model.keras"
+EXPORT_SAVEDMODEL = "saved_model"
+EXPORT_TFLITE = "model.tflite"
+CARD_JSON = "model_card.json"  # imaging settings, metrics, backbone: what predict reads
+CARD_MD = "MODEL_CARD.md"
+
+
+def write_json(path: str | Path, data: dict) -> Path:
+    """A stage's JSON artifact, indented, ending in a newline (reviewable in git diffs)."""
+    path = Path(path)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_training_summary(model_dir: str | Path) -> dict:
+    """``training.json`` of a train stage output: ``params``, ``imaging``, ``history``,
+    ``calibration``, ``precision_probe``, timings."""
+    return read_json(Path(model_dir) / TRAINING_SUMMARY, "train")
+
+
+def read_json(path: str | Path, stage: str) -> dict:
+    """A JSON artifact of ``stage``; a missing or unreadable one says which stage to run."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run the {stage} stage first")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); run the {stage} stage again") from None

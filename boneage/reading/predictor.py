@@ -1,0 +1,383 @@
+"""Load an exported model and predict bone age for films, prepared exactly as in training.
+
+The imaging settings come from the model card that the export stage wrote, never from
+the caller, so a film is always prepared the way the model was trained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from boneage.kernel.errors import DataError, ImageError, UsageError
+from boneage.kernel.artifacts import CARD_JSON, EXPORT_KERAS, EXPORT_SAVEDMODEL, EXPORT_TFLITE
+from boneage.learning.export import SIGNATURE
+from boneage.imaging.decoding import Film, read_film
+from boneage.imaging.film_check import check_read_film
+from boneage.imaging.transforms import ImagingSettings, prepare, prepare_with_geometry
+from boneage.reading.inputs import (
+    heatmap_folder,
+    parse_sex,
+    read_film_bytes,
+)
+from boneage.learning.models import IMAGE_INPUT, OUTPUT, SEX_INPUT
+
+log = logging.getLogger(__name__)
+
+FORMAT_FILES = {"keras": EXPORT_KERAS, "savedmodel": EXPORT_SAVEDMODEL, "tflite": EXPORT_TFLITE}
+
+
+class Predictor:
+    """An exported model plus the imaging settings its card records."""
+
+    def __init__(self, model_dir: str | Path, model_format: str = "keras"):
+        self.model_dir = Path(model_dir)
+        card_path = self.model_dir / CARD_JSON
+        if not card_path.is_file():
+            raise DataError(f"{card_path}: no model card; is {self.model_dir} an export "
+                            "directory (models/boneage after `dvc repro`)?")
+        self.card = json.loads(card_path.read_text())
+        self.settings = ImagingSettings.from_dict(self.card["imaging"])
+        if model_format not in FORMAT_FILES:
+            raise UsageError(f"model format must be one of {sorted(FORMAT_FILES)}, got "
+                             f"{model_format!r}")
+        target = self.model_dir / FORMAT_FILES[model_format]
+        if not target.exists():
+            raise DataError(f"{target}: this export has no {model_format} model "
+                            f"(it has {self.card.get('formats')})")
+        self.format = model_format
+        self._load(target)
+
+    def _load(self, target: Path) -> None:
+        if self.format == "keras":
+            import keras
+
+            import boneage.learning.calibration  # noqa: F401  (registers the custom layers)
+            import boneage.learning.models  # noqa: F401  (registers the custom layers)
+
+            self.model = keras.saving.load_model(target)
+            self._run = lambda image, sex: self.model.predict_on_batch(
+                {IMAGE_INPUT: image, SEX_INPUT: sex})
+        elif self.format == "savedmodel":
+            import tensorflow as tf
+
+            loaded = tf.saved_model.load(str(target))
+            signature = loaded.signatures[SIGNATURE]
+            self._loaded = loaded
+            self._run = lambda image, sex: signature(
+                **{IMAGE_INPUT: tf.constant(image), SEX_INPUT: tf.constant(sex)})[OUTPUT].numpy()
+        else:
+            import warnings
+
+            import tensorflow as tf
+
+            with warnings.catch_warnings():  # tf.lite's deprecation notice is not for our users
+                warnings.simplefilter("ignore")
+                interpreter = tf.lite.Interpreter(model_path=str(target))
+            runner = interpreter.get_signature_runner(SIGNATURE)
+            self._interpreter = interpreter
+
+            def run(image, sex):
+                outputs = [runner(**{IMAGE_INPUT: image[i:i + 1], SEX_INPUT: sex[i:i + 1]})[OUTPUT]
+                           for i in range(len(image))]
+                return np.concatenate(outputs, axis=0)
+
+            self._run = run
+
+    def prepare(self, data: bytes, name: str = "image") -> np.ndarray:
+        """Film bytes -> this model's uint8 input, through the one imaging path."""
+        return prepare(read_film(data, name), self.settings)
+
+    def predict_prepared(self, films: np.ndarray, male) -> np.ndarray:
+        """Months for prepared uint8 films (N, S, S); ``male`` is one value or one per film."""
+        films = np.asarray(films)
+        image = films.astype(np.float32)[..., None]
+        sex = np.broadcast_to(np.asarray(male, dtype=np.float32).reshape(-1, 1),
+                              (len(films), 1)).copy()
+        return np.asarray(self._run(image, sex), dtype=float).reshape(-1)
+
+
+SEX_FROM_DICOM = "from the DICOM PatientSex tag"
+AGE_FROM_DICOM = "from the DICOM PatientAge tag"
+
+
+@dataclass(frozen=True)
+class Wording:
+    """Where a reading says sex and age came from, and how it asks for a missing sex: in
+    the command line's flags or in the web form's fields."""
+
+    sex_given: str
+    age_given: str
+    ask_sex: str
+
+
+CLI = Wording("from --sex", "from --chronological-age", "pass --sex M or F")
+FORM = Wording("from the form", "from the form", "choose the sex (M or F) in the form")
+
+
+@dataclass
+class Reading:
+    """One film's result as people and programs read it."""
+
+    path: str
+    months: float | None = None  # the ensemble mean
+    per_model: list[float] | None = None
+    spread: float | None = None  # SD between models (a rough uncertainty); None for one model
+    male: int | None = None
+    sex_source: str | None = None
+    chronological_months: float | None = None
+    age_source: str | None = None
+    assessment: object | None = None  # boneage.reading.standards.Assessment
+    heatmap: str | None = None  # path of the Grad-CAM PNG
+    error: str | None = None
+    checks: dict | None = None  # the film check's verdict (boneage.imaging.film_check)
+
+    def to_dict(self) -> dict:
+        from boneage.kernel.ages import format_months
+
+        row: dict = {"path": self.path}
+        if self.checks is not None:
+            row["checks"] = self.checks
+        if self.error:
+            row["error"] = self.error
+            return row
+        row.update({
+            "sex": "M" if self.male else "F",
+            "sex_source": self.sex_source,
+            "boneage_months": round(self.months, 1),
+            "boneage_text": format_months(self.months),
+        })
+        if self.per_model is not None and len(self.per_model) > 1:
+            row["models"] = [round(m, 1) for m in self.per_model]
+            row["spread_months"] = round(self.spread, 1)
+        if self.chronological_months is not None:
+            row["chronological_months"] = round(self.chronological_months, 1)
+            row["chronological_text"] = format_months(self.chronological_months)
+            row["age_source"] = self.age_source
+            row.update(self.assessment.to_dict())
+        if self.heatmap:
+            row["heatmap"] = self.heatmap
+        return row
+
+    def text(self) -> str:
+        """The lines a radiologist reads for this film."""
+        from boneage.kernel.ages import describe, format_months
+
+        if self.error:
+            return f"{self.path}: not read: {self.error}"
+        sex = "male" if self.male else "female"
+        lines = [f"{self.path}: bone age {describe(self.months)}"]
+        if self.per_model is not None and len(self.per_model) > 1:
+            lines[0] += (f" +- {self.spread:.1f} months (SD between {len(self.per_model)} models: "
+                         + ", ".join(f"{m:.1f}" for m in self.per_model) + ")")
+        lines.append(f"  sex: {sex} ({self.sex_source})")
+        checks = self.checks or {}
+        if checks.get("forced"):
+            doubts = list(checks.get("reasons", []))
+            if checks.get("inverted"):
+                doubts.append("it looks inverted")
+            lines.append("  WARNING: read on request (force) although the film check refused "
+                         "it: " + "; ".join(doubts))
+        if self.chronological_months is not None:
+            a = self.assessment
+            lines.append(f"  chronological age: {describe(self.chronological_months)} "
+                         f"({self.age_source})")
+            sign = "+" if a.difference_months >= 0 else "-"
+            lines.append(f"  difference: {sign}{abs(a.difference_months):.1f} months "
+                         f"({sign}{format_months(abs(a.difference_months))}), "
+                         f"{a.z:+.1f} SD (G&P SD {a.sd_months:.1f} months at this age): "
+                         f"{a.call.upper()}")
+        if self.heatmap:
+            lines.append(f"  heatmap: {self.heatmap}")
+        return "\n".join(lines)
+
+
+class Prepared(dict):
+    """One film's model inputs: imaging settings -> uint8 ``(size, size)`` array, and in
+    ``geometries`` where each came from in the film (:class:`boneage.imaging.transforms.Geometry`), so
+    Grad-CAM maps its heatmap back through the crop that was taken, without preparing again."""
+
+    def __init__(self, prepared: dict):
+        super().__init__({settings: array for settings, (array, _) in prepared.items()})
+        self.geometries = {settings: geometry for settings, (_, geometry) in prepared.items()}
+
+
+class Ensemble:
+    """One or more exported models read as one: the mean, and the SD between them.
+
+    Each film is decoded once; each distinct set of imaging settings in the models' cards
+    gets its own prepared input through the one imaging path (:func:`boneage.imaging.transforms.prepare`).
+    """
+
+    def __init__(self, model_dirs: list[str | Path], model_format: str = "keras"):
+        if not model_dirs:
+            raise UsageError("give at least one --model directory")
+        self.predictors = [Predictor(d, model_format) for d in model_dirs]
+        self.settings = list(dict.fromkeys(p.settings for p in self.predictors))
+        self._explainers = None
+        # TFLite interpreters and Keras models are not safe to call from several threads at
+        # once (the web app's thread pool); decoding and preparing still run in parallel.
+        self._lock = threading.RLock()
+
+    def read(self, data: bytes, name: str = "image") -> Film:
+        return read_film(data, name)
+
+    def check(self, film: Film, name: str, reading: "Reading", force: bool = False) -> Film:
+        """The film check (:func:`boneage.imaging.film_check.check_read_film`), its verdict kept on
+        ``reading``; after sex and age are resolved, so a missing sex is asked for first."""
+        try:
+            film = check_read_film(film, name, force=force)
+        except ImageError as exc:
+            reading.checks = getattr(exc, "checks", None)
+            raise
+        reading.checks = film.meta.get("checks")
+        return film
+
+    def prepare(self, film: Film) -> "Prepared":
+        """The film prepared for each distinct imaging setting of the models, with where
+        each input came from in the film (for the heatmap)."""
+        return Prepared({s: prepare_with_geometry(film, s) for s in self.settings})
+
+    def predict_prepared(self, prepared: list[dict], males: np.ndarray) -> np.ndarray:
+        """Months, shape (films, models), for films already prepared by :meth:`prepare`."""
+        out = np.zeros((len(prepared), len(self.predictors)))
+        for column, predictor in enumerate(self.predictors):
+            films = np.stack([p[predictor.settings] for p in prepared])
+            with self._lock:
+                out[:, column] = predictor.predict_prepared(films, males)
+        return out
+
+    def resolve(self, path: str, film: Film, sex: str | None, chronological: float | None,
+                reading: Reading, wording: Wording = CLI) -> None:
+        """Fill in sex and chronological age from the flags (or form), else the DICOM tags."""
+        from boneage.reading.standards import assess  # noqa: F401  (fail early if missing)
+
+        if sex is not None:
+            reading.male, reading.sex_source = parse_sex(sex), wording.sex_given
+        elif film.meta.get("sex"):
+            reading.male, reading.sex_source = parse_sex(film.meta["sex"]), SEX_FROM_DICOM
+        elif film.meta.get("sex_tag"):
+            raise ImageError(f"{path}: sex unknown: PatientSex is {film.meta['sex_tag']!r} "
+                             f"(not M or F); {wording.ask_sex}")
+        elif film.meta.get("format") == "dicom":
+            raise ImageError(f"{path}: sex unknown: the DICOM file has no PatientSex tag; "
+                             f"{wording.ask_sex}")
+        else:
+            raise ImageError(f"{path}: sex unknown: {wording.ask_sex} (only a DICOM file "
+                             "records the patient's sex)")
+        if chronological is not None:
+            reading.chronological_months = float(chronological)
+            reading.age_source = wording.age_given
+        elif film.meta.get("age_months") is not None:
+            reading.chronological_months = float(film.meta["age_months"])
+            reading.age_source = AGE_FROM_DICOM
+
+    def finish(self, reading: Reading, months: np.ndarray) -> None:
+        from boneage.reading.standards import assess
+
+        reading.per_model = [float(m) for m in months]
+        reading.months = float(np.mean(months))
+        reading.spread = float(np.std(months, ddof=1)) if len(months) > 1 else None
+        if reading.chronological_months is not None:
+            reading.assessment = assess(reading.months, reading.chronological_months,
+                                        reading.male)
+
+    def explainers(self):
+        with self._lock:
+            if self._explainers is None:
+                from boneage.reading.explain import GradCam
+
+                self._explainers = [GradCam.from_export(p.model_dir) for p in self.predictors]
+            return self._explainers
+
+    def heatmap(self, film: Film, prepared: "Prepared", male: int, name: str = "image"):
+        """(Grad-CAM over the original film, over model 0's input), averaged over the models."""
+        from boneage.reading.explain import to_original
+
+        maps, first_input = [], None
+        for predictor, explainer in zip(self.predictors, self.explainers()):
+            with self._lock:
+                cam, _ = explainer.heatmap(prepared[predictor.settings], male)
+            first_input = cam if first_input is None else first_input
+            maps.append(to_original(cam, prepared.geometries[predictor.settings],
+                                    predictor.settings))
+        return np.mean(maps, axis=0), first_input
+
+    def predict_bytes(self, data: bytes, name: str, sex: str | None = None,
+                      chronological: float | None = None, explain: bool = False,
+                      wording: Wording = FORM, force: bool = False):
+        """One uploaded film -> (Reading, heatmap PNG bytes or None)."""
+        from boneage.reading.explain import explain_png
+
+        reading = Reading(name)
+        film = self.read(data, name)
+        self.resolve(name, film, sex, chronological, reading, wording)
+        film = self.check(film, name, reading, force)
+        prepared = self.prepare(film)
+        self.finish(reading, self.predict_prepared([prepared], np.array([reading.male]))[0])
+        png = None
+        if explain:
+            cam, _ = self.heatmap(film, prepared, reading.male, name)
+            png = explain_png(film.image, cam)
+        return reading, png
+
+    def predict_paths(self, paths: list[Path], sex: str | None = None,
+                      chronological: float | None = None, batch_size: int = 32,
+                      progress: bool = False, explain_dir: Path | None = None,
+                      force: bool = False) -> list[Reading]:
+        """Predict many films in batches; an unreadable file, or one that does not look like a
+        hand radiograph (unless ``force``), is reported and skipped."""
+        from tqdm import tqdm
+
+        readings: list[Reading] = []
+        batch: list[tuple[Reading, dict]] = []
+
+        def flush():
+            if batch:
+                males = np.array([r.male for r, _ in batch])
+                months = self.predict_prepared([p for _, p in batch], males)
+                for (reading, _), row in zip(batch, months):
+                    self.finish(reading, row)
+                batch.clear()
+
+        if explain_dir is not None:
+            explain_dir = heatmap_folder(explain_dir)
+        for index, path in enumerate(tqdm(paths, desc="predict", unit="film",
+                                          disable=not progress)):
+            reading = Reading(str(path))
+            readings.append(reading)
+            try:
+                data = read_film_bytes(path)
+                film = self.read(data, str(path))
+                self.resolve(str(path), film, sex, chronological, reading)
+                film = self.check(film, str(path), reading, force)
+                prepared = self.prepare(film)
+                if explain_dir is not None:
+                    reading.heatmap = str(self._write_heatmaps(film, prepared, reading, path,
+                                                               index, explain_dir))
+            except (ImageError, OSError) as exc:
+                reading.error = str(exc)
+                log.warning("skipping %s", exc)
+                continue
+            batch.append((reading, prepared))
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+        return readings
+
+    def _write_heatmaps(self, film: Film, prepared: Prepared, reading: Reading, path: Path,
+                        index: int, out: Path) -> Path:
+        from boneage.reading.explain import explain_png
+
+        cam, input_cam = self.heatmap(film, prepared, reading.male, str(path))
+        stem = f"{index:05d}-{Path(path).stem}"
+        target = out / f"{stem}.gradcam.png"
+        target.write_bytes(explain_png(film.image, cam))
+        first = prepared[self.predictors[0].settings]
+        (out / f"{stem}.gradcam-input.png").write_bytes(explain_png(first, input_cam))
+        return target
