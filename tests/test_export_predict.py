@@ -269,7 +269,7 @@ def test_pretrained_lite_backbone_trains_and_exports_to_every_format(tmp_path, f
 
 
 def test_tta_variants_start_with_the_film_itself_and_then_move_it():
-    from boneage.learning.evaluation import TTA_TRANSFORMS, tta_films
+    from boneage.learning.tta import TTA_TRANSFORMS, tta_films
 
     films = np.zeros((2, 32, 32), dtype=np.uint8)
     films[:, 12:20, 12:20] = 200

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from boneage.kernel.ages import format_months
 
-DEFAULT_MODEL = Path("models/boneage")
+DEFAULT_MODEL_HELP = ("export directory; without one, the model that ships with boneage "
+                      "(boneage/release: an RSNA-trained ensemble with 90 %% intervals); give "
+                      "several for an ensemble")
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -24,12 +26,14 @@ def _predict(args: argparse.Namespace) -> int:
                      if args.chronological_age is not None else None)
     paths = expand_paths(args.paths)
     explain = heatmap_folder(args.explain) if args.explain is not None else None
+    _check_release(args)
 
     _import_tensorflow(args)
     from boneage.reading.predictor import Ensemble
     from boneage.reading.standards import RULE
 
-    ensemble = Ensemble(args.model or [DEFAULT_MODEL], model_format=args.format)
+    ensemble = (Ensemble(args.model, model_format=args.format) if args.model
+                else Ensemble.from_release(_variant(args), args.format))
     readings = ensemble.predict_paths(paths, sex=args.sex, chronological=chronological,
                                       batch_size=args.batch_size,
                                       progress=len(paths) > 20,
@@ -52,7 +56,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 CSV_COLUMNS = ["path", "sex", "sex_source", "boneage_months", "boneage_text", "spread_months",
-               "models", "chronological_months", "chronological_text", "age_source",
+               "models", "interval_low_months", "interval_high_months", "interval_coverage",
+               "refer_to_radiologist", "model_text", "chronological_months", "chronological_text", "age_source",
                "difference_months", "sd_months", "z_score", "call", "rule", "heatmap", "error"]
 
 
@@ -65,15 +70,37 @@ def _write_csv(rows: list[dict]) -> None:
         row = dict(row)
         if "models" in row:
             row["models"] = " ".join(str(m) for m in row["models"])
+        if "interval_months" in row:
+            row["interval_low_months"], row["interval_high_months"] = row["interval_months"]
         writer.writerow(row)
 
 
+def _variant(args: argparse.Namespace) -> str:
+    return "fast" if args.fast else "ensemble"
+
+
+def _check_release(args: argparse.Namespace) -> None:
+    """Without --model, the shipped release must be there and intact: said in one line
+    before TensorFlow loads (seconds)."""
+    from boneage.kernel.errors import UsageError
+
+    if args.model:
+        if args.fast:
+            raise UsageError("--fast picks the release's fast member; it does not apply to "
+                             "--model exports")
+        return
+    from boneage.reading.release import load_release
+
+    load_release(_variant(args))
+
+
 def _serve(args: argparse.Namespace) -> int:
+    _check_release(args)
     _import_tensorflow(args)
     from boneage.interfaces.serve import run_server
 
-    run_server(args.model or [DEFAULT_MODEL], host=args.host, port=args.port,
-               model_format=args.format, max_upload_mb=args.max_upload_mb)
+    run_server(args.model, host=args.host, port=args.port, model_format=args.format,
+               max_upload_mb=args.max_upload_mb, release_variant=_variant(args))
     return 0
 
 
@@ -141,8 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "from 1 month to 20 years; adds the difference and a "
                               "delayed/normal/advanced call")
     predict.add_argument("--model", type=Path, action="append", metavar="DIR",
-                         help=f"export directory (default {DEFAULT_MODEL}); give several "
-                              "for an ensemble")
+                         help=DEFAULT_MODEL_HELP)
+    predict.add_argument("--fast", action="store_true",
+                         help="read with the release's best single member instead of the "
+                              "whole ensemble")
     predict.add_argument("--format", default="keras", choices=["keras", "savedmodel", "tflite"],
                          help="which exported file to run (default keras)")
     predict.add_argument("--explain", type=Path, metavar="OUTDIR",
@@ -159,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="web page and JSON API for predictions")
     serve.add_argument("--model", type=Path, action="append", metavar="DIR",
-                       help=f"export directory (default {DEFAULT_MODEL}); several: an ensemble")
+                       help=DEFAULT_MODEL_HELP)
+    serve.add_argument("--fast", action="store_true",
+                       help="serve the release's best single member instead of the ensemble")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--format", default="auto",

@@ -75,9 +75,10 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-def create_app(model_dirs: list[str | Path], model_format: str = "auto",
-               max_upload_mb: float = 20.0):
-    """The FastAPI app with its models loaded (and warmed up) once."""
+def create_app(model_dirs: list[str | Path] | None, model_format: str = "auto",
+               max_upload_mb: float = 20.0, release_variant: str = "ensemble"):
+    """The FastAPI app with its models loaded (and warmed up) once: the exports in
+    ``model_dirs``, or without any, the release that ships with boneage."""
     import numpy as np
     from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
     from fastapi.concurrency import run_in_threadpool
@@ -91,9 +92,14 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
 
     if not 0 < max_upload_mb < float("inf"):  # also refuses nan
         raise ValueError(f"max_upload_mb must be a size in MB above 0, got {max_upload_mb!r}")
-    model_dirs = [Path(d) for d in model_dirs]
-    chosen = pick_format(model_dirs, model_format)
-    ensemble = Ensemble(model_dirs, model_format=chosen)
+    if model_dirs:
+        model_dirs = [Path(d) for d in model_dirs]
+        chosen = pick_format(model_dirs, model_format)
+        ensemble = Ensemble(model_dirs, model_format=chosen)
+    else:
+        chosen = "keras" if model_format == "auto" else model_format
+        ensemble = Ensemble.from_release(release_variant, chosen)
+        model_dirs = [p.model_dir for p in ensemble.predictors]
     limit = int(max_upload_mb * MB)
     # Warm up: the first call of each model (and of Grad-CAM) builds its graph.
     for settings in ensemble.settings:
@@ -129,7 +135,7 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
     @app.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok", "models": [str(d) for d in model_dirs], "format": chosen,
-                "max_upload_mb": max_upload_mb}
+                "model": ensemble.identity, "max_upload_mb": max_upload_mb}
 
     @app.post("/api/predict")
     async def predict(file: UploadFile = File(..., description=f"{FORMATS} film"),
@@ -180,10 +186,11 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
     return app
 
 
-def run_server(model_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000,
-               model_format: str = "auto", max_upload_mb: float = 20.0) -> None:
+def run_server(model_dirs: list[str | Path] | None, host: str = "127.0.0.1", port: int = 8000,
+               model_format: str = "auto", max_upload_mb: float = 20.0,
+               release_variant: str = "ensemble") -> None:
     import uvicorn
 
-    app = create_app(model_dirs, model_format, max_upload_mb)
+    app = create_app(model_dirs, model_format, max_upload_mb, release_variant)
     print(f"boneage: serving on http://{host}:{port}/ (API docs at /docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

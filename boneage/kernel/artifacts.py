@@ -10,6 +10,7 @@ reader behind (dvc.yaml's ``outs`` spell the folders; these are the files inside
     plots/           PREDICTIONS_CSV                                 (evaluate)
     models/boneage/  EXPORT_KERAS, EXPORT_SAVEDMODEL, EXPORT_TFLITE,
                      CARD_JSON, CARD_MD                              (export)
+    boneage/release/ RELEASE_JSON, CARD_MD, RELEASE_SUMS, RELEASE_MEMBERS/  (release)
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ EXPORT_SAVEDMODEL = "saved_model"
 EXPORT_TFLITE = "model.tflite"
 CARD_JSON = "model_card.json"  # imaging settings, metrics, backbone: what predict reads
 CARD_MD = "MODEL_CARD.md"
+
+# The released model (release stage -> boneage/release/): release.json (members, weights,
+# intervals, metrics, data), MODEL_CARD.md, SHA256SUMS and one export folder per member.
+RELEASE_JSON = "release.json"
+RELEASE_SUMS = "SHA256SUMS"
+RELEASE_MEMBERS = "members"
 
 
 def write_json(path: str | Path, data: dict) -> Path:

@@ -203,6 +203,60 @@ SECTIONS: dict[str, type[BaseModel]] = {
 }
 
 
+class ReleaseParams(_Section):
+    """The ``release`` section of release/params.yaml: how the members become the shipped
+    model (boneage.learning.release)."""
+
+    name: str = Field("boneage-rsna100px", min_length=1)
+    version: str = Field("1.0.0", min_length=1)
+    members: list[str] = Field(default_factory=list, description="the members in the "
+                               "ensemble (empty: every members.<name> of the file)")
+    member_weights: Literal["equal", "fitted"] = Field(
+        "fitted", description="fitted: non-negative weights summing to 1 that minimise the "
+        "validation films' squared error; equal: the plain mean")
+    coverage: float = Field(0.9, gt=0, lt=1, description="nominal coverage of the intervals")
+    interval: Literal["age_band", "spread_age_band"] = Field(
+        "age_band", description="split-conformal on the validation films, one quantile per "
+        "band of predicted age; spread_age_band also scales by the members' spread")
+    interval_bands_months: list[float] = Field(
+        default_factory=lambda: [0, 24, 60, 120, 156, 192, 240])
+    min_band_films: int = Field(100, ge=10, description="a band with fewer calibration films "
+                                "borrows its neighbours'")
+    refer_factor: float = Field(1.5, gt=1, description="an interval wider than this times the "
+                                "median width asks for a radiologist's reading")
+    age_bands_months: list[float] = Field(
+        default_factory=lambda: [0, 24, 60, 120, 156, 192, 240],
+        description="the bands the metrics and coverage are reported in")
+    trained_at: dict[str, str] = Field(
+        default_factory=dict, description="member -> git commit it was trained at, for members "
+        "whose training.json predates the recorded commit")
+    external_tests: dict[str, str] = Field(
+        default_factory=dict, description="name -> a Kaggle-layout folder of films read from "
+        "their files for a figure beside the test MAE (skipped where the folder is absent)")
+    data_name: str = "RSNA Pediatric Bone Age Challenge 2017, training set"
+    data_citation: str = ("Halabi SS et al. The RSNA Pediatric Bone Age Machine Learning "
+                          "Challenge. Radiology 2019;290:498-503")
+    data_terms: str = ("distributed by the RSNA and Stanford for research use; cite the "
+                       "paper above; the images are not redistributed with boneage")
+
+
+def load_release(path: str | Path = "params.yaml") -> tuple[ReleaseParams, list[str]]:
+    """The ``release`` section and the names of the members it assembles."""
+    path = Path(path)
+    data = _read_yaml(path)
+    try:
+        params = ReleaseParams.model_validate(data.get("release") or {})
+    except ValidationError as exc:
+        raise ParamsError(_format_error(exc, path, "release")) from None
+    available = sorted((data.get("members") or {}).keys())
+    chosen = params.members or available
+    unknown = sorted(set(chosen) - set(available))
+    if not chosen or unknown:
+        raise ParamsError(f"{path}: release.members names {unknown or 'no member'}; "
+                          f"members here: {available}")
+    return params, chosen
+
+
 def _format_error(error: ValidationError, path: Path, prefix: str) -> str:
     lines = [f"{path}: invalid params"]
     for item in error.errors():

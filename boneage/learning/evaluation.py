@@ -27,7 +27,7 @@ from boneage.kernel.artifacts import (  # noqa: E402
     TRAINING_SUMMARY,
     read_training_summary,
 )
-from boneage.learning.recipe import pose_matrix, warp  # noqa: E402
+from boneage.learning.tta import tta_films  # noqa: E402
 from boneage.kernel.ages import format_months  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -201,21 +201,6 @@ def _save(fig, path: Path) -> Path:
 def write_metrics(metrics: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
-
-
-# Deterministic test-time augmentation: (shift_x, shift_y) as a fraction of the side, zoom.
-TTA_TRANSFORMS = ((0.0, 0.0, 1.0), (0.03, 0.0, 1.0), (-0.03, 0.0, 1.0), (0.0, 0.03, 1.0),
-                  (0.0, -0.03, 1.0), (0.0, 0.0, 1.06), (0.0, 0.0, 0.94), (0.03, 0.03, 1.0))
-
-
-def tta_films(films: np.ndarray, index: int) -> np.ndarray:
-    """The ``index``-th fixed shift/zoom of prepared uint8 films (index 0 is the films as they are)."""
-    shift_x, shift_y, zoom = TTA_TRANSFORMS[index]
-    if index == 0:
-        return films
-    size = films.shape[1]
-    matrix = pose_matrix(size, size, scale=zoom, shift=(shift_x * size, shift_y * size))
-    return np.stack([warp(film, matrix) for film in films])
 
 
 def predict_store(model, store, ids: list[str], batch_size: int = 64,

@@ -231,18 +231,22 @@ def _calibration_lines(calibration: dict, metrics: dict) -> list[str]:
     return [*lines, ""]
 
 
-def run_export(model_dir: str | Path, store_info_path: str | Path, metrics_path: str | Path,
-               out_dir: str | Path, formats: list[str]) -> dict:
-    """The export stage: every requested format plus the model card in ``out_dir``."""
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
+def exportable_model(model_dir: str | Path) -> tuple[keras.Model, dict]:
+    """The train stage's model as it ships: float32, with its calibration as the last layer;
+    and its training summary (without the per-epoch history)."""
+    training = read_training_summary(model_dir)
+    model = float32_model(keras.saving.load_model(Path(model_dir) / TRAINED_MODEL), training)
+    training.pop("history", None)
+    return calibrated_model(model, training.get("calibration")), training
+
+
+def write_export(model: keras.Model, training: dict, store_info: dict, metrics: dict,
+                 out_dir: str | Path, formats: list[str]) -> dict:
+    """Every requested format of ``model`` plus its model card in a new ``out_dir``."""
+    out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    training = read_training_summary(model_dir)
-    model = float32_model(keras.saving.load_model(model_dir / TRAINED_MODEL), training)
-    model = calibrated_model(model, training.get("calibration"))
-    store_info = read_json(store_info_path, "preprocess")
-    metrics = read_json(metrics_path, "evaluate")
     size = int(store_info["imaging"]["size"])
     written = []
     # The keras file always ships: it is what predict loads by default and Grad-CAM needs.
@@ -254,9 +258,16 @@ def run_export(model_dir: str | Path, store_info_path: str | Path, metrics_path:
     if "tflite" in formats:
         export_tflite(out_dir / EXPORT_SAVEDMODEL, out_dir / EXPORT_TFLITE)
         written.append(EXPORT_TFLITE)
-    training.pop("history", None)
     card = model_card(training=training, store_info=store_info, metrics=metrics, formats=written)
     write_json(out_dir / CARD_JSON, card)
     (out_dir / CARD_MD).write_text(card_markdown(card))
     log.info("exported %s to %s", ", ".join(written), out_dir)
     return card
+
+
+def run_export(model_dir: str | Path, store_info_path: str | Path, metrics_path: str | Path,
+               out_dir: str | Path, formats: list[str]) -> dict:
+    """The export stage: every requested format plus the model card in ``out_dir``."""
+    model, training = exportable_model(model_dir)
+    return write_export(model, training, read_json(store_info_path, "preprocess"),
+                        read_json(metrics_path, "evaluate"), out_dir, formats)

@@ -28,6 +28,7 @@ import tensorflow as tf
 from boneage.kernel.artifacts import TRAINED_MODEL, TRAINING_SUMMARY, write_json
 from boneage.learning.calibration import fit_calibration
 from boneage.kernel.config import TrainParams
+from boneage.kernel.provenance import git_commit
 from boneage.learning.datasets import make_dataset, shard_by_data
 from boneage.learning.models import IMAGE_INPUT, SEX_INPUT
 from boneage.learning.precision import (
@@ -262,6 +263,7 @@ def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainPara
         "history": result.history,
         "imaging": store.settings.to_dict(),
         "params": params.model_dump(mode="json"),
+        "git_commit": git_commit(),  # the code it was trained at, for the model card
     }
     write_json(out_dir / TRAINING_SUMMARY, summary)
     if live is not None:

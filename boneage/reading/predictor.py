@@ -136,6 +136,11 @@ class Reading:
     heatmap: str | None = None  # path of the Grad-CAM PNG
     error: str | None = None
     checks: dict | None = None  # the film check's verdict (boneage.imaging.film_check)
+    interval: tuple[float, float] | None = None  # calibrated prediction interval, months
+    coverage: float | None = None  # its nominal coverage (0.9)
+    refer: bool = False  # the interval is unusually wide: a radiologist should read the film
+    refer_width: float | None = None  # the width above which a reading is referred
+    model: dict | None = None  # which model read the film: name, version, data, MAE
 
     def to_dict(self) -> dict:
         from boneage.kernel.ages import format_months
@@ -155,6 +160,15 @@ class Reading:
         if self.per_model is not None and len(self.per_model) > 1:
             row["models"] = [round(m, 1) for m in self.per_model]
             row["spread_months"] = round(self.spread, 1)
+        if self.interval is not None:
+            row["interval_months"] = [round(self.interval[0], 1), round(self.interval[1], 1)]
+            row["interval_text"] = (f"{format_months(self.interval[0])} to "
+                                    f"{format_months(self.interval[1])}")
+            row["interval_coverage"] = self.coverage
+            row["refer_to_radiologist"] = self.refer
+        if self.model is not None:
+            row["model"] = self.model
+            row["model_text"] = describe_model(self.model)
         if self.chronological_months is not None:
             row["chronological_months"] = round(self.chronological_months, 1)
             row["chronological_text"] = format_months(self.chronological_months)
@@ -175,6 +189,13 @@ class Reading:
         if self.per_model is not None and len(self.per_model) > 1:
             lines[0] += (f" +- {self.spread:.1f} months (SD between {len(self.per_model)} models: "
                          + ", ".join(f"{m:.1f}" for m in self.per_model) + ")")
+        if self.interval is not None:
+            low, high = self.interval
+            lines.append(f"  {self.coverage:.0%} interval: {low:.1f} to {high:.1f} months "
+                         f"({format_months(low)} to {format_months(high)})")
+            if self.refer:
+                lines.append(f"  the interval is unusually wide (over {self.refer_width:.0f} "
+                             "months): a radiologist should read this film")
         lines.append(f"  sex: {sex} ({self.sex_source})")
         checks = self.checks or {}
         if checks.get("forced"):
@@ -194,7 +215,42 @@ class Reading:
                          f"{a.call.upper()}")
         if self.heatmap:
             lines.append(f"  heatmap: {self.heatmap}")
+        if self.model is not None:
+            lines.append(f"  model: {describe_model(self.model)}")
         return "\n".join(lines)
+
+
+def describe_model(model: dict) -> str:
+    """One line naming the model that read a film: name, version, data and test MAE."""
+    kind = model.get("variant", "")
+    if model.get("members", 1) > 1:
+        kind = f"ensemble of {model['members']}"
+    text = f"{model.get('name')} {model.get('version')}" + (f" ({kind})" if kind else "")
+    if model.get("data"):
+        text += f", trained on {model['data']}"
+    if model.get("test_mae_months") is not None:
+        text += (f"; test MAE {model['test_mae_months']:.1f} months"
+                 + (f" on {model['n_test']} films" if model.get("n_test") else ""))
+    return text
+
+
+def export_identity(predictors: list["Predictor"]) -> dict:
+    """Which model(s) ``--model`` named, from their cards."""
+    cards = [p.card for p in predictors]
+    first = cards[0]
+    metrics = first.get("metrics") or {}
+    identity = {
+        "name": first.get("name", "boneage"),
+        "version": first.get("boneage_version"),
+        "variant": "export" if len(cards) == 1 else f"ensemble of {len(cards)} exports",
+        "members": len(cards),
+        "paths": [str(p.model_dir) for p in predictors],
+        "data": (first.get("data") or {}).get("source"),
+    }
+    if len(cards) == 1 and metrics.get("mae_months") is not None:
+        identity["test_mae_months"] = round(metrics["mae_months"], 2)
+        identity["n_test"] = metrics.get("n_test")
+    return identity
 
 
 class Prepared(dict):
@@ -214,15 +270,34 @@ class Ensemble:
     gets its own prepared input through the one imaging path (:func:`boneage.imaging.transforms.prepare`).
     """
 
-    def __init__(self, model_dirs: list[str | Path], model_format: str = "keras"):
+    def __init__(self, model_dirs: list[str | Path], model_format: str = "keras", *,
+                 weights: list[float] | None = None, intervals=None, tta: int = 1,
+                 identity: dict | None = None):
+        """``weights``, ``intervals`` (:class:`boneage.learning.conformal.ConformalIntervals`),
+        ``tta`` and ``identity`` come with the release (:meth:`from_release`); plain
+        ``--model`` exports are averaged with equal weight and carry no interval."""
         if not model_dirs:
             raise UsageError("give at least one --model directory")
         self.predictors = [Predictor(d, model_format) for d in model_dirs]
         self.settings = list(dict.fromkeys(p.settings for p in self.predictors))
+        self.weights = weights
+        self.intervals = intervals
+        self.tta = tta
+        self.identity = identity or export_identity(self.predictors)
         self._explainers = None
         # TFLite interpreters and Keras models are not safe to call from several threads at
         # once (the web app's thread pool); decoding and preparing still run in parallel.
         self._lock = threading.RLock()
+
+    @classmethod
+    def from_release(cls, variant: str = "ensemble", model_format: str = "keras",
+                     folder: Path | None = None) -> "Ensemble":
+        """The model that ships with boneage, checked file by file (boneage.reading.release)."""
+        from boneage.reading.release import load_release
+
+        choice = load_release(variant, folder)
+        return cls(choice.model_dirs, model_format, weights=choice.weights,
+                   intervals=choice.intervals, tta=choice.tta, identity=choice.identity)
 
     def read(self, data: bytes, name: str = "image") -> Film:
         return read_film(data, name)
@@ -244,12 +319,19 @@ class Ensemble:
         return Prepared({s: prepare_with_geometry(film, s) for s in self.settings})
 
     def predict_prepared(self, prepared: list[dict], males: np.ndarray) -> np.ndarray:
-        """Months, shape (films, models), for films already prepared by :meth:`prepare`."""
+        """Months, shape (films, models), for films already prepared by :meth:`prepare`
+        (averaged over the release's test-time augmentation passes where it has them)."""
         out = np.zeros((len(prepared), len(self.predictors)))
         for column, predictor in enumerate(self.predictors):
             films = np.stack([p[predictor.settings] for p in prepared])
+            passes = [films]
+            if self.tta > 1:
+                from boneage.learning.tta import tta_films
+
+                passes += [tta_films(films, index) for index in range(1, self.tta)]
             with self._lock:
-                out[:, column] = predictor.predict_prepared(films, males)
+                out[:, column] = np.mean([predictor.predict_prepared(variant, males)
+                                          for variant in passes], axis=0)
         return out
 
     def resolve(self, path: str, film: Film, sex: str | None, chronological: float | None,
@@ -281,8 +363,22 @@ class Ensemble:
         from boneage.reading.standards import assess
 
         reading.per_model = [float(m) for m in months]
-        reading.months = float(np.mean(months))
-        reading.spread = float(np.std(months, ddof=1)) if len(months) > 1 else None
+        reading.model = self.identity
+        if self.weights is None:
+            reading.months = float(np.mean(months))
+            reading.spread = float(np.std(months, ddof=1)) if len(months) > 1 else None
+        else:
+            from boneage.learning.conformal import combine
+
+            mean, spread = combine(np.asarray(months)[None, :], self.weights)
+            reading.months = float(mean[0])
+            reading.spread = float(spread[0]) if len(months) > 1 else None
+        if self.intervals is not None:
+            low, high = self.intervals.bounds([reading.months], [reading.spread or 0.0])
+            reading.interval = (float(low[0]), float(high[0]))
+            reading.coverage = self.intervals.coverage
+            reading.refer_width = self.intervals.refer_width_months
+            reading.refer = bool(high[0] - low[0] > self.intervals.refer_width_months)
         if reading.chronological_months is not None:
             reading.assessment = assess(reading.months, reading.chronological_months,
                                         reading.male)

@@ -1,0 +1,221 @@
+"""The released model: assembled from members (boneage.learning.release), verified and read by
+``boneage predict`` when no --model is given (boneage.reading.release), with an interval.
+
+A tiny release of two one-epoch members on phantom films is built once; the RSNA-trained
+release that ships in boneage/release is checked where it and ../shared are present.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from factories import hand_radiograph, make_store
+
+from boneage.interfaces.cli import main as cli_main
+from boneage.kernel.artifacts import RELEASE_JSON, RELEASE_SUMS
+from boneage.kernel.config import ReleaseParams, TrainParams, load_release as load_release_params
+from boneage.kernel.errors import SetupError
+from boneage.learning.conformal import ConformalIntervals, combine
+from boneage.reading.predictor import Ensemble
+from boneage.reading.release import RELEASE_ENV, load_release, verify_release
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "boneage" / "release"
+FULLRES = ROOT.parent / "shared" / "datasets" / "rsna-bone-age-fullres-sample"
+
+
+@pytest.fixture(scope="module")
+def tiny_release(tmp_path_factory):
+    from boneage.learning.release import build_release
+    from boneage.learning.training import run_training
+
+    tmp = tmp_path_factory.mktemp("release")
+    store, split = make_store(tmp, count=80, size=32)
+    for name, seed in (("a", 1), ("b", 2)):
+        run_training(store, split, TrainParams(width=4, epochs=1, batch_size=8, warmup_epochs=0,
+                                               seed=seed, precision="float32"), tmp / name)
+    params = ReleaseParams(name="tiny", version="0.0.1", member_weights="equal",
+                           min_band_films=10, interval_bands_months=[0, 120, 240],
+                           age_bands_months=[0, 120, 240])
+    build_release({"a": tmp / "a", "b": tmp / "b"}, store, split, params, tmp / "release",
+                  split_params={"seed": 1})
+    return tmp / "release"
+
+
+@pytest.fixture()
+def films(tmp_path):
+    paths = []
+    for index, age in enumerate((40, 150, 200)):
+        path = tmp_path / f"film{index}.png"
+        cv2.imwrite(str(path), hand_radiograph(age, 1, seed=index))
+        paths.append(path)
+    return paths
+
+
+def test_the_release_folder_holds_members_card_and_checksums(tiny_release):
+    record = json.loads((tiny_release / RELEASE_JSON).read_text())
+    assert [m["name"] for m in record["members"]] == ["a", "b"]
+    assert record["ensemble"]["weights"] == [0.5, 0.5]
+    listed = dict(line.split("  ")[::-1] for line in
+                  (tiny_release / RELEASE_SUMS).read_text().splitlines())
+    on_disk = {p.relative_to(tiny_release).as_posix() for p in tiny_release.rglob("*")
+               if p.is_file()} - {RELEASE_SUMS}
+    assert set(listed) == on_disk and "members/a/model.keras" in listed
+    card = (tiny_release / "MODEL_CARD.md").read_text()
+    for words in ("Halabi", "research use", "not a medical device", "coverage", "Rebuild",
+                  "| 0-120 |", "sha256"):
+        assert words in card, words
+    interval = record["ensemble"]["test"]["interval"]
+    assert set(interval["by_age_band"]) == {"0-120", "120-240"}
+    assert 0 <= interval["coverage"] <= 1 and interval["median_width_months"] > 0
+
+
+def test_a_release_reading_is_the_weighted_mean_with_its_interval(tiny_release, films):
+    released = Ensemble.from_release(folder=tiny_release)
+    readings = released.predict_paths(films, sex="M")
+    members = [Ensemble([tiny_release / "members" / name]).predict_paths(films, sex="M")
+               for name in ("a", "b")]
+    intervals = ConformalIntervals.from_dict(
+        json.loads((tiny_release / RELEASE_JSON).read_text())["ensemble"]["intervals"])
+    for index, reading in enumerate(readings):
+        each = np.array([[m[index].months for m in members]])
+        mean, spread = combine(each, [0.5, 0.5])
+        assert reading.months == pytest.approx(mean[0], abs=1e-4)
+        assert reading.spread == pytest.approx(spread[0], abs=1e-4)
+        low, high = intervals.bounds([reading.months])
+        assert reading.interval == pytest.approx((low[0], high[0]))
+        assert reading.interval[0] <= reading.months <= reading.interval[1]
+        assert reading.refer == (high[0] - low[0] > intervals.refer_width_months)
+        row = reading.to_dict()
+        assert row["model"]["name"] == "tiny" and row["model"]["version"] == "0.0.1"
+        assert row["interval_months"] == [round(low[0], 1), round(high[0], 1)]
+        assert " to " in row["interval_text"] and "months" in row["interval_text"]
+        text = reading.text()
+        assert "90% interval:" in text and "model: tiny 0.0.1 (ensemble of 2)" in text
+
+
+def test_the_fast_variant_reads_with_the_best_member_alone(tiny_release, films):
+    record = json.loads((tiny_release / RELEASE_JSON).read_text())
+    fast = Ensemble.from_release("fast", folder=tiny_release)
+    assert [p.model_dir.name for p in fast.predictors] == [record["fast"]["member"]]
+    alone = Ensemble([tiny_release / "members" / record["fast"]["member"]])
+    assert fast.predict_paths(films[:1], sex="F")[0].months == pytest.approx(
+        alone.predict_paths(films[:1], sex="F")[0].months, abs=1e-4)
+
+
+def test_a_changed_weight_file_is_refused_in_one_line(tiny_release, tmp_path):
+    copy = tmp_path / "release"
+    shutil.copytree(tiny_release, copy)
+    weights = copy / "members" / "a" / "model.keras"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(SetupError) as error:
+        load_release(folder=copy)
+    message = str(error.value)
+    assert "members/a/model.keras" in message and "sha256" in message and "\n" not in message
+
+
+def test_a_changed_interval_is_refused_too(tiny_release, tmp_path):
+    copy = tmp_path / "release"
+    shutil.copytree(tiny_release, copy)
+    record = json.loads((copy / RELEASE_JSON).read_text())
+    record["ensemble"]["intervals"]["quantiles"] = [1.0, 1.0]
+    (copy / RELEASE_JSON).write_text(json.dumps(record))
+    with pytest.raises(SetupError, match="release.json"):
+        verify_release(copy)
+
+
+def test_a_missing_release_says_how_to_get_it(tmp_path):
+    with pytest.raises(SetupError) as error:
+        load_release(folder=tmp_path / "nowhere")
+    assert "dvc repro release/dvc.yaml" in str(error.value) and "--model" in str(error.value)
+
+
+def test_predict_without_model_reads_with_the_release(tiny_release, films, monkeypatch, capsys):
+    monkeypatch.setenv(RELEASE_ENV, str(tiny_release))
+    assert cli_main(["predict", str(films[0]), "--sex", "F", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["model"]["name"] == "tiny" and row["model"]["members"] == 2
+    assert row["interval_coverage"] == 0.9 and len(row["interval_months"]) == 2
+    assert cli_main(["predict", str(films[0]), "--sex", "F", "--json", "--fast"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["model"]["members"] == 1
+    assert cli_main(["predict", str(films[0]), "--sex", "F", "--csv"]) == 0
+    header, line = capsys.readouterr().out.splitlines()[:2]
+    assert "interval_low_months" in header and "tiny 0.0.1" in line
+    assert cli_main(["predict", str(films[0]), "--sex", "F", "--fast", "--model",
+                     str(tiny_release / "members" / "a")]) == 2
+    assert "--fast" in capsys.readouterr().err
+
+
+def test_without_a_release_predict_fails_in_one_line_before_tensorflow(tmp_path, films):
+    code = ("import sys, json; from boneage.interfaces.cli import main; rc = main(sys.argv[1:]); "
+            "print(json.dumps([rc, 'tensorflow' in sys.modules]))")
+    result = subprocess.run(
+        [sys.executable, "-c", code, "predict", str(films[0]), "--sex", "F"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, RELEASE_ENV: str(tmp_path / "none")})
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [2, False]
+    assert result.stderr.count("\n") == 1 and "no released model" in result.stderr
+
+
+def test_release_params_name_existing_members(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("members:\n  a: {seed: 1}\n  b: {seed: 2}\nrelease:\n  members: [a, c]\n")
+    with pytest.raises(Exception, match="c"):
+        load_release_params(params)
+    params.write_text("members:\n  a: {seed: 1}\nrelease:\n  coverage: 0.9\n")
+    assert load_release_params(params)[1] == ["a"]
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not (SHIPPED / RELEASE_JSON).is_file() or not FULLRES.is_dir(),
+                    reason="needs the shipped release (boneage/release) and "
+                           "../shared/datasets/rsna-bone-age-fullres-sample")
+def test_the_shipped_release_reads_the_fullres_sample_as_its_card_says():
+    import pandas as pd
+
+    record = verify_release(SHIPPED)
+    expected = record.get("external", {}).get("rsna_fullres_sample")
+    if expected is None:
+        pytest.skip("this release records no full-resolution figure")
+    labels = pd.read_csv(FULLRES / "boneage-training-dataset.csv", dtype={"id": str})
+    released = Ensemble.from_release()
+    errors = []
+    for row in labels.itertuples():
+        reading = released.predict_paths(
+            [FULLRES / "boneage-training-dataset" / f"{row.id}.png"],
+            sex="M" if str(row.male) == "True" else "F", force=True)[0]
+        errors.append(abs(reading.months - row.boneage))
+    assert float(np.mean(errors)) == pytest.approx(expected["mae_months"], abs=0.5)
+
+
+@pytest.mark.skipif(not (SHIPPED / RELEASE_JSON).is_file(),
+                    reason="no release committed in boneage/release")
+def test_dvc_artifacts_get_fetches_the_release_from_a_clone(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    if not (clone / "boneage" / "release" / RELEASE_JSON).is_file():
+        pytest.skip("HEAD does not hold the release yet (it is only in the work tree)")
+    version = json.loads((clone / "boneage" / "release" / RELEASE_JSON).read_text())["version"]
+    name = "release:boneage-rsna100px"
+    # DVC's model registry finds an artifact's versions by its GTO tags
+    subprocess.run(["git", "-C", str(clone), "tag", "-a", f"release={name.split(':')[1]}"
+                    f"@v{version}", "-m", f"Registering artifact {name} version v{version}"],
+                   check=True)
+    bin_dir = Path(sys.executable).parent
+    result = subprocess.run([str(bin_dir / "dvc"), "artifacts", "get", str(clone), name,
+                             "-o", str(tmp_path / "got")], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    got = tmp_path / "got"
+    verify_release(got)  # every file arrives with its recorded sha256
+    assert (got / RELEASE_JSON).read_bytes() == (SHIPPED / RELEASE_JSON).read_bytes()
