@@ -238,6 +238,15 @@ def _read(data: bytes, name: str, max_pixels: int, max_side: int):
         raise ImageError(f"{name}: not a readable DICOM file ({exc})") from exc
 
 
+def read_header(data: bytes, name: str, max_pixels: int, max_side: int):
+    """The parsed data set (pydicom), nothing decoded: what a DICOM node needs to answer a
+    film it cannot read (its Study, Series and SOP Instance UIDs). A deflated data set is
+    inflated only as far as its header allows. :class:`ImageError` when unreadable."""
+    if not is_dicom(data):
+        raise ImageError(f"{name}: not a DICOM Part 10 file (no 'DICM' after the preamble)")
+    return _read(data, name, max_pixels, max_side)
+
+
 _JPEG_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
                   "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
 _J2K_SYNTAXES = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",

@@ -1,0 +1,129 @@
+"""The hospital commands of ``boneage``: ``dicom-node`` (a DICOM Storage SCP) and
+``dicomweb`` (a DICOMweb worker). Registered by :func:`add_commands` from
+:mod:`boneage.interfaces.cli`; the model is chosen there (``--model``, else its default)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _ae_title(text: str) -> str:
+    from boneage.interfaces.dicom_node import check_ae_title
+    from boneage.kernel.errors import UsageError
+
+    try:
+        return check_ae_title(text, "AE title")
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port < 65536:
+        raise argparse.ArgumentTypeError(f"port {port} is not 0-65535")
+    return port
+
+
+def _megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 4096:
+        raise argparse.ArgumentTypeError(f"{text!r} MB: give a size above 0, at most 4096")
+    return value
+
+
+def _model_flags(command: argparse.ArgumentParser, default_model: Path) -> None:
+    command.add_argument("--model", type=Path, action="append", metavar="DIR",
+                         help=f"export directory (default {default_model}); several: an "
+                              "ensemble")
+    command.add_argument("--format", default="keras", choices=["keras", "savedmodel", "tflite"],
+                         help="which exported file to run (default keras)")
+    command.add_argument("--force", action="store_true",
+                         help="read films the header or the film check refuses as not a "
+                              "hand radiograph (the SR says so)")
+    command.add_argument("--explain", action="store_true",
+                         help="draw the Grad-CAM heatmap on the secondary capture")
+    command.add_argument("--max-dataset-mb", type=_megabytes, default=256.0, metavar="MB",
+                         help="largest data set read (default 256 MB)")
+
+
+def add_commands(commands, default_model: Path, verbose_flag) -> None:
+    """Add ``dicom-node`` and ``dicomweb`` to the ``boneage`` command's subparsers."""
+    node = commands.add_parser(
+        "dicom-node", help="DICOM node: read hand films sent by C-STORE, send back SR + capture",
+        description="A DICOM Storage SCP: each hand film it receives is read as `boneage "
+                    "predict` reads it; a Comprehensive SR and a Secondary Capture go by "
+                    "C-STORE to --destination, in the film's study (docs/hospital.md).")
+    _model_flags(node, default_model)
+    node.add_argument("--ae-title", type=_ae_title, default="BONEAGE",
+                      help="this node's AE title (default BONEAGE)")
+    node.add_argument("--host", default="127.0.0.1",
+                      help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
+    node.add_argument("--port", type=_port, default=11112, help="DICOM port (default 11112)")
+    node.add_argument("--allow", type=_ae_title, action="append", default=[], metavar="AE",
+                      help="a calling AE title allowed to associate (repeat; default: any)")
+    node.add_argument("--destination", metavar="AE@HOST:PORT",
+                      help="where the SR and capture are sent by C-STORE, e.g. "
+                           "ORTHANC@127.0.0.1:4242")
+    node.add_argument("--spool", type=Path, metavar="DIR",
+                      help="write results that cannot be delivered here (default: logged only)")
+    verbose_flag(node)
+    node.set_defaults(handler=lambda args: _dicom_node(args, default_model))
+
+
+def _models(args: argparse.Namespace, default_model: Path) -> list[Path]:
+    return args.model or [default_model]
+
+
+def _reader(args: argparse.Namespace, default_model: Path):
+    from boneage.reading.dicom_reading import DicomReader
+    from boneage.reading.predictor import Ensemble
+
+    _import_tensorflow(args)
+    return DicomReader(Ensemble(_models(args, default_model), model_format=args.format),
+                       force=args.force, explain=args.explain,
+                       max_dataset_bytes=int(args.max_dataset_mb * 1024 * 1024))
+
+
+def _dicom_node(args: argparse.Namespace, default_model: Path) -> int:
+    import signal
+    import threading
+
+    from boneage.interfaces.dicom_node import Destination, DicomNode, NodeSettings
+
+    destination = Destination.parse(args.destination) if args.destination else None
+    reader = _reader(args, default_model)
+    settings = NodeSettings(ae_title=args.ae_title, host=args.host, port=args.port,
+                            allowed_callers=tuple(args.allow), destination=destination,
+                            spool=args.spool)
+    node = DicomNode(reader, settings)
+    node.start()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"boneage: DICOM node {args.ae_title} listening on {args.host}:{node.port}; "
+          f"results to {destination or 'nowhere (no --destination)'}"
+          + (f"; callers allowed: {', '.join(args.allow)}" if args.allow else ""), flush=True)
+    stop.wait()
+    print("boneage: stopping (sending what is queued)", flush=True)
+    node.stop()
+    print(f"boneage: {node.counters.to_dict()}", flush=True)
+    return 0
+
+
+def _import_tensorflow(args: argparse.Namespace) -> None:
+    if args.verbose:
+        import tensorflow  # noqa: F401
+    else:
+        from boneage.kernel.runner import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
