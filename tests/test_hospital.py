@@ -314,3 +314,79 @@ def test_an_over_size_dataset_is_refused_before_it_is_decoded(node, monkeypatch)
     (status,) = send(node.port, dx_film(hand_radiograph()))
     assert status.Status == 0xA700 and "over the node's limit" in status.ErrorComment
     assert not decoded
+
+
+# ------------------------------------------------------------------- the DICOMweb worker
+
+def test_dicomweb_worker_answers_each_film_once_across_restarts(pacs, model_dir, tmp_path,
+                                                                capsys, monkeypatch):
+    """QIDO-RS finds the hand studies, WADO-RS fetches the films, STOW-RS stores the SR and
+    capture; a STOW failure mid-batch leaves that film for the next pass, a restarted
+    worker reads nothing twice, and the PACS holds one result per film."""
+    from boneage.interfaces.dicomweb_worker import DicomwebWorker
+    from boneage.reading.dicom_reading import DicomReader
+    from boneage.reading.predictor import Ensemble
+
+    orthanc, _ = pacs
+    query = {"AccessionNumber": "WEB1"}  # only this test's studies (the module shares Orthanc)
+    films = [dx_film(hand_radiograph(age, male, seed=seed), sex="MF"[1 - male],
+                     age=f"{age // 12:03d}Y", AccessionNumber="WEB1")
+             for age, male, seed in ((96, 1, 11), (150, 0, 12))]
+    ct = dx_film(hand_radiograph(), Modality="CT", AccessionNumber="WEB1")
+    for ds in (*films, ct):
+        orthanc.upload(to_bytes(ds))
+    reader = DicomReader(Ensemble([model_dir]))
+    state = tmp_path / "state.sqlite"
+    worker = DicomwebWorker(reader, orthanc.dicomweb, state, query=query)
+    store = worker.client.store_instances
+    calls = []
+
+    def store_failing_once(datasets, **kwargs):  # the worker "dies" storing the 2nd film
+        calls.append(1)
+        if len(calls) == 2:
+            raise ConnectionError("PACS went away")
+        return store(datasets, **kwargs)
+
+    monkeypatch.setattr(worker.client, "store_instances", store_failing_once)
+    first = worker.run_once()
+    assert (first.studies, first.found, first.read, first.failed) == (2, 2, 1, 1)
+    worker.state.close()
+
+    restarted = DicomwebWorker(reader, orthanc.dicomweb, state, query=query)
+    second = restarted.run_once()
+    assert (second.read, second.skipped, second.failed) == (1, 1, 0)
+    third = restarted.run_once()
+    assert (third.read, third.skipped) == (0, 2)
+    assert restarted.state.count() == 2
+    for ds in films:
+        found = results_of(orthanc, ds.StudyInstanceUID)
+        assert sorted((m, len(v)) for m, v in found.items()) == [("DX", 1), ("OT", 1),
+                                                                ("SR", 1)]
+        path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+        path.write_bytes(to_bytes(ds))
+        assert abs(sr_values(found["SR"][0])["Bone age (Greulich and Pyle), estimated"]
+                   - predict_months(path, model_dir, capsys)) <= 0.1
+    assert list(results_of(orthanc, ct.StudyInstanceUID, count=1)) == ["CT"]  # not a hand study
+
+
+def test_dicomweb_command_one_pass(pacs, model_dir, tmp_path, capsys):
+    orthanc, _ = pacs
+    ds = dx_film(hand_radiograph(100, 1, seed=21), AccessionNumber="WEB2")
+    orthanc.upload(to_bytes(ds))
+    arguments = ["dicomweb", "--url", orthanc.dicomweb, "--model", str(model_dir), "--once",
+                 "--state", str(tmp_path / "s.sqlite"), "--query", "AccessionNumber=WEB2"]
+    assert cli_main(arguments) == 0
+    assert "'read': 1" in capsys.readouterr().out
+    assert cli_main(arguments) == 0
+    assert "'read': 0" in capsys.readouterr().out
+    assert sorted(results_of(orthanc, ds.StudyInstanceUID)) == ["DX", "OT", "SR"]
+
+
+def test_hospital_commands_check_their_flags(capsys):
+    assert cli_main(["dicom-node", "--destination", "nonsense"]) == 2
+    assert "write AE_TITLE@HOST:PORT" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["dicom-node", "--ae-title", "A_TITLE_MUCH_TOO_LONG"])
+    assert "1 to 16 ASCII characters" in capsys.readouterr().err
+    assert cli_main(["dicomweb", "--url", "ftp://x", "--once"]) == 2
+    assert "http(s)" in capsys.readouterr().err

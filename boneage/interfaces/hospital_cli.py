@@ -79,6 +79,28 @@ def add_commands(commands, default_model: Path, verbose_flag) -> None:
     verbose_flag(node)
     node.set_defaults(handler=lambda args: _dicom_node(args, default_model))
 
+    web = commands.add_parser(
+        "dicomweb", help="DICOMweb worker: find new hand films (QIDO-RS), read them (WADO-RS), "
+                         "store SR + capture (STOW-RS)",
+        description="Poll a PACS over DICOMweb for studies with CR/DX films, read each film "
+                    "not yet answered as `boneage predict` does, and store a Comprehensive SR "
+                    "and a Secondary Capture in its study (docs/hospital.md).")
+    web.add_argument("--url", required=True,
+                     help="the DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web")
+    _model_flags(web, default_model)
+    web.add_argument("--state", type=Path, default=Path("boneage-dicomweb.sqlite"),
+                     help="file that records the films answered, so a restart neither skips "
+                          "nor doubles one (default ./boneage-dicomweb.sqlite)")
+    web.add_argument("--modality", action="append", metavar="CODE",
+                     help="ModalitiesInStudy to search for (repeat; default CR and DX)")
+    web.add_argument("--query", action="append", default=[], metavar="KEY=VALUE",
+                     help="an extra QIDO-RS study filter, e.g. StudyDate=20240101- (repeat)")
+    web.add_argument("--interval", type=float, default=30.0, metavar="SECONDS",
+                     help="seconds between passes (default 30)")
+    web.add_argument("--once", action="store_true", help="one pass, then exit")
+    verbose_flag(web)
+    web.set_defaults(handler=lambda args: _dicomweb(args, default_model))
+
 
 def _models(args: argparse.Namespace, default_model: Path) -> list[Path]:
     return args.model or [default_model]
@@ -117,6 +139,46 @@ def _dicom_node(args: argparse.Namespace, default_model: Path) -> int:
     print("boneage: stopping (sending what is queued)", flush=True)
     node.stop()
     print(f"boneage: {node.counters.to_dict()}", flush=True)
+    return 0
+
+
+def _query(items: list[str]) -> dict:
+    from boneage.kernel.errors import UsageError
+
+    query = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise UsageError(f"--query {item!r}: write KEY=VALUE, e.g. StudyDate=20240101-")
+        query[key.strip()] = value.strip()
+    return query
+
+
+def _dicomweb(args: argparse.Namespace, default_model: Path) -> int:
+    import signal
+    import threading
+
+    from boneage.interfaces.dicomweb_worker import DEFAULT_MODALITIES, DicomwebWorker
+    from boneage.kernel.errors import UsageError
+
+    query = _query(args.query)
+    if not args.url.startswith(("http://", "https://")):
+        raise UsageError(f"--url {args.url!r}: give the DICOMweb root as http(s)://...")
+    if not args.interval > 0:
+        raise UsageError(f"--interval {args.interval}: give seconds above 0")
+    reader = _reader(args, default_model)
+    worker = DicomwebWorker(reader, args.url, args.state,
+                            tuple(args.modality or DEFAULT_MODALITIES), query)
+    if args.once:
+        done = worker.run_once()
+        print(f"boneage: {done.to_dict()}", flush=True)
+        return 0 if not done.failed else 1
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"boneage: DICOMweb worker on {args.url}, every {args.interval:g} s; state in "
+          f"{args.state}", flush=True)
+    worker.run(args.interval, stop)
     return 0
 
 
