@@ -123,20 +123,14 @@ class DicomReader:
             log.warning("%s: no SR sent: the data set has no %s to file it under", name,
                         " or ".join(missing))
             return []
-        adult = self.adult_height(header, reading) if film is not None else None
         is_image = "PixelData" in header
         try:
             header = source_header(header)
-            results = [build_sr(header, reading, self.model, adult, source_is_image=is_image)]
+            results = [build_sr(header, reading, self.model, source_is_image=is_image)]
             if film is not None:
                 results.append(build_capture(header, reading, film.image, self.model,
-                                             heatmap, adult))
+                                             heatmap))
         except Exception:  # noqa: BLE001 - an odd header highdicom will not copy: logged
             log.exception("%s: could not build the SR or capture", name)
             return []
         return results
-
-    def adult_height(self, header, reading):
-        """The predicted adult height, when the header gives the child's height (item 5,
-        not yet wired)."""
-        return None

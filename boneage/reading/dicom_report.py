@@ -12,12 +12,11 @@ The SR (Comprehensive SR, root container "Bone age report") holds:
 - the reading's status: read, or not read and why (a refused film gets an SR too);
 - bone age (months), the spread between the ensemble's models, the interval when the
   reading has one; chronological age, the difference, the SD score, the Greulich & Pyle SD
-  and the delayed/normal/advanced call with its rule; the predicted adult height when the
-  child's height is known (Bayley-Pinneau, :mod:`boneage.reading.adult_height`);
+  and the delayed/normal/advanced call with its rule;
 - the algorithm's name and version (DCM 111001, 111003) and a reference to the source image
   (DCM 121112 "Source of Measurement").
 
-Concepts with a DICOM (DCM) or UCUM code use it: Subject Age (121033), Height (121207),
+Concepts with a DICOM (DCM) or UCUM code use it: Subject Age (121033),
 Z-score (113071), Standard deviation of population (121414), Finding (121071), Comment
 (121106). There is no standard code for bone age itself, so those concepts use this
 project's private coding scheme :data:`SCHEME` ("99" prefix, PS3.3 8.1), listed in
@@ -60,14 +59,13 @@ def _codes():
         "delayed": ("BA-7-1", "Delayed"),
         "normal": ("BA-7-2", "Normal"),
         "advanced": ("BA-7-3", "Advanced"),
-        "adult_height": ("BA-8", "Predicted adult height (Bayley-Pinneau)"),
         "reason": ("BA-9", "Reason not read"),
         "sex": ("BA-10", "Sex used for the reading"),
     }.items()}
     units = {"months": CodedConcept("mo", "UCUM", "month"),
              "cm": CodedConcept("cm", "UCUM", "centimeter"),
              "none": CodedConcept("1", "UCUM", "no units")}
-    standard = {"subject_age": codes.DCM.SubjectAge, "height": codes.DCM.Height,
+    standard = {"subject_age": codes.DCM.SubjectAge,
                 "z": codes.DCM.ZScore, "population_sd": codes.DCM.StandardDeviationOfPopulation,
                 "finding": codes.DCM.Finding, "comment": codes.DCM.Comment,
                 "algorithm": codes.DCM.AlgorithmName, "version": codes.DCM.AlgorithmVersion,
@@ -102,7 +100,7 @@ def result_uid(*parts: str) -> str:
     return str(generate_uid(entropy_srcs=[str(part) for part in parts]))
 
 
-def _lines(reading, adult_height=None) -> list[str]:
+def _lines(reading) -> list[str]:
     """The reading in short lines (ASCII, for burning into the capture)."""
     from boneage.kernel.ages import format_months
 
@@ -120,8 +118,6 @@ def _lines(reading, adult_height=None) -> list[str]:
         lines.append(f"chronological age {format_months(reading.chronological_months)}; "
                      f"difference {a.difference_months:+.1f} months, {a.z:+.1f} SD: "
                      f"{a.call.upper()}")
-    if adult_height is not None:
-        lines.append(adult_height.line())
     if (reading.checks or {}).get("forced"):
         lines.append("WARNING: read on request although a check refused it")
     lines.append("Decision support: a radiologist reviews every reading")
@@ -184,8 +180,7 @@ def source_header(dataset):
     return header
 
 
-def build_sr(source, reading, model: ModelIdentity, adult_height=None, *,
-             source_is_image: bool = True):
+def build_sr(source, reading, model: ModelIdentity, *, source_is_image: bool = True):
     """The Comprehensive SR for one film (read or refused), in the film's study."""
     import highdicom as hd
     from highdicom.sr import (CodeContentItem, CompositeContentItem, ContainerContentItem,
@@ -237,15 +232,13 @@ def build_sr(source, reading, model: ModelIdentity, adult_height=None, *,
                 TextContentItem(standard["comment"], f"{RULE}. SD source: {SOURCE}"[:1024],
                                 contains),
             ]
-        if adult_height is not None:
-            items += adult_height.sr_items(standard, private, units, contains)
         if (reading.checks or {}).get("forced"):
             items.append(TextContentItem(
                 standard["comment"], ("Read on request (force) although a check refused it: "
                                       + "; ".join(reading.checks.get("reasons", [])))[:1024],
                 contains))
     items.append(TextContentItem(standard["finding"], " / ".join(
-        _lines(reading, adult_height))[:1024], contains))
+        _lines(reading))[:1024], contains))
     root = ContainerContentItem(private["title"])
     root.ContentSequence = hd.sr.ContentSequence(items, is_root=False)
     model_key = f"{model.name}|{model.version}"
@@ -260,12 +253,12 @@ def build_sr(source, reading, model: ModelIdentity, adult_height=None, *,
 
 
 def build_capture(source, reading, image: np.ndarray, model: ModelIdentity,
-                  heatmap: np.ndarray | None = None, adult_height=None):
+                  heatmap: np.ndarray | None = None):
     """The Secondary Capture: the film with the reading burned in (and the Grad-CAM overlay
     when ``heatmap`` is given), in the film's study."""
     import highdicom as hd
 
-    pixels = capture_pixels(image, _lines(reading, adult_height), heatmap)
+    pixels = capture_pixels(image, _lines(reading), heatmap)
     model_key = f"{model.name}|{model.version}"
     capture = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source, pixel_array=pixels,
