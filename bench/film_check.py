@@ -83,7 +83,9 @@ def judge(sample: Sample):
         return check, time.perf_counter() - start, image
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        film = read_film(sample.data, sample.name)
+        # force: the pixel check's own verdict; a DICOM's header (Modality, BodyPart-
+        # Examined) would refuse most medical negatives before this check sees them
+        film = read_film(sample.data, sample.name, force=True)
     start = time.perf_counter()
     check = check_decoded(film)  # what predict, serve and the preprocess report judge
     seconds = time.perf_counter() - start

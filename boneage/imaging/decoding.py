@@ -52,16 +52,18 @@ class Film:
         return self.pixels if self.pixels.dtype == np.float32 else to_grey_float(self.pixels)
 
 
-def read_film(data: bytes, name: str = "image") -> Film:
+def read_film(data: bytes, name: str = "image", force: bool = False) -> Film:
     """Decode a film (any of :data:`FORMATS`, 8- or 16-bit, grey or colour) to a :class:`Film`.
 
     Sizes are checked from the header before the pixels are decoded, so a decompression
-    bomb costs nothing. Raises :class:`~boneage.kernel.errors.ImageError` naming ``name``.
+    bomb costs nothing. A DICOM whose header says it is not a hand radiograph (Modality,
+    BodyPartExamined: :mod:`boneage.imaging.dicom_header`) is refused before its pixels are
+    decoded unless ``force``. Raises :class:`~boneage.kernel.errors.ImageError` naming ``name``.
     """
     from boneage.imaging import dicom
 
     if data and dicom.is_dicom(data):
-        image, meta = dicom.read_dicom(data, name, MAX_PIXELS, MAX_SIDE)
+        image, meta = dicom.read_dicom(data, name, MAX_PIXELS, MAX_SIDE, force=force)
         return Film(image, meta)
     pixels = decode_raw(data, name)
     if pixels.dtype in (np.uint8, np.uint16):  # kept as stored; shape and size checked now

@@ -10,7 +10,14 @@ bone is bright as in every training film.
 Files come from anyone (uploads to ``boneage serve``), so nothing is decoded or inflated
 before its size is known: Rows x Columns x frames x samples from the header, a deflated data
 set inflated only as far as that header needs, and a compressed first frame's own size
-checked against the header. Only the first frame is decoded. A tag that should be a number
+checked against the header. Only the first frame is decoded. Before any of that, the header
+says whether this is a hand radiograph at all (:mod:`boneage.imaging.dicom_header`).
+
+Compressed transfer syntaxes are everyday PACS traffic: JPEG Baseline and Extended, JPEG
+Lossless (Process 14 and SV1), JPEG-LS, JPEG 2000 (and HTJ2K) and RLE Lossless are decoded by
+pydicom's pip-installed plugins (pylibjpeg with pylibjpeg-libjpeg, -openjpeg and -rle;
+pyjpegls), each after its first frame's own header (JPEG SOF, J2K SIZ, RLE segment runs) has
+been checked against Rows x Columns. A tag that should be a number
 and is not is an :class:`ImageError` naming the file and tag.
 """
 
@@ -21,7 +28,8 @@ import re
 
 import numpy as np
 
-from boneage.kernel.errors import ImageError
+from boneage.imaging.dicom_header import header_reasons, header_summary
+from boneage.kernel.errors import FORCE_HINT, ImageError, NotAFilmError
 
 MAGIC_OFFSET = 128
 MAGIC = b"DICM"
@@ -230,6 +238,15 @@ def _read(data: bytes, name: str, max_pixels: int, max_side: int):
         raise ImageError(f"{name}: not a readable DICOM file ({exc})") from exc
 
 
+def read_header(data: bytes, name: str, max_pixels: int, max_side: int):
+    """The parsed data set (pydicom), nothing decoded: what a DICOM node needs to answer a
+    film it cannot read (its Study, Series and SOP Instance UIDs). A deflated data set is
+    inflated only as far as its header allows. :class:`ImageError` when unreadable."""
+    if not is_dicom(data):
+        raise ImageError(f"{name}: not a DICOM Part 10 file (no 'DICM' after the preamble)")
+    return _read(data, name, max_pixels, max_side)
+
+
 _JPEG_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
                   "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
 _J2K_SYNTAXES = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
@@ -284,7 +301,14 @@ def _check_first_frame(dataset, name: str, rows: int, columns: int, frames: int)
 
 
 def _j2k_size(frame: bytes) -> tuple[int, int] | None:
-    """Width and height from a JPEG 2000 codestream's SIZ segment (Xsiz - XOsiz, ...)."""
+    """Width and height from a JPEG 2000 codestream's SIZ segment (Xsiz - XOsiz, ...).
+
+    Some writers wrap the frame in a JP2 file (signature box, then boxes up to the
+    contiguous codestream box); the decoder reads the codestream inside, so its SIZ is read.
+    """
+    if frame[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n":
+        start = frame.find(b"jp2c")
+        frame = frame[start + 4:] if start >= 0 else b""
     if frame[:4] != b"\xff\x4f\xff\x51" or len(frame) < 24:
         return None
     xsiz, ysiz, xo, yo = (int.from_bytes(frame[at:at + 4], "big") for at in (8, 12, 16, 20))
@@ -324,9 +348,14 @@ def _check_rle(frame: bytes, plane: int, name: str) -> None:
                              "decompression bomb?)")
 
 
-def read_dicom(data: bytes, name: str, max_pixels: int, max_side: int) -> tuple[np.ndarray, dict]:
+def read_dicom(data: bytes, name: str, max_pixels: int, max_side: int,
+               force: bool = False) -> tuple[np.ndarray, dict]:
     """DICOM bytes -> (float32 grey in [0, 1], bone bright; metadata with sex and age).
 
+    The header speaks first (:mod:`boneage.imaging.dicom_header`): a Modality that is not a
+    projection radiograph, or a BodyPartExamined naming another part than the hand or wrist,
+    is a :class:`NotAFilmError` naming the attribute, before any pixel is decoded, unless
+    ``force`` (then ``meta["header"]["reasons"]`` says why it should not have been read).
     Sizes are checked from the header before any pixel is decoded (and before a deflated
     data set is inflated past its header); only the first frame is decoded.
     """
@@ -335,6 +364,13 @@ def read_dicom(data: bytes, name: str, max_pixels: int, max_side: int) -> tuple[
                                                   "DoubleFloatPixelData")):
         raise ImageError(f"{name}: DICOM file holds no image (no pixel data); is it a report "
                          "or a structured document rather than a radiograph?")
+    header = {**header_summary(dataset), "reasons": header_reasons(dataset)}
+    if header["reasons"] and not force:
+        raise NotAFilmError(f"{name}: not read: its DICOM header says it is not a hand "
+                            "radiograph: " + "; ".join(header["reasons"]) + f"; {FORCE_HINT}",
+                            {"accepted": False, "inverted": False, "failed": ["header"],
+                             "reasons": header["reasons"], "scores": {}, "forced": False,
+                             "header": header})
     rows, columns, frames, _, _ = _geometry(dataset, name, max_pixels, max_side)
     _check_first_frame(dataset, name, rows, columns, frames)
     photometric = _text(dataset, "PhotometricInterpretation").upper() or "MONOCHROME2"
@@ -379,6 +415,7 @@ def read_dicom(data: bytes, name: str, max_pixels: int, max_side: int) -> tuple[
         "sex": sex if sex in ("M", "F") else None,
         "age_months": parse_patient_age(_text(dataset, "PatientAge")),
         "photometric": photometric,
+        "header": header,
     }
     if sex and sex not in ("M", "F"):
         meta["sex_tag"] = sex  # 'O' (other) and the like: said so when sex is needed

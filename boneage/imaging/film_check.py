@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 
 from boneage.imaging.decoding import Film
-from boneage.kernel.errors import NotAFilmError
+from boneage.kernel.errors import FORCE_HINT, NotAFilmError
 
 # The hand search, and its thresholds: importable from here as before the split
 # (bench/film_check.py reads them), but read in boneage.imaging.hand_search: patch them there.
@@ -339,9 +339,6 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_BGR2GRAY)
 
 
-FORCE_HINT = "read it anyway with --force (web API: force=true)"
-
-
 def check_decoded(film: Film) -> FilmCheck:
     """The film check on a decoded film as stored (:attr:`Film.pixels`: the stored levels,
     colour measured from its own channels; DICOM's grey floats): one verdict for the
@@ -362,6 +359,13 @@ def check_read_film(film: Film, name: str = "image", *, force: bool = False) -> 
     check = check_decoded(film)
     checks = {**check.to_dict(), "forced": False}
     problems = list(check.reasons) if not check.accepted else []
+    header = film.meta.get("header")  # a DICOM's verdict (boneage.imaging.dicom_header)
+    if header is not None:
+        checks["header"] = header
+        if header.get("reasons"):  # only there when forced: the film is read, and says why not
+            checks["accepted"] = False
+            checks["reasons"] = list(header["reasons"]) + checks["reasons"]
+            problems = list(header["reasons"]) + problems
     if check.inverted:
         problems.append("it looks inverted (bone darker than the background); save it with "
                         "bone bright")

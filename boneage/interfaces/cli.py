@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     _verbose_flag(serve)
     serve.set_defaults(handler=_serve)
 
+    from boneage.interfaces.hospital_cli import add_commands  # dicom-node, dicomweb
+
+    add_commands(commands, _verbose_flag)
+
     crossval = commands.add_parser(
         "crossval", help="mean and spread of the metrics of k-fold experiments",
         description="Collect the experiments with train.fold >= 0 from `dvc exp show` and write "

@@ -35,6 +35,11 @@ class NotAFilmError(ImageError):
         self.checks = checks
 
 
+FORCE_HINT = "read it anyway with --force (web API: force=true)"
+"""How a user reads a film that a check refused as not a hand radiograph: the film check
+(:mod:`boneage.imaging.film_check`) and the DICOM header (:mod:`boneage.imaging.dicom_header`)."""
+
+
 class UsageError(BoneAgeError, ValueError):
     """A command-line argument or a request field is invalid (sex, an age, a model folder)."""
 

@@ -299,8 +299,9 @@ class Ensemble:
         return cls(choice.model_dirs, model_format, weights=choice.weights,
                    intervals=choice.intervals, tta=choice.tta, identity=choice.identity)
 
-    def read(self, data: bytes, name: str = "image") -> Film:
-        return read_film(data, name)
+    def read(self, data: bytes, name: str = "image", force: bool = False) -> Film:
+        """Decode a film; a DICOM's header is judged first (refused unless ``force``)."""
+        return read_film(data, name, force=force)
 
     def check(self, film: Film, name: str, reading: "Reading", force: bool = False) -> Film:
         """The film check (:func:`boneage.imaging.film_check.check_read_film`), its verdict kept on
@@ -411,7 +412,7 @@ class Ensemble:
         from boneage.reading.explain import explain_png
 
         reading = Reading(name)
-        film = self.read(data, name)
+        film = self.read(data, name, force)
         self.resolve(name, film, sex, chronological, reading, wording)
         film = self.check(film, name, reading, force)
         prepared = self.prepare(film)
@@ -449,7 +450,7 @@ class Ensemble:
             readings.append(reading)
             try:
                 data = read_film_bytes(path)
-                film = self.read(data, str(path))
+                film = self.read(data, str(path), force)
                 self.resolve(str(path), film, sex, chronological, reading)
                 film = self.check(film, str(path), reading, force)
                 prepared = self.prepare(film)

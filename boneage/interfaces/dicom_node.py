@@ -1,0 +1,325 @@
+"""``boneage dicom-node``: a DICOM Storage SCP that reads each hand film it receives and sends
+the reading back to the PACS (docs/hospital.md).
+
+A modality or PACS sends films by C-STORE to this node's AE title. Each film is read by a
+:class:`boneage.reading.dicom_reading.DicomReader` (the same path as ``boneage predict``);
+the C-STORE is answered with:
+
+- ``0x0000`` (success) when the film was read, and also when it was refused as not a hand
+  film (its header, the film check, no PatientSex): the node understood it, and its SR
+  says why it was not read;
+- ``0xA700`` (out of resources) when the data set is over the node's byte limit, and
+  ``0xC000`` (cannot understand) when it cannot be read at all (no pixels, a malformed
+  number, a film over the size limits, an undecodable frame), with the reason in the
+  response's Error Comment and in the log. The node stays up.
+
+The results (a Comprehensive SR, and a Secondary Capture for a read film) go by C-STORE to
+the destination AE, in the film's study and a new series, from one sender thread with
+retries; what cannot be delivered is written to the spool folder (when one is set) and
+logged, never dropped silently.
+
+Settings: AE title, host (127.0.0.1 by default: open it to the network on purpose), port,
+the calling AE titles allowed to associate (others are rejected at association), C-ECHO
+(Verification) always answered. Each association runs in its own thread (pynetdicom);
+decoding runs in parallel, the models one film at a time.
+
+Privacy: at INFO the log names a film by its SOP Instance UID and the caller by its AE
+title; never the patient's name or ID. pynetdicom's own log is kept at WARNING.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR Storage
+CAPTURE_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
+SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where results go: a DICOM AE (title, host, port)."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Destination":
+        """``AET@host:port`` (``ORTHANC@127.0.0.1:4242``)."""
+        from boneage.kernel.errors import UsageError
+
+        try:
+            ae_title, address = text.split("@", 1)
+            host, port = address.rsplit(":", 1)
+            destination = cls(ae_title.strip(), host.strip(), int(port))
+        except ValueError:
+            raise UsageError(f"--destination {text!r}: write AE_TITLE@HOST:PORT, e.g. "
+                             "ORTHANC@127.0.0.1:4242") from None
+        check_ae_title(destination.ae_title, "--destination")
+        if not 0 < destination.port < 65536:
+            raise UsageError(f"--destination {text!r}: port {destination.port} is not 1-65535")
+        return destination
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+def check_ae_title(title: str, flag: str) -> str:
+    """An AE title: 1-16 characters of printable ASCII, no backslash (PS3.5 6.2, AE)."""
+    from boneage.kernel.errors import UsageError
+
+    if not 0 < len(title.strip()) <= 16 or "\\" in title or not title.isascii() \
+            or not title.isprintable():
+        raise UsageError(f"{flag} {title!r}: an AE title is 1 to 16 ASCII characters, "
+                         "no backslash")
+    return title.strip()
+
+
+@dataclass
+class NodeSettings:
+    ae_title: str = "BONEAGE"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    allowed_callers: tuple[str, ...] = ()  # calling AE titles allowed; empty: any
+    destination: Destination | None = None
+    spool: Path | None = None  # undeliverable results written here
+    send_attempts: int = 5
+    retry_seconds: float = 2.0
+
+
+@dataclass
+class Counters:
+    """What the node has done since it started (bench/hospital.py reads them)."""
+
+    received: int = 0
+    read: int = 0
+    refused: int = 0
+    unreadable: int = 0
+    sent: int = 0
+    undelivered: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for key, value in counts.items():
+                setattr(self, key, getattr(self, key) + value)
+
+    def to_dict(self) -> dict:
+        return {key: getattr(self, key) for key in
+                ("received", "read", "refused", "unreadable", "sent", "undelivered")}
+
+
+class ResultSender:
+    """One thread that C-STOREs result objects to the destination, retrying, in order."""
+
+    def __init__(self, settings: NodeSettings, counters: Counters):
+        self.settings, self.counters = settings, counters
+        self.queue: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="boneage-sender", daemon=True)
+        self.thread.start()
+
+    def put(self, name: str, datasets: list) -> None:
+        if datasets:
+            self.queue.put((name, datasets))
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every queued result is sent or spooled; True when the queue is empty."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.queue.unfinished_tasks:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.join(timeout)
+        self.queue.put(None)
+        self.thread.join(5.0)
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is None:
+                    return
+                name, datasets = item
+                self._deliver(name, datasets)
+            except Exception:  # noqa: BLE001 - the sender must outlive one bad result
+                log.exception("sender: unexpected error")
+            finally:
+                self.queue.task_done()
+
+    def _deliver(self, name: str, datasets: list) -> None:
+        left = list(datasets)
+        error = "no destination set (--destination)"
+        if self.settings.destination is not None:
+            for attempt in range(self.settings.send_attempts):
+                left, error = self._send(left)
+                if not left:
+                    self.counters.add(sent=len(datasets))
+                    log.info("%s: %d result(s) stored at %s", name, len(datasets),
+                             self.settings.destination)
+                    return
+                if attempt + 1 < self.settings.send_attempts:
+                    time.sleep(self.settings.retry_seconds * (attempt + 1))
+        self.counters.add(sent=len(datasets) - len(left), undelivered=len(left))
+        spooled = self._spool(left)
+        log.error("%s: %d result(s) not delivered (%s)%s", name, len(left), error,
+                  f"; written to {spooled}" if spooled else "")
+
+    def _send(self, datasets: list) -> tuple[list, str | None]:
+        """C-STORE each; returns (those not stored, why)."""
+        from pynetdicom import AE
+
+        destination = self.settings.destination
+        ae = AE(ae_title=self.settings.ae_title)
+        for sop_class in dict.fromkeys(str(d.SOPClassUID) for d in datasets):
+            ae.add_requested_context(sop_class, "1.2.840.10008.1.2.1")
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        if not assoc.is_established:
+            return datasets, f"association with {destination} not established"
+        left, error = [], None
+        try:
+            for dataset in datasets:
+                status = assoc.send_c_store(dataset)
+                code = getattr(status, "Status", None)
+                if code is None or code not in (0x0000, 0xB000, 0xB007, 0xB006):
+                    left.append(dataset)
+                    error = (f"{destination} answered status "
+                             f"{'none' if code is None else hex(code)}")
+        finally:
+            assoc.release()
+        return left, error
+
+    def _spool(self, datasets: list) -> Path | None:
+        if self.settings.spool is None or not datasets:
+            return None
+        self.settings.spool.mkdir(parents=True, exist_ok=True)
+        for dataset in datasets:
+            dataset.save_as(self.settings.spool / f"{dataset.SOPInstanceUID}.dcm",
+                            enforce_file_format=True)
+        return self.settings.spool
+
+
+def part10_bytes(file_meta, encoded: bytes) -> bytes:
+    """A received data set (encoded in its negotiated transfer syntax) as a DICOM Part 10
+    file: preamble, 'DICM', file meta, data set. Nothing is decoded."""
+    from pydicom.filewriter import write_file_meta_info
+
+    buffer = io.BytesIO()
+    buffer.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(buffer, file_meta, enforce_standard=True)
+    buffer.write(encoded)
+    return buffer.getvalue()
+
+
+class DicomNode:
+    """The Storage SCP. ``start()`` listens in the background; ``stop()`` closes and drains."""
+
+    def __init__(self, reader, settings: NodeSettings):
+        self.reader, self.settings = reader, settings
+        self.counters = Counters()
+        self.sender = ResultSender(settings, self.counters)
+        self.server = None
+
+    def _application_entity(self):
+        from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts
+        from pynetdicom.sop_class import Verification
+
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+        ae = AE(ae_title=self.settings.ae_title)
+        ae.add_supported_context(Verification)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.require_called_aet = True
+        if self.settings.allowed_callers:
+            ae.require_calling_aet = list(self.settings.allowed_callers)
+        ae.maximum_associations = 16
+        return ae
+
+    def start(self, block: bool = False):
+        from pynetdicom import evt
+
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, self._on_echo),
+                    (evt.EVT_REJECTED, self._on_rejected)]
+        ae = self._application_entity()
+        if block:
+            return ae.start_server((self.settings.host, self.settings.port), block=True,
+                                   evt_handlers=handlers)
+        self.server = ae.start_server((self.settings.host, self.settings.port), block=False,
+                                      evt_handlers=handlers)
+        return self.server
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1] if self.server else self.settings.port
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+        self.sender.stop(timeout)
+
+    def _on_echo(self, event) -> int:
+        log.info("C-ECHO from %s", event.assoc.requestor.ae_title)
+        return SUCCESS
+
+    def _on_rejected(self, event) -> None:
+        log.warning("association from %s (%s) rejected: calling AE title not allowed or called "
+                    "AE title not %s", event.assoc.requestor.ae_title,
+                    event.assoc.requestor.address, self.settings.ae_title)
+
+    def _on_store(self, event):
+        from pydicom.dataset import Dataset
+
+        self.counters.add(received=1)
+        caller = event.assoc.requestor.ae_title
+        name = f"SOP {event.request.AffectedSOPInstanceUID}"
+        try:
+            data = part10_bytes(event.file_meta, event.request.DataSet.getvalue())
+            answer = self.reader.answer(data, name)
+        except Exception:  # noqa: BLE001 - a bug must not take the node down
+            log.exception("%s from %s: unexpected error", name, caller)
+            self.counters.add(unreadable=1)
+            return _failure(CANNOT_UNDERSTAND, "internal error; see the node's log")
+        self.counters.add(**{answer.status: 1})
+        if answer.status == "read":
+            reading = answer.reading
+            log.info("%s from %s: bone age %.1f months", name, caller, reading.months)
+        else:
+            log.warning("%s from %s: %s: %s", name, caller, answer.status, answer.reason)
+        self.sender.put(name, answer.results)
+        if answer.status != "unreadable":
+            return SUCCESS
+        code = OUT_OF_RESOURCES if "over the node's limit" in (answer.reason or "") \
+            else CANNOT_UNDERSTAND
+        status = Dataset()
+        status.Status = code
+        status.ErrorComment = _comment(answer.reason)
+        return status
+
+
+def _failure(code: int, comment: str):
+    from pydicom.dataset import Dataset
+
+    status = Dataset()
+    status.Status = code
+    status.ErrorComment = _comment(comment)
+    return status
+
+
+def _comment(text: str | None) -> str:
+    """An Error Comment (LO: 64 characters, no backslash) from a reason."""
+    text = (text or "").replace("\\", "/").encode("ascii", "replace").decode()
+    if text.startswith("SOP ") and ": " in text:  # the name is the request's own UID
+        text = text.split(": ", 1)[1]
+    return text[:64]

@@ -1,0 +1,136 @@
+"""One DICOM film received from a PACS, read and answered: what the DICOM node and the
+DICOMweb worker both do with each film.
+
+The film goes through the same path as ``boneage predict``
+(:class:`boneage.reading.predictor.Ensemble`): read (the header speaks first, then the
+size checks, then decoding), sex and age from PatientSex and PatientAge, the film check,
+the imaging path, the models. The answer is a Comprehensive SR and a Secondary Capture
+(:mod:`boneage.reading.dicom_report`); a film that is refused (its header, the film check, no
+sex) gets an SR that says so and why, and one that cannot be read at all (no pixels, a
+malformed number, over the size limits) too, whenever its header names a study to put it in.
+
+Privacy: what is logged names the film by its SOP Instance UID, never the patient's name or
+ID; error messages are built with that name too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from boneage.kernel.errors import ImageError, NotAFilmError
+
+log = logging.getLogger(__name__)
+
+# How the DICOM node words a missing sex: the film's header must say it.
+NODE_WORDING_ASK_SEX = "the sending system must fill PatientSex (0010,0040) with M or F"
+
+MAX_DATASET_BYTES = 256 * 1024 * 1024  # a 16-bit 10,000 x 10,000 px film is 200 MB
+
+
+@dataclass
+class Answer:
+    """What one received film comes to.
+
+    ``status``: ``read``, ``refused`` (a well-formed DICOM that is not a film to read: its
+    header, the film check, no sex) or ``unreadable`` (the data set itself is bad: no
+    pixels, a malformed number, too large, undecodable). ``results``: the SR and, for a read
+    film, the capture, ready to send; empty when the data set names no study to put them in.
+    """
+
+    name: str
+    status: str
+    reason: str | None = None
+    reading: object | None = None
+    results: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "unreadable"
+
+
+def film_name(dataset) -> str:
+    """How logs and messages name a film: its SOP Instance UID (no patient data)."""
+    uid = str(getattr(dataset, "SOPInstanceUID", "") or "").strip()
+    return f"SOP {uid}" if uid else "a DICOM without SOP Instance UID"
+
+
+class DicomReader:
+    """Reads received DICOM films with an :class:`~boneage.reading.predictor.Ensemble` and
+    words each answer as DICOM objects."""
+
+    def __init__(self, ensemble, *, force: bool = False, explain: bool = False,
+                 max_dataset_bytes: int = MAX_DATASET_BYTES):
+        from boneage.reading.dicom_report import ModelIdentity
+        from boneage.reading.predictor import Wording
+
+        self.ensemble = ensemble
+        self.force = force
+        self.explain = explain
+        self.max_dataset_bytes = max_dataset_bytes
+        self.model = ModelIdentity.of(ensemble)
+        self.wording = Wording("given to the node", "given to the node", NODE_WORDING_ASK_SEX)
+
+    def answer(self, data: bytes, name: str | None = None) -> Answer:
+        """A DICOM Part 10 file's bytes -> its :class:`Answer`. Never raises for a bad film."""
+        from boneage.imaging.dicom import read_header
+        from boneage.imaging.headers import MAX_PIXELS, MAX_SIDE
+        from boneage.reading.predictor import Reading
+
+        if len(data) > self.max_dataset_bytes:
+            return Answer(name or "a DICOM", "unreadable",
+                          f"{name or 'the data set'}: {len(data):,} bytes, over the node's "
+                          f"limit of {self.max_dataset_bytes:,} bytes; not decoded")
+        try:
+            header = read_header(data, name or "a DICOM", MAX_PIXELS, MAX_SIDE)
+        except ImageError as exc:
+            return Answer(name or "a DICOM", "unreadable", str(exc))
+        name = name or film_name(header)
+        reading = Reading(name)
+        film = status = None
+        heatmap = None
+        try:
+            film = self.ensemble.read(data, name, self.force)
+        except NotAFilmError as exc:  # the header said no
+            status, reading.error, reading.checks = "refused", str(exc), exc.checks
+        except ImageError as exc:  # no pixels, malformed numbers, too large, no codec
+            status, reading.error = "unreadable", str(exc)
+        if status is None:
+            try:
+                self.ensemble.resolve(name, film, None, None, reading, self.wording)
+                film = self.ensemble.check(film, name, reading, self.force)
+                prepared = self.ensemble.prepare(film)
+                self.ensemble.finish(reading, self.ensemble.predict_prepared(
+                    [prepared], np.array([reading.male]))[0])
+                if self.explain:
+                    heatmap, _ = self.ensemble.heatmap(film, prepared, reading.male, name)
+                status = "read"
+            except ImageError as exc:  # the film check, no sex, an odd film
+                status, reading.error = "refused", str(exc)
+        answer = Answer(name, status, reading.error, reading)
+        answer.results = self._results(header, reading, film if status == "read" else None,
+                                       heatmap, name)
+        return answer
+
+    def _results(self, header, reading, film, heatmap, name: str) -> list:
+        from boneage.reading.dicom_report import build_capture, build_sr, source_header
+
+        missing = [k for k in ("StudyInstanceUID", "SOPInstanceUID", "SOPClassUID")
+                   if not str(header.get(k, "") or "").strip()]
+        if missing:
+            log.warning("%s: no SR sent: the data set has no %s to file it under", name,
+                        " or ".join(missing))
+            return []
+        is_image = "PixelData" in header
+        try:
+            header = source_header(header)
+            results = [build_sr(header, reading, self.model, source_is_image=is_image)]
+            if film is not None:
+                results.append(build_capture(header, reading, film.image, self.model,
+                                             heatmap))
+        except Exception:  # noqa: BLE001 - an odd header highdicom will not copy: logged
+            log.exception("%s: could not build the SR or capture", name)
+            return []
+        return results
