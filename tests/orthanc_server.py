@@ -59,6 +59,8 @@ class Orthanc:
             "Plugins": [dicomweb_plugin()],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
             "ConcurrentJobs": 2, "SaveJobs": False, "HttpTimeout": 30, "StableAge": 1,
+            # the node answers a C-STORE once it has read the film: seconds on a busy CI machine
+            "DicomScuTimeout": 120,
         }, indent=2))
         self.process: subprocess.Popen | None = None
         self.session = requests.Session()
