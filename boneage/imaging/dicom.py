@@ -1,4 +1,5 @@
-"""DICOM films: pixels as the radiologist's viewer shows them, plus the patient's sex and age.
+"""DICOM films: pixels as the radiologist's viewer shows them, plus the patient's sex, age and
+size (height).
 
 Called by :func:`boneage.imaging.decoding.read_film` when the bytes carry the DICOM magic, so a DICOM
 becomes the same grey float [0, 1] array a PNG does and then goes through the one imaging
@@ -350,7 +351,7 @@ def _check_rle(frame: bytes, plane: int, name: str) -> None:
 
 def read_dicom(data: bytes, name: str, max_pixels: int, max_side: int,
                force: bool = False) -> tuple[np.ndarray, dict]:
-    """DICOM bytes -> (float32 grey in [0, 1], bone bright; metadata with sex and age).
+    """DICOM bytes -> (float32 grey in [0, 1], bone bright; metadata with sex, age and height).
 
     The header speaks first (:mod:`boneage.imaging.dicom_header`): a Modality that is not a
     projection radiograph, or a BodyPartExamined naming another part than the hand or wrist,
@@ -414,6 +415,7 @@ def read_dicom(data: bytes, name: str, max_pixels: int, max_side: int,
         "format": "dicom",
         "sex": sex if sex in ("M", "F") else None,
         "age_months": parse_patient_age(_text(dataset, "PatientAge")),
+        "patient_size": _text(dataset, "PatientSize") or None,  # metres, as written
         "photometric": photometric,
         "header": header,
     }

@@ -16,7 +16,8 @@ DEFAULT_MODEL_HELP = ("export directory; without one, the model that ships with 
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from boneage.reading.inputs import expand_paths, heatmap_folder, parse_chronological_age, parse_sex
+    from boneage.reading.inputs import (expand_paths, heatmap_folder, parse_chronological_age,
+                                        parse_height_cm, parse_sex)
 
     # Everything the user typed is checked before TensorFlow is imported (seconds) and the
     # models load: a bad flag, a missing film or an empty folder fails at once.
@@ -24,6 +25,7 @@ def _predict(args: argparse.Namespace) -> int:
         parse_sex(args.sex)
     chronological = (parse_chronological_age(args.chronological_age)
                      if args.chronological_age is not None else None)
+    height = parse_height_cm(args.height_cm) if args.height_cm is not None else None
     paths = expand_paths(args.paths)
     explain = heatmap_folder(args.explain) if args.explain is not None else None
     _check_release(args)
@@ -37,7 +39,8 @@ def _predict(args: argparse.Namespace) -> int:
     readings = ensemble.predict_paths(paths, sex=args.sex, chronological=chronological,
                                       batch_size=args.batch_size,
                                       progress=len(paths) > 20,
-                                      explain_dir=explain, force=args.force)
+                                      explain_dir=explain, force=args.force,
+                                      height_cm=height)
     rows = [r.to_dict() for r in readings]
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
@@ -49,6 +52,10 @@ def _predict(args: argparse.Namespace) -> int:
             print(reading.text())
         if any(r.assessment is not None for r in readings):
             print(f"call: {RULE}")
+        if any(r.adult_height is not None for r in readings):
+            from boneage.reading.adult_height import FOOTER
+
+            print(FOOTER)
     failed = sum("error" in row for row in rows)
     if failed:
         print(f"{failed} of {len(rows)} films could not be read", file=sys.stderr)
@@ -58,7 +65,9 @@ def _predict(args: argparse.Namespace) -> int:
 CSV_COLUMNS = ["path", "sex", "sex_source", "boneage_months", "boneage_text", "spread_months",
                "models", "interval_low_months", "interval_high_months", "interval_coverage",
                "refer_to_radiologist", "model_text", "chronological_months", "chronological_text", "age_source",
-               "difference_months", "sd_months", "z_score", "call", "rule", "heatmap", "error"]
+               "difference_months", "sd_months", "z_score", "call", "rule", "height_cm",
+               "height_source", "adult_height_cm", "percent_of_mature_height", "maturity",
+               "adult_height_table", "adult_height_refused", "heatmap", "error"]
 
 
 def _write_csv(rows: list[dict]) -> None:
@@ -167,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the child's age, as months (122) or years and months (10y2m), "
                               "from 1 month to 20 years; adds the difference and a "
                               "delayed/normal/advanced call")
+    predict.add_argument("--height-cm", metavar="CM",
+                         help="the child's current height in cm (else the DICOM PatientSize); "
+                              "with the chronological age, adds the adult height predicted by "
+                              "Bayley-Pinneau")
     predict.add_argument("--model", type=Path, action="append", metavar="DIR",
                          help=DEFAULT_MODEL_HELP)
     predict.add_argument("--fast", action="store_true",

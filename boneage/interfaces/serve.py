@@ -86,7 +86,7 @@ def create_app(model_dirs: list[str | Path] | None, model_format: str = "auto",
 
     from boneage import __version__
     from boneage.imaging.headers import FORMATS, sniff
-    from boneage.reading.inputs import parse_chronological_age, parse_sex
+    from boneage.reading.inputs import parse_chronological_age, parse_height_cm, parse_sex
     from boneage.reading.predictor import FORM, Ensemble
     from boneage.reading.standards import RULE, SOURCE
 
@@ -144,6 +144,10 @@ def create_app(model_dirs: list[str | Path] | None, model_format: str = "auto",
                       chronological_age: str | None = Form(
                           None, description="months (122) or years and months (10y2m), from "
                                             "1 month to 20 years"),
+                      height_cm: str | None = Form(
+                          None, description="current height in cm (else a DICOM's "
+                                            "PatientSize); with the age, adds the adult height "
+                                            "predicted by Bayley-Pinneau"),
                       explain: bool = Form(True, description="include the Grad-CAM heatmap"),
                       force: bool = Form(False, description="read a film the film check "
                                                             "refuses as not a hand radiograph "
@@ -163,11 +167,13 @@ def create_app(model_dirs: list[str | Path] | None, model_format: str = "auto",
                 parse_sex(sex)
             age = (parse_chronological_age(chronological_age)
                    if chronological_age not in (None, "") else None)
+            height = parse_height_cm(height_cm) if height_cm not in (None, "") else None
         except UsageError as exc:
             raise HTTPException(422, str(exc)) from exc
         try:
             reading, png = await run_in_threadpool(
-                ensemble.predict_bytes, data, name, sex or None, age, explain, FORM, force)
+                ensemble.predict_bytes, data, name, sex or None, age, explain, FORM, force,
+                height_cm=height)
         except NotAFilmError as exc:
             return JSONResponse({"detail": str(exc), "checks": exc.checks}, status_code=422)
         except ImageError as exc:

@@ -5,9 +5,11 @@ The film goes through the same path as ``boneage predict``
 (:class:`boneage.reading.predictor.Ensemble`): read (the header speaks first, then the
 size checks, then decoding), sex and age from PatientSex and PatientAge, the film check,
 the imaging path, the models. The answer is a Comprehensive SR and a Secondary Capture
-(:mod:`boneage.reading.dicom_report`); a film that is refused (its header, the film check, no
-sex) gets an SR that says so and why, and one that cannot be read at all (no pixels, a
-malformed number, over the size limits) too, whenever its header names a study to put it in.
+(:mod:`boneage.reading.dicom_report`), with the adult height predicted by Bayley-Pinneau when
+the header gives PatientSize and PatientAge (:mod:`boneage.reading.adult_height`); a film that
+is refused (its header, the film check, no sex) gets an SR that says so and why, and one that
+cannot be read at all (no pixels, a malformed number, over the size limits) too, whenever its
+header names a study to put it in.
 
 Privacy: what is logged names the film by its SOP Instance UID, never the patient's name or
 ID; error messages are built with that name too.
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # How the DICOM node words a missing sex: the film's header must say it.
 NODE_WORDING_ASK_SEX = "the sending system must fill PatientSex (0010,0040) with M or F"
+NODE_WORDING_ASK_AGE = "the sending system must fill PatientAge (0010,1010)"
 
 MAX_DATASET_BYTES = 256 * 1024 * 1024  # a 16-bit 10,000 x 10,000 px film is 200 MB
 
@@ -71,7 +74,8 @@ class DicomReader:
         self.explain = explain
         self.max_dataset_bytes = max_dataset_bytes
         self.model = ModelIdentity.of(ensemble)
-        self.wording = Wording("given to the node", "given to the node", NODE_WORDING_ASK_SEX)
+        self.wording = Wording("given to the node", "given to the node", NODE_WORDING_ASK_SEX,
+                               ask_age=NODE_WORDING_ASK_AGE)
 
     def answer(self, data: bytes, name: str | None = None) -> Answer:
         """A DICOM Part 10 file's bytes -> its :class:`Answer`. Never raises for a bad film."""

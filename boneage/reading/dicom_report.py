@@ -13,6 +13,9 @@ The SR (Comprehensive SR, root container "Bone age report") holds:
 - bone age (months), the spread between the ensemble's models, the interval when the
   reading has one; chronological age, the difference, the SD score, the Greulich & Pyle SD
   and the delayed/normal/advanced call with its rule;
+- when the current height is known (PatientSize): the height (LOINC 8302-2 Body height, cm)
+  and the adult height predicted by Bayley-Pinneau (cm), the per cent of mature height and
+  the table used, or why no adult height was predicted (:mod:`boneage.reading.adult_height`);
 - the algorithm's name and version (DCM 111001, 111003) and a reference to the source image
   (DCM 121112 "Source of Measurement").
 
@@ -61,15 +64,21 @@ def _codes():
         "advanced": ("BA-7-3", "Advanced"),
         "reason": ("BA-9", "Reason not read"),
         "sex": ("BA-10", "Sex used for the reading"),
+        "adult_height": ("BA-11", "Predicted adult height (Bayley-Pinneau)"),
+        "mature_percent": ("BA-12", "Per cent of mature height reached"),
+        "adult_height_table": ("BA-13", "Adult height prediction table"),
+        "adult_height_not": ("BA-14", "Adult height not predicted"),
     }.items()}
     units = {"months": CodedConcept("mo", "UCUM", "month"),
              "cm": CodedConcept("cm", "UCUM", "centimeter"),
+             "percent": CodedConcept("%", "UCUM", "percent"),
              "none": CodedConcept("1", "UCUM", "no units")}
     standard = {"subject_age": codes.DCM.SubjectAge,
                 "z": codes.DCM.ZScore, "population_sd": codes.DCM.StandardDeviationOfPopulation,
                 "finding": codes.DCM.Finding, "comment": codes.DCM.Comment,
                 "algorithm": codes.DCM.AlgorithmName, "version": codes.DCM.AlgorithmVersion,
-                "source": codes.DCM.SourceOfMeasurement}
+                "source": codes.DCM.SourceOfMeasurement,
+                "body_height": CodedConcept("8302-2", "LN", "Body height")}
     return private, units, standard
 
 
@@ -118,6 +127,11 @@ def _lines(reading) -> list[str]:
         lines.append(f"chronological age {format_months(reading.chronological_months)}; "
                      f"difference {a.difference_months:+.1f} months, {a.z:+.1f} SD: "
                      f"{a.call.upper()}")
+    adult = getattr(reading, "adult_height", None)
+    if adult is not None:
+        lines.append(f"adult height (Bayley-Pinneau) {adult.adult_cm:.1f} cm, table "
+                     f"{adult.table}" if not adult.refused
+                     else f"adult height not predicted: {adult.refused}")
     if (reading.checks or {}).get("forced"):
         lines.append("WARNING: read on request although a check refused it")
     lines.append("Decision support: a radiologist reviews every reading")
@@ -232,6 +246,8 @@ def build_sr(source, reading, model: ModelIdentity, *, source_is_image: bool = T
                 TextContentItem(standard["comment"], f"{RULE}. SD source: {SOURCE}"[:1024],
                                 contains),
             ]
+        if getattr(reading, "adult_height", None) is not None:
+            items += _adult_height_items(reading.adult_height, private, units, standard)
         if (reading.checks or {}).get("forced"):
             items.append(TextContentItem(
                 standard["comment"], ("Read on request (force) although a check refused it: "
@@ -250,6 +266,31 @@ def build_sr(source, reading, model: ModelIdentity, *, source_is_image: bool = T
         instance_number=int(source.get("InstanceNumber") or 1),
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
         series_description="Bone age report (boneage)")
+
+
+def _adult_height_items(adult, private, units, standard) -> list:
+    """The current height (LOINC 8302-2 Body height, cm) and the Bayley-Pinneau adult height
+    with its per cent of mature height and table, or the reason none was predicted."""
+    from highdicom.sr import NumContentItem, RelationshipTypeValues, TextContentItem
+
+    from boneage.reading.adult_height import SOURCE
+
+    contains = RelationshipTypeValues.CONTAINS
+    items = []
+    if adult.height.cm is not None:
+        items.append(NumContentItem(standard["body_height"], round(adult.height.cm, 1),
+                                    units["cm"], relationship_type=contains))
+    if adult.refused:
+        return items + [TextContentItem(private["adult_height_not"], adult.refused[:1024],
+                                        contains)]
+    method = f"{adult.table_text()}; {SOURCE}" + (f"; {adult.note}" if adult.note else "")
+    return items + [
+        NumContentItem(private["adult_height"], round(adult.adult_cm, 1), units["cm"],
+                       relationship_type=contains),
+        NumContentItem(private["mature_percent"], round(adult.percent, 2), units["percent"],
+                       relationship_type=contains),
+        TextContentItem(private["adult_height_table"], method[:1024], contains),
+    ]
 
 
 def build_capture(source, reading, image: np.ndarray, model: ModelIdentity,

@@ -1,4 +1,5 @@
-"""What a user gives ``boneage predict`` and ``boneage serve``: films, sex and age, checked.
+"""What a user gives ``boneage predict`` and ``boneage serve``: films, sex, age and height,
+checked.
 
 Importable without TensorFlow (numpy at most), so a mistyped flag, a missing file or an
 empty folder is reported at once instead of after the models have loaded.
@@ -38,6 +39,22 @@ def parse_chronological_age(text: str | float | int) -> float:
         raise UsageError(f"chronological age {text!r} is {describe(months)}; bone age is "
                          f"assessed from 1 month to 20 years ({low:g} to {high:g} months)")
     return months
+
+
+def parse_height_cm(text: str | float | int) -> float:
+    """The child's current height in centimetres ('142.5'), for the adult height prediction
+    (:mod:`boneage.reading.adult_height`); a number that is no child's height is refused."""
+    from boneage.reading.adult_height import height_problem
+
+    try:
+        cm = float(str(text).strip().lower().removesuffix("cm"))
+    except ValueError:
+        raise UsageError(f"height {text!r} is not a number; give the current height in "
+                         "centimetres (142.5)") from None
+    problem = height_problem(cm)
+    if problem:
+        raise UsageError(f"height {text!r}: {problem}; give the current height in centimetres")
+    return cm
 
 
 def expand_paths(paths: list[str | Path]) -> list[Path]:

@@ -114,10 +114,14 @@ class Wording:
     sex_given: str
     age_given: str
     ask_sex: str
+    height_given: str = "given"
+    ask_age: str = "give the chronological age"
 
 
-CLI = Wording("from --sex", "from --chronological-age", "pass --sex M or F")
-FORM = Wording("from the form", "from the form", "choose the sex (M or F) in the form")
+CLI = Wording("from --sex", "from --chronological-age", "pass --sex M or F",
+              "from --height-cm", "pass --chronological-age")
+FORM = Wording("from the form", "from the form", "choose the sex (M or F) in the form",
+               "from the form", "type the chronological age in the form")
 
 
 @dataclass
@@ -141,6 +145,8 @@ class Reading:
     refer: bool = False  # the interval is unusually wide: a radiologist should read the film
     refer_width: float | None = None  # the width above which a reading is referred
     model: dict | None = None  # which model read the film: name, version, data, MAE
+    height: object | None = None  # boneage.reading.adult_height.Height: the current height
+    adult_height: object | None = None  # boneage.reading.adult_height.AdultHeight
 
     def to_dict(self) -> dict:
         from boneage.kernel.ages import format_months
@@ -174,6 +180,8 @@ class Reading:
             row["chronological_text"] = format_months(self.chronological_months)
             row["age_source"] = self.age_source
             row.update(self.assessment.to_dict())
+        if self.adult_height is not None:
+            row.update(self.adult_height.to_dict())
         if self.heatmap:
             row["heatmap"] = self.heatmap
         return row
@@ -213,6 +221,8 @@ class Reading:
                          f"({sign}{format_months(abs(a.difference_months))}), "
                          f"{a.z:+.1f} SD (G&P SD {a.sd_months:.1f} months at this age): "
                          f"{a.call.upper()}")
+        if self.adult_height is not None:
+            lines.append(self.adult_height.text())
         if self.heatmap:
             lines.append(f"  heatmap: {self.heatmap}")
         if self.model is not None:
@@ -336,8 +346,10 @@ class Ensemble:
         return out
 
     def resolve(self, path: str, film: Film, sex: str | None, chronological: float | None,
-                reading: Reading, wording: Wording = CLI) -> None:
-        """Fill in sex and chronological age from the flags (or form), else the DICOM tags."""
+                reading: Reading, wording: Wording = CLI, height_cm: float | None = None) -> None:
+        """Fill in sex, chronological age and height from the flags (or form), else the DICOM
+        tags (PatientSex, PatientAge, PatientSize)."""
+        from boneage.reading.adult_height import Height, height_from_dicom
         from boneage.reading.standards import assess  # noqa: F401  (fail early if missing)
 
         if sex is not None:
@@ -359,6 +371,9 @@ class Ensemble:
         elif film.meta.get("age_months") is not None:
             reading.chronological_months = float(film.meta["age_months"])
             reading.age_source = AGE_FROM_DICOM
+        reading.height = (Height(float(height_cm), wording.height_given, None, wording.ask_age)
+                          if height_cm is not None
+                          else height_from_dicom(film.meta.get("patient_size"), wording.ask_age))
 
     def finish(self, reading: Reading, months: np.ndarray) -> None:
         from boneage.reading.standards import assess
@@ -383,6 +398,11 @@ class Ensemble:
         if reading.chronological_months is not None:
             reading.assessment = assess(reading.months, reading.chronological_months,
                                         reading.male)
+        if reading.height is not None:
+            from boneage.reading.adult_height import predict
+
+            reading.adult_height = predict(reading.height, reading.months, reading.male,
+                                           reading.chronological_months)
 
     def explainers(self):
         with self._lock:
@@ -407,13 +427,14 @@ class Ensemble:
 
     def predict_bytes(self, data: bytes, name: str, sex: str | None = None,
                       chronological: float | None = None, explain: bool = False,
-                      wording: Wording = FORM, force: bool = False):
+                      wording: Wording = FORM, force: bool = False,
+                      height_cm: float | None = None):
         """One uploaded film -> (Reading, heatmap PNG bytes or None)."""
         from boneage.reading.explain import explain_png
 
         reading = Reading(name)
         film = self.read(data, name, force)
-        self.resolve(name, film, sex, chronological, reading, wording)
+        self.resolve(name, film, sex, chronological, reading, wording, height_cm)
         film = self.check(film, name, reading, force)
         prepared = self.prepare(film)
         self.finish(reading, self.predict_prepared([prepared], np.array([reading.male]))[0])
@@ -426,7 +447,7 @@ class Ensemble:
     def predict_paths(self, paths: list[Path], sex: str | None = None,
                       chronological: float | None = None, batch_size: int = 32,
                       progress: bool = False, explain_dir: Path | None = None,
-                      force: bool = False) -> list[Reading]:
+                      force: bool = False, height_cm: float | None = None) -> list[Reading]:
         """Predict many films in batches; an unreadable file, or one that does not look like a
         hand radiograph (unless ``force``), is reported and skipped."""
         from tqdm import tqdm
@@ -451,7 +472,7 @@ class Ensemble:
             try:
                 data = read_film_bytes(path)
                 film = self.read(data, str(path), force)
-                self.resolve(str(path), film, sex, chronological, reading)
+                self.resolve(str(path), film, sex, chronological, reading, CLI, height_cm)
                 film = self.check(film, str(path), reading, force)
                 prepared = self.prepare(film)
                 if explain_dir is not None:
