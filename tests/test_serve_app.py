@@ -36,6 +36,9 @@ def stub_ensemble(model_dirs, model_format="keras"):
     ensemble = Ensemble.__new__(Ensemble)
     ensemble.predictors = [StubPredictor()]
     ensemble.settings = [StubPredictor.settings]
+    ensemble.weights = ensemble.intervals = None  # plain exports: equal weights, no interval
+    ensemble.tta = 1
+    ensemble.identity = {"name": "stub", "version": "0"}
     ensemble._explainers = []
     ensemble._lock = threading.RLock()
     return ensemble
