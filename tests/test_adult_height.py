@@ -284,6 +284,8 @@ def test_a_dicom_gives_its_patient_size_and_the_sr_holds_the_adult_height(hand):
     assert float(items["BA-12"].MeasuredValueSequence[0].NumericValue) == round(adult.percent, 2)
     assert "table IIA, average boys" in items["BA-13"].TextValue
     assert "J Pediatr 1952;40:423-441" in items["BA-13"].TextValue
+    assert f"adult height (Bayley-Pinneau) {adult.adult_cm:.1f} cm, table IIA" \
+        in items["121071"].TextValue  # the finding in words, as burned into the capture
 
 
 def test_a_dicom_without_age_gets_an_sr_saying_why_no_adult_height(hand):
