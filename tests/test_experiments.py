@@ -57,20 +57,34 @@ def test_relative_source_in_a_queued_workspace_resolves_against_the_repository(t
     workspace = repo / ".dvc" / "tmp" / "exps" / "tmpab12"
     workspace.mkdir(parents=True)
     assert local_source("datasets/rsna", cwd=workspace) == repo / "datasets" / "rsna"
-    with pytest.raises(DataError, match="absolute path"):
+    with pytest.raises(DataError, match="absolute path") as missing:
         local_source("datasets/missing", cwd=workspace)
+    assert str(repo / "datasets" / "missing") in str(missing.value)  # the path tried
     # Outside a queued workspace a missing relative path is left for fetch to report.
     assert local_source("nowhere", cwd=repo) == Path("nowhere")
     assert local_source("/abs/path", cwd=workspace).as_posix() == "/abs/path"
 
 
-def _wait_for_queue(work, timeout: float = 900) -> str:
+def test_relative_source_in_a_temp_workspace_and_a_sub_pipeline(tmp_path):
+    """`dvc exp run --temp` copies to .dvc/tmp/exps/standalone/<tmp>/; a pipeline in a
+    sub-folder (release/dvc.yaml) runs its stages from that folder of the copy."""
+    repo = tmp_path / "proj"
+    (tmp_path / "shared" / "rsna").mkdir(parents=True)
+    copy = repo / ".dvc" / "tmp" / "exps" / "standalone" / "tmpx1y2"
+    (copy / ".dvc").mkdir(parents=True)
+    (copy / "release").mkdir()
+    assert local_source("../shared/rsna", cwd=copy) == tmp_path / "shared" / "rsna"
+    assert local_source("../../shared/rsna", cwd=copy / "release") == \
+        tmp_path / "shared" / "rsna"
+
+
+def _wait_for_queue(work, timeout: float = 900, poll: float = 10) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = output(run(["dvc", "queue", "status"], work))
         if not any(word in status for word in ("Queued", "Running")):
             return status
-        time.sleep(10)
+        time.sleep(poll)
     raise AssertionError(f"queue still busy after {timeout} s:\n{status}")
 
 
@@ -116,3 +130,70 @@ def test_queued_fold_runs_execute_in_parallel_and_crossval_summarises_them(tmp_p
     # The two folds validate on different films, so their validation MAEs differ.
     val = summary["metrics"]["train.best_val_mae"]["per_fold"]
     assert val["0"] != val["1"]
+
+
+def _kaggle_folder(root: Path, count: int = 6) -> Path:
+    """A tiny Kaggle-layout source: boneage-training-dataset.csv and a folder of PNGs."""
+    import cv2
+    import numpy as np
+    from factories import blob_film
+
+    rng = np.random.default_rng(3)
+    films = root / "boneage-training-dataset"
+    films.mkdir(parents=True)
+    rows = ["id,boneage,male"]
+    for number in range(1, count + 1):
+        age, male = int(rng.integers(6, 220)), number % 2
+        (films / f"{1000 + number}.png").write_bytes(
+            cv2.imencode(".png", blob_film(age, male, rng, height=40))[1].tobytes())
+        rows.append(f"{1000 + number},{age},{'True' if male else 'False'}")
+    (root / "boneage-training-dataset.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _raw_hash(shown: list, name: str) -> str:
+    """The data/raw hash the experiment ``name`` recorded (its fetch output)."""
+    for baseline in shown:
+        for group in baseline.get("experiments") or []:
+            for rev in group["revs"]:
+                if rev.get("name") == name:
+                    assert rev["data"].get("status", "Success") == "Success", rev
+                    return rev["data"]["outs"]["data/raw"]["hash"]
+    raise AssertionError(f"no experiment {name} in dvc exp show: {shown}")
+
+
+@pytest.mark.slow
+def test_a_relative_source_works_in_place_with_temp_and_queued(tmp_path):
+    """`dvc exp run` in place, `--temp` and `--queue` + `dvc queue start` each fetch a relative
+    fetch.source that lies beside the repository (never copied with it); a missing one names
+    the path tried. Only the fetch stage runs: the resolution is all in fetch."""
+    _kaggle_folder(tmp_path / "films")
+    work = copy_project(tmp_path / "project")
+    relative = ["-S", "fetch.source=../films"]
+
+    temp = run(["dvc", "exp", "run", "--temp", "-n", "temp", "fetch", *relative], work)
+    assert "resolved against the repository" in output(temp), output(temp)
+    # -f: rerun the stage rather than restore the first run's outputs from the run cache
+    run(["dvc", "exp", "run", "--queue", "-f", "-n", "queued", "fetch", *relative], work)
+    run(["dvc", "queue", "start", "-j", "1"], work)
+    status = _wait_for_queue(work, timeout=300, poll=2)
+    assert "Success" in status, status
+    logs = output(run(["dvc", "queue", "logs", "queued"], work))
+    assert "resolved against the repository" in logs, logs
+    in_place = run(["dvc", "exp", "run", "-f", "-n", "here", "fetch", *relative], work)
+    assert ran(output(in_place)) == {"fetch"}, output(in_place)
+
+    labels = (work / "data" / "raw" / "labels.csv").read_text().splitlines()
+    assert labels[0] == "id,boneage,male" and len(labels) == 7
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], work).stdout)
+    # The same six films, byte for byte, whichever way the stage ran.
+    assert _raw_hash(shown, "temp") == _raw_hash(shown, "queued") == _raw_hash(shown, "here")
+
+    missing = run(["dvc", "exp", "run", "--temp", "fetch", "-S", "fetch.source=../nowhere"],
+                  work, check=False)
+    said = output(missing)
+    assert missing.returncode != 0
+    assert f"tried {tmp_path / 'nowhere'}" in said and "Traceback" not in said, said
+    missing_here = run(["dvc", "exp", "run", "fetch", "-S", "fetch.source=../nowhere"], work,
+                       check=False)
+    assert f"tried {tmp_path / 'nowhere'}" in output(missing_here), output(missing_here)
