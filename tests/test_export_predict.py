@@ -374,3 +374,45 @@ def test_cli_explain_writes_heatmaps_over_the_film(export_dir, films, tmp_path, 
         assert heatmap.shape[:2] == original.shape  # mapped back onto the original film
         assert (heatmap[..., 0] != heatmap[..., 2]).any()  # coloured where hot
     assert len(list(out.glob("*.gradcam-input.png"))) == 2
+
+
+def test_the_card_of_a_synthetic_run_says_so():
+    from boneage.learning.export import SYNTHETIC_LIMITATION, model_card
+
+    metrics = {"n_test": 1}
+    synthetic = model_card(training={}, store_info={"source": "synthetic", "imaging": {}},
+                           metrics=metrics, formats=[])
+    assert synthetic["data"]["source"] == "synthetic" and synthetic["data"]["synthetic"] is True
+    assert SYNTHETIC_LIMITATION in synthetic["limitations"]
+    real = model_card(training={}, store_info={"source": "../shared/rsna", "imaging": {}},
+                      metrics=metrics, formats=[])
+    assert real["data"]["synthetic"] is False and SYNTHETIC_LIMITATION not in real["limitations"]
+
+
+def test_predict_with_a_model_of_synthetic_films_warns_and_withholds_the_call(
+        export_dir, films, tmp_path, capsys):
+    import shutil
+
+    from boneage.reading.predictor import SYNTHETIC_WARNING
+
+    model = tmp_path / "synthetic-model"
+    shutil.copytree(export_dir / "boneage", model)
+    card = json.loads((model / CARD_JSON).read_text())
+    card["data"]["source"] = "synthetic"
+    (model / CARD_JSON).write_text(json.dumps(card))
+    args = ["predict", *map(str, films), "--sex", "M", "--chronological-age", "15y", "--model",
+            str(model)]
+    assert cli_main(args) == 0
+    text = capsys.readouterr().out
+    assert text.count(f"WARNING: {SYNTHETIC_WARNING}") == 2  # every reading
+    assert "SD (G&P" not in text
+    assert not any(line.startswith("call:") for line in text.splitlines())
+    assert not any(word in text for word in ("DELAYED", "NORMAL", "ADVANCED"))
+    assert cli_main([*args, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert all(row["warning"] == SYNTHETIC_WARNING and "call" not in row and "z_score" not in row
+               for row in rows)
+    assert cli_main([*args, "--force", "--json"]) == 0
+    forced = json.loads(capsys.readouterr().out)
+    assert all(row["call"] in ("delayed", "normal", "advanced") and row["warning"]
+               for row in forced)

@@ -31,9 +31,11 @@ class StubPredictor:
 Ensemble = predictor.Ensemble
 
 
-def stub_ensemble(model_dirs, model_format="keras"):
-    """The real :class:`Ensemble` (reading, sex/age resolution, wording) over a stub model."""
+def stub_ensemble(model_dirs, model_format="keras", synthetic=False):
+    """The real :class:`Ensemble` (reading, sex/age resolution, wording) over a stub model;
+    ``synthetic``: as if its card said it was trained on synthetic films."""
     ensemble = Ensemble.__new__(Ensemble)
+    ensemble.synthetic = ["stub"] if synthetic else []
     ensemble.predictors = [StubPredictor()]
     ensemble.settings = [StubPredictor.settings]
     ensemble._explainers = []
@@ -45,6 +47,17 @@ def stub_ensemble(model_dirs, model_format="keras"):
 def client():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(predictor, "Ensemble", stub_ensemble)
+        app = serve.create_app(["stub"], "keras", max_upload_mb=LIMIT_MB)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def synthetic_client():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(predictor, "Ensemble",
+                      lambda dirs, model_format="keras": stub_ensemble(dirs, model_format,
+                                                                  synthetic=True))
         app = serve.create_app(["stub"], "keras", max_upload_mb=LIMIT_MB)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
@@ -69,6 +82,24 @@ def test_a_good_upload_is_read_and_speaks_of_the_form(client, png):
     assert body["boneage_months"] == 100.0 and body["chronological_months"] == 122
     assert body["sex_source"] == "from the form" and body["age_source"] == "from the form"
     assert "--" not in body["report"]
+
+
+def test_a_model_of_synthetic_films_says_so_and_gives_no_call_unless_forced(synthetic_client,
+                                                                            client, png):
+    body = post(synthetic_client, png, sex="F", chronological_age="15y").json()
+    assert body["warning"] == predictor.SYNTHETIC_WARNING
+    assert f"WARNING: {predictor.SYNTHETIC_WARNING}" in body["report"]
+    assert body["boneage_months"] == 100.0 and body["chronological_months"] == 180
+    for clinical in ("call", "z_score", "difference_months", "sd_months"):
+        assert clinical not in body, body
+    assert "DELAYED" not in body["report"] and "no difference, SD score or call" in body["report"]
+    assert synthetic_client.get("/healthz").json()["trained_on_synthetic"] == ["stub"]
+    forced = post(synthetic_client, png, sex="F", chronological_age="15y", force="true").json()
+    assert forced["call"] == "delayed" and forced["warning"] == predictor.SYNTHETIC_WARNING
+    assert "DELAYED" in forced["report"] and "WARNING: trained on synthetic" in forced["report"]
+    # A model of real films: no warning, the call as always.
+    plain = post(client, png, sex="F", chronological_age="15y").json()
+    assert "warning" not in plain and plain["call"] == "delayed"
 
 
 @pytest.mark.parametrize("fields, message", [

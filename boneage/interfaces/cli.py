@@ -53,7 +53,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 CSV_COLUMNS = ["path", "sex", "sex_source", "boneage_months", "boneage_text", "spread_months",
                "models", "chronological_months", "chronological_text", "age_source",
-               "difference_months", "sd_months", "z_score", "call", "rule", "heatmap", "error"]
+               "difference_months", "sd_months", "z_score", "call", "rule", "heatmap", "warning",
+               "error"]
 
 
 def _write_csv(rows: list[dict]) -> None:
@@ -148,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--explain", type=Path, metavar="OUTDIR",
                          help="write a Grad-CAM heatmap PNG per film here")
     predict.add_argument("--force", action="store_true",
-                         help="read films the film check refuses as not a hand radiograph "
-                              "(the report says so)")
+                         help="read films the film check refuses as not a hand radiograph, "
+                              "and give the clinical call of a model trained on synthetic "
+                              "films (the report says so)")
     predict.add_argument("--batch-size", type=int, default=32, help=argparse.SUPPRESS)
     output = predict.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="machine-readable output (JSON)")

@@ -129,7 +129,8 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
     @app.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok", "models": [str(d) for d in model_dirs], "format": chosen,
-                "max_upload_mb": max_upload_mb}
+                "max_upload_mb": max_upload_mb,
+                "trained_on_synthetic": [str(d) for d in ensemble.synthetic]}
 
     @app.post("/api/predict")
     async def predict(file: UploadFile = File(..., description=f"{FORMATS} film"),
@@ -140,7 +141,9 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
                                             "1 month to 20 years"),
                       explain: bool = Form(True, description="include the Grad-CAM heatmap"),
                       force: bool = Form(False, description="read a film the film check "
-                                                            "refuses as not a hand radiograph "
+                                                            "refuses as not a hand radiograph, "
+                                                            "and give the clinical call of a "
+                                                            "model trained on synthetic films "
                                                             "(the answer says so)")):
         name = file.filename or "upload"
         data = await file.read(limit + 1)

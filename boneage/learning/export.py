@@ -115,8 +115,18 @@ def calibrated_model(model: keras.Model, calibration: dict | None) -> keras.Mode
                        name=f"{model.name}_calibrated")
 
 
+SYNTHETIC_LIMITATION = ("trained on synthetic films (boneage.data.phantom): not for real "
+                        "radiographs; predict and serve say so on every reading and give no "
+                        "clinical call unless forced")
+
+
 def model_card(*, training: dict, store_info: dict, metrics: dict, formats: list[str]) -> dict:
-    """Everything a user needs to trust and reproduce the model, as one JSON document."""
+    """Everything a user needs to trust and reproduce the model, as one JSON document.
+
+    ``data.source`` is what the fetch stage read (``synthetic`` for the built-in phantom
+    films) and ``data.synthetic`` says so as a flag: :mod:`boneage.reading.predictor` marks
+    every reading of a synthetic-trained model and withholds its clinical call."""
+    synthetic = str(store_info.get("source") or "").strip().lower() == "synthetic"
     return {
         "name": "boneage",
         "boneage_version": __version__,
@@ -132,6 +142,7 @@ def model_card(*, training: dict, store_info: dict, metrics: dict, formats: list
         "backbone": backbone_card(training.get("params") or {}),
         "data": {
             "source": store_info.get("source"),
+            "synthetic": synthetic,
             "fingerprint": store_info.get("source_fingerprint"),
             "n_films": store_info.get("n_films"),
             "n_train": training.get("n_train"),
@@ -152,6 +163,7 @@ def model_card(*, training: dict, store_info: dict, metrics: dict, formats: list
         "formats": formats,
         "intended_use": "research and decision support; a radiologist reviews every reading",
         "limitations": [
+            *([SYNTHETIC_LIMITATION] if synthetic else []),
             "trained on the data set named above; films from other hospitals, scanners or "
             "preprocessing may give larger errors",
             "not validated for clinical use",

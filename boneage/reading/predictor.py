@@ -31,6 +31,17 @@ log = logging.getLogger(__name__)
 
 FORMAT_FILES = {"keras": EXPORT_KERAS, "savedmodel": EXPORT_SAVEDMODEL, "tflite": EXPORT_TFLITE}
 
+SYNTHETIC_WARNING = "trained on synthetic films: not for real radiographs"
+CALL_WITHHELD = ("no difference, SD score or call: the model was trained on synthetic films "
+                 "(force shows them)")
+
+
+def trained_on_synthetic(card: dict) -> bool:
+    """Whether a model card's data is the built-in synthetic films (``data.source``)."""
+    data = card.get("data") or {}
+    return bool(data.get("synthetic")) or str(data.get("source") or "").strip().lower() \
+        == "synthetic"
+
 
 class Predictor:
     """An exported model plus the imaging settings its card records."""
@@ -136,6 +147,7 @@ class Reading:
     heatmap: str | None = None  # path of the Grad-CAM PNG
     error: str | None = None
     checks: dict | None = None  # the film check's verdict (boneage.imaging.film_check)
+    warning: str | None = None  # SYNTHETIC_WARNING for a model of synthetic films
 
     def to_dict(self) -> dict:
         from boneage.kernel.ages import format_months
@@ -146,6 +158,8 @@ class Reading:
         if self.error:
             row["error"] = self.error
             return row
+        if self.warning:
+            row["warning"] = self.warning
         row.update({
             "sex": "M" if self.male else "F",
             "sex_source": self.sex_source,
@@ -159,7 +173,8 @@ class Reading:
             row["chronological_months"] = round(self.chronological_months, 1)
             row["chronological_text"] = format_months(self.chronological_months)
             row["age_source"] = self.age_source
-            row.update(self.assessment.to_dict())
+            if self.assessment is not None:
+                row.update(self.assessment.to_dict())
         if self.heatmap:
             row["heatmap"] = self.heatmap
         return row
@@ -176,6 +191,8 @@ class Reading:
             lines[0] += (f" +- {self.spread:.1f} months (SD between {len(self.per_model)} models: "
                          + ", ".join(f"{m:.1f}" for m in self.per_model) + ")")
         lines.append(f"  sex: {sex} ({self.sex_source})")
+        if self.warning:
+            lines.insert(1, f"  WARNING: {self.warning}")
         checks = self.checks or {}
         if checks.get("forced"):
             doubts = list(checks.get("reasons", []))
@@ -183,15 +200,18 @@ class Reading:
                 doubts.append("it looks inverted")
             lines.append("  WARNING: read on request (force) although the film check refused "
                          "it: " + "; ".join(doubts))
+        a = self.assessment
         if self.chronological_months is not None:
-            a = self.assessment
             lines.append(f"  chronological age: {describe(self.chronological_months)} "
                          f"({self.age_source})")
-            sign = "+" if a.difference_months >= 0 else "-"
-            lines.append(f"  difference: {sign}{abs(a.difference_months):.1f} months "
-                         f"({sign}{format_months(abs(a.difference_months))}), "
-                         f"{a.z:+.1f} SD (G&P SD {a.sd_months:.1f} months at this age): "
-                         f"{a.call.upper()}")
+            if a is None:
+                lines.append(f"  {CALL_WITHHELD}")
+            else:
+                sign = "+" if a.difference_months >= 0 else "-"
+                lines.append(f"  difference: {sign}{abs(a.difference_months):.1f} months "
+                             f"({sign}{format_months(abs(a.difference_months))}), "
+                             f"{a.z:+.1f} SD (G&P SD {a.sd_months:.1f} months at this age): "
+                             f"{a.call.upper()}")
         if self.heatmap:
             lines.append(f"  heatmap: {self.heatmap}")
         return "\n".join(lines)
@@ -218,6 +238,9 @@ class Ensemble:
         if not model_dirs:
             raise UsageError("give at least one --model directory")
         self.predictors = [Predictor(d, model_format) for d in model_dirs]
+        # Models of synthetic films: every reading says so, and gives no clinical call
+        # unless forced.
+        self.synthetic = [p.model_dir for p in self.predictors if trained_on_synthetic(p.card)]
         self.settings = list(dict.fromkeys(p.settings for p in self.predictors))
         self._explainers = None
         # TFLite interpreters and Keras models are not safe to call from several threads at
@@ -277,12 +300,18 @@ class Ensemble:
             reading.chronological_months = float(film.meta["age_months"])
             reading.age_source = AGE_FROM_DICOM
 
-    def finish(self, reading: Reading, months: np.ndarray) -> None:
+    def finish(self, reading: Reading, months: np.ndarray, force: bool = False) -> None:
+        """The mean (and spread) of the models' ``months``, and the clinical call where a
+        chronological age is known: withheld for a model of synthetic films unless ``force``."""
         from boneage.reading.standards import assess
 
         reading.per_model = [float(m) for m in months]
         reading.months = float(np.mean(months))
         reading.spread = float(np.std(months, ddof=1)) if len(months) > 1 else None
+        if self.synthetic:
+            reading.warning = SYNTHETIC_WARNING
+            if not force:
+                return
         if reading.chronological_months is not None:
             reading.assessment = assess(reading.months, reading.chronological_months,
                                         reading.male)
@@ -319,7 +348,8 @@ class Ensemble:
         self.resolve(name, film, sex, chronological, reading, wording)
         film = self.check(film, name, reading, force)
         prepared = self.prepare(film)
-        self.finish(reading, self.predict_prepared([prepared], np.array([reading.male]))[0])
+        self.finish(reading, self.predict_prepared([prepared], np.array([reading.male]))[0],
+                    force)
         png = None
         if explain:
             cam, _ = self.heatmap(film, prepared, reading.male, name)
@@ -342,7 +372,7 @@ class Ensemble:
                 males = np.array([r.male for r, _ in batch])
                 months = self.predict_prepared([p for _, p in batch], males)
                 for (reading, _), row in zip(batch, months):
-                    self.finish(reading, row)
+                    self.finish(reading, row, force)
                 batch.clear()
 
         if explain_dir is not None:
