@@ -118,7 +118,7 @@ def test_queued_fold_runs_execute_in_parallel_and_crossval_summarises_them(tmp_p
                          capture_output=True, text=True, env=env(),
                          timeout=300)
     assert cli.returncode == 0, cli.stdout + cli.stderr
-    assert "evaluate.mae_months" in cli.stdout and "months" in cli.stdout
+    assert "test MAE" in cli.stdout and "held-out fold MAE" in cli.stdout, cli.stdout
     summary = json.loads((work / "metrics" / "crossval.json").read_text())
     mae = summary["metrics"]["evaluate.mae_months"]
     per_fold = [folds[k]["data"]["metrics"]["metrics/evaluate.json"]["data"]["mae_months"]
@@ -197,3 +197,40 @@ def test_a_relative_source_works_in_place_with_temp_and_queued(tmp_path):
     missing_here = run(["dvc", "exp", "run", "fetch", "-S", "fetch.source=../nowhere"], work,
                        check=False)
     assert f"tried {tmp_path / 'nowhere'}" in output(missing_here), output(missing_here)
+
+
+def _fold(name: str, fold: int, val: float, mae: float, r2: float, within: float) -> dict:
+    exp = _exp(name, fold, mae)
+    data = exp["revs"][0]["data"]["metrics"]
+    data["metrics/evaluate.json"]["data"] = {"mae_months": mae, "rmse_months": mae * 1.3,
+                                             "r2": r2, "within_12_months": within,
+                                             "baseline_mae_months": 55.7}
+    data["metrics/evaluate-detail.json"] = {"data": {"n_test": 240, "mae_vs_baseline": 0.2,
+                                                     "baseline_median": {"mae_months": 55.7}}}
+    data["metrics/train/metrics.json"]["data"]["best_val_mae"] = val
+    return exp
+
+
+def test_crossval_prints_a_short_table_in_the_right_units(tmp_path):
+    shown = _shown(_fold("fold-a", 0, 10.0, 11.0, 0.9, 0.70),
+                   _fold("fold-b", 1, 12.0, 13.0, 0.8, 0.60),
+                   _fold("fold-c", 2, 14.0, 12.0, 0.85, 0.65))
+    saved = tmp_path / "shown.json"
+    saved.write_text(json.dumps(shown))
+    cli = subprocess.run([sys.executable, "-m", "boneage.interfaces.cli", "crossval",
+                          "--from-json", str(saved), "--out", str(tmp_path / "cv.json")],
+                         capture_output=True, text=True, env=env(), timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    lines = cli.stdout.splitlines()
+    assert len(lines) <= 10 and max(map(len, lines[1:])) <= 100, cli.stdout  # [0]: the path
+    head, *folds = lines[1:6]
+    assert head.split()[:4] == ["fold", "experiment", "val", "MAE"]
+    assert folds[0].split() == ["0", "fold-a", "10.00", "11.00", "14.30", "0.900", "70.0%"]
+    mean = folds[3]
+    assert mean.startswith("mean ± SD") and "12.00 ± 2.00" in mean  # val MAE, sample SD
+    assert "0.850 ± 0.050" in mean and "65.0 ± 5.0%" in mean  # R² a ratio, within-12 in %
+    assert "held-out fold MAE: 12.00 ± 2.00 months (1 year 0 months ± 2 months)" in cli.stdout
+    for noise in ("baseline", "n_test", "mae_vs_baseline", "± 0.000"):
+        assert noise not in cli.stdout, cli.stdout
+    summary = json.loads((tmp_path / "cv.json").read_text())  # the JSON keeps every metric
+    assert summary["metrics"]["evaluate-detail.n_test"]["mean"] == 240

@@ -39,12 +39,15 @@ def films(tmp_path):
 
 
 def test_evaluation_writes_metrics_and_plots(export_dir):
-    metrics = json.loads((export_dir / "metrics" / "evaluate.json").read_text())
-    assert metrics["n_test"] == 8
-    for key in ("mae_months", "rmse_months", "r2", "mae_by_sex", "mae_by_age_band",
-                "within_6_months", "within_12_months", "baseline_median",
-                "mae_months_uncalibrated", "mae_by_age_band_uncalibrated"):
+    headline = json.loads((export_dir / "metrics" / "evaluate.json").read_text())
+    assert list(headline) == ["mae_months", "rmse_months", "r2", "within_12_months",
+                              "mae_months_uncalibrated", "baseline_mae_months"]
+    metrics = json.loads((export_dir / "metrics" / "evaluate-detail.json").read_text())
+    assert metrics["n_test"] == 8 and not set(headline) & set(metrics)
+    for key in ("mae_by_sex", "mae_by_age_band", "within_6_months", "baseline_median",
+                "mae_by_age_band_uncalibrated", "bias_months", "mae_vs_baseline"):
         assert key in metrics
+    assert headline["baseline_mae_months"] == metrics["baseline_median"]["mae_months"]
     assert metrics["calibration"] == "linear"
     assert list(metrics["mae_by_age_band"]) == ["0-120", "120-240"]  # every band, with n
     assert sum(band["n"] for band in metrics["mae_by_age_band"].values()) == 8
@@ -236,8 +239,10 @@ def test_bf16_trained_model_exports_as_float32_to_every_format(tmp_path, films, 
                              precision="mixed_bfloat16"), tmp_path / "trained")
     run_evaluation(tmp_path / "trained", store_dir, split_dir, [0, 120, 240],
                    tmp_path / "metrics.json", tmp_path / "plots", tta=4)
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "metrics-detail.json").read_text())
     assert metrics["tta"]["passes"] == 4 and metrics["tta"]["mae_months"] > 0
+    headline = json.loads((tmp_path / "metrics.json").read_text())
+    assert headline["tta_mae_months"] == metrics["tta"]["mae_months"]
     run_export(tmp_path / "trained", store_dir / "store.json", tmp_path / "metrics.json",
                tmp_path / "boneage", ["keras", "savedmodel", "tflite"])
     keras_months = [r.months for r in Ensemble([tmp_path / "boneage"]).predict_paths(films, "F")]

@@ -8,7 +8,6 @@ import json
 import sys
 from pathlib import Path
 
-from boneage.kernel.ages import format_months
 
 DEFAULT_MODEL = Path("models/boneage")
 
@@ -79,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _crossval(args: argparse.Namespace) -> int:
-    from boneage.learning.crossval import exp_show, summarize, write_summary
+    from boneage.learning.crossval import exp_show, summarize, table, write_summary
 
     shown = _saved_exp_show(Path(args.from_json)) if args.from_json else exp_show()
     summary = summarize(shown, args.exps)
@@ -88,12 +87,7 @@ def _crossval(args: argparse.Namespace) -> int:
     if summary["missing_folds"]:
         print(f"warning: folds {summary['missing_folds']} of {summary['split_folds']} not run",
               file=sys.stderr)
-    for key, stats in summary["metrics"].items():
-        line = f"  {key}: {stats['mean']:.3f} +- {stats['sd']:.3f} (sd over {stats['n']} folds)"
-        leaf = key.rsplit(".", 1)[-1]
-        if leaf.startswith(("mae", "rmse")) or leaf == "best_val_mae":  # errors in months
-            line += f"  = {format_months(stats['mean'])} +- {format_months(stats['sd'])}"
-        print(line)
+    print(table(summary))
     return 0
 
 

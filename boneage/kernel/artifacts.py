@@ -8,6 +8,8 @@ reader behind (dvc.yaml's ``outs`` spell the folders; these are the files inside
     data/split/      SPLIT_FILES["train"|"val"|"test"], FOLDS_CSV    (split)
     models/trained/  TRAINED_MODEL, TRAINING_SUMMARY                 (train)
     plots/           PREDICTIONS_CSV                                 (evaluate)
+    metrics/         evaluate.json (the headline metrics) and beside it
+                     detail_metrics_path(): evaluate-detail.json    (evaluate)
     models/boneage/  EXPORT_KERAS, EXPORT_SAVEDMODEL, EXPORT_TFLITE,
                      CARD_JSON, CARD_MD                              (export)
 """
@@ -63,6 +65,22 @@ def read_training_summary(model_dir: str | Path) -> dict:
     """``training.json`` of a train stage output: ``params``, ``imaging``, ``history``,
     ``calibration``, ``precision_probe``, timings."""
     return read_json(Path(model_dir) / TRAINING_SUMMARY, "train")
+
+
+def detail_metrics_path(headline: str | Path) -> Path:
+    """Where the evaluate stage writes the rest of its metrics (by sex, by age band, counts,
+    the baseline's details) beside the headline file: ``evaluate.json`` ->
+    ``evaluate-detail.json``."""
+    headline = Path(headline)
+    return headline.with_name(f"{headline.stem}-detail{headline.suffix}")
+
+
+def read_evaluation(headline: str | Path) -> dict:
+    """The evaluate stage's metrics as one dict: the detail file beside ``headline`` (if any),
+    with the headline's values over it."""
+    detail = detail_metrics_path(headline)
+    merged = read_json(detail, "evaluate") if detail.is_file() else {}
+    return {**merged, **read_json(headline, "evaluate")}
 
 
 def read_json(path: str | Path, stage: str) -> dict:

@@ -26,6 +26,7 @@ from boneage.kernel.artifacts import (
     EXPORT_SAVEDMODEL,
     EXPORT_TFLITE,
     TRAINED_MODEL,
+    read_evaluation,
     read_json,
     read_training_summary,
     write_json,
@@ -228,7 +229,12 @@ def _months_or_dash(value) -> str:
 def _calibration_lines(calibration: dict, metrics: dict) -> list[str]:
     """The card's calibration section: what the model applies, and what it did to the MAE."""
     if is_identity(calibration):
-        return ["## Calibration", "None: the model's raw prediction is its output.", ""]
+        lines = ["## Calibration", "None: the model's raw prediction is its output."]
+        if calibration.get("rejected"):
+            lines.append(f"A {calibration['kind']} calibration was fitted on "
+                         f"{calibration.get('n_val')} validation films and not applied: "
+                         + "; ".join(calibration["rejected"]) + ".")
+        return [*lines, ""]
     lines = ["## Calibration",
              f"The model's last layer applies `months = slope x raw + intercept` "
              f"({calibration['kind']}, fitted on {calibration.get('n_val')} validation films):",
@@ -254,7 +260,7 @@ def run_export(model_dir: str | Path, store_info_path: str | Path, metrics_path:
     model = float32_model(keras.saving.load_model(model_dir / TRAINED_MODEL), training)
     model = calibrated_model(model, training.get("calibration"))
     store_info = read_json(store_info_path, "preprocess")
-    metrics = read_json(metrics_path, "evaluate")
+    metrics = read_evaluation(metrics_path)  # the headline and, beside it, the detail
     size = int(store_info["imaging"]["size"])
     written = []
     # The keras file always ships: it is what predict loads by default and Grad-CAM needs.
