@@ -121,7 +121,8 @@ def upload_megabytes(text: str) -> float:
 
 def _verbose_flag(command: argparse.ArgumentParser) -> None:
     command.add_argument("-v", "--verbose", action="store_true",
-                         help="log what is happening, TensorFlow's start-up lines included")
+                         help="log what is happening, TensorFlow's start-up lines included "
+                              "(or set BONEAGE_VERBOSE=1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,19 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     from boneage.kernel.runner import report_user_errors, setup_logging
 
     args = build_parser().parse_args(argv)
-    setup_logging("INFO" if args.verbose else "WARNING")
+    from boneage.kernel.runner import verbose_requested
+
+    setup_logging("INFO" if args.verbose or verbose_requested() else "WARNING")
     return report_user_errors(lambda: args.handler(args))
 
 
 def _import_tensorflow(args: argparse.Namespace) -> None:
     """TensorFlow, imported once the arguments are checked: its start-up lines hidden unless
     ``--verbose`` (they are the library's, not the reading's)."""
-    if args.verbose:
-        import tensorflow  # noqa: F401
-    else:
-        from boneage.kernel.runner import import_tensorflow_quietly
+    from boneage.kernel.runner import import_tensorflow
 
-        import_tensorflow_quietly()
+    import_tensorflow(args.verbose)
 
 
 if __name__ == "__main__":
