@@ -340,8 +340,10 @@ def test_cli_csv_output(export_dir, films, capsys):
     import csv
     import io
 
-    assert cli_main(["predict", *map(str, films), "--sex", "F", "--csv", "--chronological-age",
-                     "10y2m", "--model", str(export_dir / "boneage")]) == 0
+    assert cli_main(["predict", *map(str, films), "--sex", "F", "--csv",
+                     "--chronological-age", f"{films[0].name}=10y2m",
+                     "--chronological-age", f"{films[1]}=122",
+                     "--model", str(export_dir / "boneage")]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == 2 and all(r["chronological_months"] == "122.0" for r in rows)
     assert all(r["call"] in ("delayed", "normal", "advanced") for r in rows)
@@ -405,8 +407,8 @@ def test_predict_with_a_model_of_synthetic_films_warns_and_withholds_the_call(
     card = json.loads((model / CARD_JSON).read_text())
     card["data"]["source"] = "synthetic"
     (model / CARD_JSON).write_text(json.dumps(card))
-    args = ["predict", *map(str, films), "--sex", "M", "--chronological-age", "15y", "--model",
-            str(model)]
+    args = ["predict", *map(str, films), "--sex", "M", "--model", str(model),
+            *(flag for film in films for flag in ("--chronological-age", f"{film.name}=15y"))]
     assert cli_main(args) == 0
     text = capsys.readouterr().out
     assert text.count(f"WARNING: {SYNTHETIC_WARNING}") == 2  # every reading

@@ -247,3 +247,33 @@ def test_an_inverted_film_is_refused_as_inverted(client):
     assert response.json()["checks"]["inverted"] is True
     upright = post(client, cv2.imencode(".png", hand_radiograph(seed=0))[1].tobytes(), sex="M")
     assert upright.status_code == 200 and upright.json()["checks"]["forced"] is False
+
+
+def test_the_api_docs_load_their_scripts_from_the_server_itself(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn.jsdelivr.net" not in page.text and "unpkg.com" not in page.text
+    scripts = [part.split('"')[0] for part in page.text.split('src="')[1:]]
+    styles = [part.split('"')[0] for part in page.text.split('href="')[1:]
+              if part.split('"')[0].endswith(".css")]
+    assert scripts and styles
+    for url in (*scripts, *styles):
+        assert url.startswith("/"), url  # served here, offline
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 1000, url
+    redoc = client.get("/redoc")
+    assert redoc.status_code == 200 and "cdn" not in redoc.text
+
+
+def test_every_request_gets_one_line_in_the_request_log(client, png, caplog):
+    caplog.set_level(logging.INFO, logger="boneage.requests")
+    post(client, png, name="Jane Doe hand.png", sex="F")
+    client.get("/healthz")
+    big = post(client, bytes(int(LIMIT_MB * MB) + 200_000), sex="F")
+    assert big.status_code == 413
+    lines = [record.getMessage() for record in caplog.records
+             if record.name == "boneage.requests"]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("testclient POST /api/predict 200 ") and lines[0].endswith("ms")
+    assert " GET /healthz 200 " in lines[1] and " POST /api/predict 413 " in lines[2]
+    assert not any("Jane" in line or "sex" in line for line in lines)  # no patient details

@@ -13,15 +13,22 @@ DEFAULT_MODEL = Path("models/boneage")
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from boneage.reading.inputs import expand_paths, heatmap_folder, parse_chronological_age, parse_sex
+    from boneage.reading.inputs import (
+        chronological_ages,
+        expand_paths,
+        heatmap_folder,
+        parse_sex,
+        require_sex,
+    )
 
     # Everything the user typed is checked before TensorFlow is imported (seconds) and the
-    # models load: a bad flag, a missing film or an empty folder fails at once.
+    # models load: a bad flag, a missing film, an empty folder, a PNG without --sex or one
+    # age for several films fails at once.
     if args.sex is not None:
         parse_sex(args.sex)
-    chronological = (parse_chronological_age(args.chronological_age)
-                     if args.chronological_age is not None else None)
     paths = expand_paths(args.paths)
+    chronological = chronological_ages(args.chronological_age, paths)
+    require_sex(paths, args.sex)
     explain = heatmap_folder(args.explain) if args.explain is not None else None
 
     _import_tensorflow(args)
@@ -132,10 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("paths", nargs="+", help="films (PNG, JPEG, TIFF, BMP, WebP, PNM or "
                                                   "DICOM) or folders of them")
     predict.add_argument("--sex", help="M or F; when absent, read from each DICOM's PatientSex")
-    predict.add_argument("--chronological-age", metavar="AGE",
+    predict.add_argument("--chronological-age", metavar="AGE", action="append",
                          help="the child's age, as months (122) or years and months (10y2m), "
                               "from 1 month to 20 years; adds the difference and a "
-                              "delayed/normal/advanced call")
+                              "delayed/normal/advanced call. With several films, one per "
+                              "film: FILM=AGE (path or file name), repeated")
     predict.add_argument("--model", type=Path, action="append", metavar="DIR",
                          help=f"export directory (default {DEFAULT_MODEL}); give several "
                               "for an ensemble")

@@ -357,11 +357,12 @@ class Ensemble:
         return reading, png
 
     def predict_paths(self, paths: list[Path], sex: str | None = None,
-                      chronological: float | None = None, batch_size: int = 32,
+                      chronological: float | dict | None = None, batch_size: int = 32,
                       progress: bool = False, explain_dir: Path | None = None,
                       force: bool = False) -> list[Reading]:
         """Predict many films in batches; an unreadable file, or one that does not look like a
-        hand radiograph (unless ``force``), is reported and skipped."""
+        hand radiograph (unless ``force``), is reported and skipped. ``chronological``: one
+        age for every film, or ``{str(path): months}`` per film."""
         from tqdm import tqdm
 
         readings: list[Reading] = []
@@ -384,7 +385,9 @@ class Ensemble:
             try:
                 data = read_film_bytes(path)
                 film = self.read(data, str(path))
-                self.resolve(str(path), film, sex, chronological, reading)
+                age = (chronological.get(str(path)) if isinstance(chronological, dict)
+                       else chronological)
+                self.resolve(str(path), film, sex, age, reading)
                 film = self.check(film, str(path), reading, force)
                 prepared = self.prepare(film)
                 if explain_dir is not None:
