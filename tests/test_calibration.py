@@ -100,6 +100,7 @@ def test_a_fit_on_too_few_films_is_recorded_but_not_applied(caplog):
                for reason in record["rejected"])
     assert any("slope" in reason and "outside the plausible 0.5-2" in reason
                for reason in record["rejected"])
+    assert record["rejected_because"] == ["few_films", "slope"]  # short, for the metrics
     np.testing.assert_array_equal(apply_calibration(record, predicted, 0), predicted)
     assert "calibration linear not applied" in caplog.text
 

@@ -230,13 +230,24 @@ def test_headline_and_detail_split(frame):
     metrics = evaluate_predictions(calibrate_frame(frame, None), 50.0, BANDS)
     metrics["tta"] = {"passes": 4, "mae_months": 7.5}
     headline, detail = split_metrics(metrics)
-    assert list(headline) == [*HEADLINE, "tta_mae_months"]
+    assert list(headline) == list(HEADLINE)
     assert all(isinstance(value, float) for value in headline.values())  # flat numbers only
-    assert headline["baseline_mae_months"] == pytest.approx(336 / 6)
-    assert headline["tta_mae_months"] == 7.5
-    assert not set(headline) & set(detail)
+    assert headline["baseline_mae"] == pytest.approx(336 / 6)
+    assert headline["tta_mae"] == 7.5 and headline["mae_raw"] == metrics["mae_months"]
+    assert not set(headline) & set(detail) and "mae_months" not in detail["baseline_median"]
     assert {"mae_by_sex", "mae_by_age_band", "n_test", "baseline_median", "tta"} <= set(detail)
-    assert {**detail, **headline}.keys() >= metrics.keys()  # nothing lost
+
+
+def test_read_evaluation_puts_headline_and_detail_back_together(frame, tmp_path):
+    from boneage.kernel.artifacts import detail_metrics_path, read_evaluation
+    from boneage.learning.evaluation import split_metrics
+
+    metrics = evaluate_predictions(calibrate_frame(frame, None), 50.0, BANDS)
+    headline, detail = split_metrics(metrics)
+    write_metrics(headline, tmp_path / "evaluate.json")
+    write_metrics(detail, detail_metrics_path(tmp_path / "evaluate.json"))
+    assert detail_metrics_path(tmp_path / "evaluate.json").name == "evaluate-detail.json"
+    assert read_evaluation(tmp_path / "evaluate.json") == json.loads(json.dumps(metrics))
 
 
 def test_a_model_worse_than_the_baseline_is_a_loud_warning(frame, caplog):

@@ -203,8 +203,8 @@ def _fold(name: str, fold: int, val: float, mae: float, r2: float, within: float
     exp = _exp(name, fold, mae)
     data = exp["revs"][0]["data"]["metrics"]
     data["metrics/evaluate.json"]["data"] = {"mae_months": mae, "rmse_months": mae * 1.3,
-                                             "r2": r2, "within_12_months": within,
-                                             "baseline_mae_months": 55.7}
+                                             "r2": r2, "within_12": within,
+                                             "baseline_mae": 55.7}
     data["metrics/evaluate-detail.json"] = {"data": {"n_test": 240, "mae_vs_baseline": 0.2,
                                                      "baseline_median": {"mae_months": 55.7}}}
     data["metrics/train/metrics.json"]["data"]["best_val_mae"] = val

@@ -67,6 +67,20 @@ def read_training_summary(model_dir: str | Path) -> dict:
     return read_json(Path(model_dir) / TRAINING_SUMMARY, "train")
 
 
+# metrics/evaluate.json, the headline: its short key -> the dotted key in the whole metrics
+# (evaluation.evaluate_predictions). Short, so `dvc metrics show metrics/evaluate.json` and
+# `dvc exp show` fit 100 columns; months unless said (r2: a ratio; within_12: a share).
+HEADLINE_METRICS = {
+    "mae_months": "mae_months",
+    "rmse_months": "rmse_months",
+    "r2": "r2",
+    "within_12": "within_12_months",
+    "mae_raw": "mae_months_uncalibrated",  # the model before the calibration
+    "baseline_mae": "baseline_median.mae_months",  # predict the training median for every film
+    "tta_mae": "tta.mae_months",  # only when evaluate.tta > 1
+}
+
+
 def detail_metrics_path(headline: str | Path) -> Path:
     """Where the evaluate stage writes the rest of its metrics (by sex, by age band, counts,
     the baseline's details) beside the headline file: ``evaluate.json`` ->
@@ -76,11 +90,17 @@ def detail_metrics_path(headline: str | Path) -> Path:
 
 
 def read_evaluation(headline: str | Path) -> dict:
-    """The evaluate stage's metrics as one dict: the detail file beside ``headline`` (if any),
-    with the headline's values over it."""
+    """The evaluate stage's metrics as one dict, under their full names: the detail file
+    beside ``headline`` (if any) with the headline's values put back in their places."""
     detail = detail_metrics_path(headline)
     merged = read_json(detail, "evaluate") if detail.is_file() else {}
-    return {**merged, **read_json(headline, "evaluate")}
+    for key, value in read_json(headline, "evaluate").items():
+        *parents, leaf = HEADLINE_METRICS.get(key, key).split(".")
+        node = merged
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return merged
 
 
 def read_json(path: str | Path, stage: str) -> dict:

@@ -127,31 +127,40 @@ def fit_calibration(true, predicted, male, kind: str, guard: bool = True) -> dic
     else:
         record["val_mae_raw"] = record["val_mae_calibrated"] = None
     record["applied"] = kind != "none"
-    reasons = rejections(record) if guard and kind != "none" else []
-    if reasons:
+    found = _rejections(record) if guard and kind != "none" else []
+    if found:
+        reasons = [text for _, text in found]
         record["fitted"] = {name: record[name] for name in SEXES}
         record.update(female=dict(IDENTITY), male=dict(IDENTITY), applied=False,
-                      rejected=reasons)
+                      rejected=reasons,
+                      rejected_because=list(dict.fromkeys(code for code, _ in found)))
         log.warning("calibration %s not applied: %s", kind, "; ".join(reasons))
     return record
 
 
 def rejections(record: dict) -> list[str]:
-    """Why a fitted calibration record must not be applied (empty: keep it)."""
+    """Why a fitted calibration record must not be applied, in words (empty: keep it)."""
+    return [text for _, text in _rejections(record)]
+
+
+def _rejections(record: dict) -> list[tuple[str, str]]:
+    """(short code for the metrics, words for people) of each reason to reject."""
     reasons = []
     n_val = record.get("n_val") or 0
     if n_val < MIN_FILMS_PER_LINE:
-        reasons.append(f"{n_val} validation films, fewer than the {MIN_FILMS_PER_LINE} a line "
-                       f"needs ({MIN_FILMS_PER_PARAMETER} per fitted coefficient)")
+        reasons.append(("few_films", f"{n_val} validation films, fewer than the "
+                                     f"{MIN_FILMS_PER_LINE} a line needs "
+                                     f"({MIN_FILMS_PER_PARAMETER} per fitted coefficient)"))
     low, high = SLOPE_RANGE
     for name in SEXES:
         slope = record[name]["slope"]
         if not low <= slope <= high:
-            reasons.append(f"{name} slope {slope:.3g} outside the plausible {low:g}-{high:g}")
+            reasons.append(("slope", f"{name} slope {slope:.3g} outside the plausible "
+                                     f"{low:g}-{high:g}"))
     raw, calibrated = record.get("val_mae_raw"), record.get("val_mae_calibrated")
     if raw is not None and calibrated is not None and calibrated > raw:
-        reasons.append(f"validation MAE {calibrated:.2f} months calibrated, worse than "
-                       f"{raw:.2f} raw")
+        reasons.append(("worse_mae", f"validation MAE {calibrated:.2f} months calibrated, "
+                                     f"worse than {raw:.2f} raw"))
     return reasons
 
 

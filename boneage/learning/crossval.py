@@ -158,7 +158,7 @@ TABLE_COLUMNS = (
     ("evaluate.mae_months", "test MAE", "months"),
     ("evaluate.rmse_months", "test RMSE", "months"),
     ("evaluate.r2", "R²", "ratio"),
-    ("evaluate.within_12_months", "within 12 mo", "share"),
+    ("evaluate.within_12", "within 12 mo", "share"),
 )
 
 

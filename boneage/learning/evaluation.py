@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from boneage.kernel.artifacts import (  # noqa: E402
+    HEADLINE_METRICS,
     PREDICTIONS_CSV,
     detail_metrics_path,
     TRAINED_MODEL,
@@ -40,8 +41,7 @@ from boneage.kernel.ages import format_months  # noqa: E402
 log = logging.getLogger(__name__)
 
 # metrics/evaluate.json: flat, a few numbers, the same keys in every run (and TTA's when on).
-HEADLINE = ("mae_months", "rmse_months", "r2", "within_12_months", "mae_months_uncalibrated",
-            "baseline_mae_months")
+HEADLINE = tuple(HEADLINE_METRICS)
 
 
 def band_label(low: float, high: float) -> str:
@@ -215,14 +215,19 @@ def write_metrics(metrics: dict, path: Path) -> None:
 
 
 def split_metrics(metrics: dict) -> tuple[dict, dict]:
-    """(headline, detail) of :func:`evaluate_predictions`' metrics: the :data:`HEADLINE`
-    numbers (the baseline's MAE flattened to ``baseline_mae_months``; ``tta_mae_months`` when
-    TTA ran) and everything else."""
-    flat = {**metrics, "baseline_mae_months": metrics["baseline_median"]["mae_months"]}
-    headline = {key: flat[key] for key in HEADLINE if key in flat}
-    if "tta" in metrics:
-        headline["tta_mae_months"] = metrics["tta"]["mae_months"]
-    detail = {key: value for key, value in metrics.items() if key not in headline}
+    """(headline, detail) of :func:`evaluate_predictions`' metrics: the numbers of
+    :data:`boneage.kernel.artifacts.HEADLINE_METRICS` under their short names, and everything
+    else (each value in one file only; ``artifacts.read_evaluation`` puts them together)."""
+    import copy
+
+    detail, headline = copy.deepcopy(metrics), {}
+    for short, dotted in HEADLINE_METRICS.items():
+        *parents, leaf = dotted.split(".")
+        node = detail
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            headline[short] = node.pop(leaf)
     return headline, detail
 
 
@@ -317,8 +322,10 @@ def run_evaluation(model_dir: str | Path, store_dir: str | Path, split_dir: str 
     metrics = evaluate_predictions(frame, train_median, age_bands)
     metrics["calibration"] = _calibration_applied(calibration)
     if calibration and calibration.get("rejected"):
-        metrics["calibration_rejected"] = f"{calibration['kind']}: " + "; ".join(
-            calibration["rejected"])
+        # short codes (few_films, slope, worse_mae): metrics are compared in tables;
+        # the reasons in words are in training.json, the train log and the model card
+        metrics["calibration_rejected"] = ",".join(calibration.get("rejected_because") or
+                                                   ["yes"])
     if "predicted_tta" in frame:
         tta_metrics = regression_metrics(frame["boneage"].to_numpy(float),
                                          frame["predicted_tta"].to_numpy(float))
