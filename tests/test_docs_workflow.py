@@ -49,7 +49,7 @@ def test_the_experiment_commands_of_the_docs_run_as_written(project):
     work = project
     assert ran(output(run(documented("dvc repro"), work))) == {
         "fetch", "preprocess", "split", "train", "evaluate", "export"}
-    run(documented("dvc exp save -n baseline"), work)
+    run(documented("dvc exp save -n baseline dvc.yaml"), work)
     experiment = output(run(documented("dvc exp run -n lr-low -S train.lr=0.001"), work))
     assert ran(experiment) == {"train", "evaluate", "export"}, experiment
     assert yaml.safe_load((work / "params.yaml").read_text())["train"]["lr"] == 0.001
