@@ -59,9 +59,9 @@ def test_the_experiment_commands_of_the_docs_run_as_written(project):
     shown = run(documented(show_line), work, COLUMNS=str(WIDTH)).stdout
     header = next(line for line in shown.splitlines() if "Experiment" in line)
     assert widest(shown) <= WIDTH and "…" not in shown, shown  # nothing squeezed out
-    for column in ("mae_months", "train.lr"):
+    for column in ("mae_months", "rmse_months", "r2", "mae_raw", "train.lr"):
         assert column in header, shown
-    for noise in ("Created", "n_test", "mae_by", "eval.mae", "bias"):
+    for noise in ("Created", "n_test", "mae_by", "eval.mae", "bias", "best_val_mae"):
         assert noise not in header, shown
     assert "baseline" in shown and "lr-low" in shown
 
