@@ -50,9 +50,12 @@ def test_the_experiment_commands_of_the_docs_run_as_written(project):
     assert ran(output(run(documented("dvc repro"), work))) == {
         "fetch", "preprocess", "split", "train", "evaluate", "export"}
     run(documented("dvc exp save -n baseline dvc.yaml"), work)
-    experiment = output(run(documented("dvc exp run -n lr-low -S train.lr=0.001"), work))
+    experiment = output(run(documented("dvc exp run --temp -n lr-low -S train.lr=0.001"),
+                            work))
     assert ran(experiment) == {"train", "evaluate", "export"}, experiment
-    assert yaml.safe_load((work / "params.yaml").read_text())["train"]["lr"] == 0.001
+    # --temp: the workspace is still the baseline, so the next repro has nothing to do
+    assert yaml.safe_load((work / "params.yaml").read_text())["train"]["lr"] == 0.002
+    assert ran(output(run(["dvc", "repro"], work))) == set()
 
     show_line = next(line for line in PAGE.splitlines()
                      if line.startswith("dvc exp show --only-changed --drop"))
@@ -73,12 +76,16 @@ def test_the_experiment_commands_of_the_docs_run_as_written(project):
     headline = run(["dvc", "metrics", "show", "metrics/evaluate.json"], work).stdout
     assert "metrics show metrics/evaluate.json" in PAGE and widest(headline) <= WIDTH, headline
 
-    # Back to the baseline: params as committed, and nothing for dvc repro to do.
-    run(documented("dvc exp apply baseline"), work)
-    assert yaml.safe_load((work / "params.yaml").read_text())["train"]["lr"] == 0.002
-    assert run(["git", "diff", "--quiet", "params.yaml"], work, check=False).returncode == 0
+    # Taking the experiment: its params and outputs, and nothing for dvc repro to do.
+    run(["git", "stash", "-q"], work)  # this run's dvc.lock and metrics, saved as baseline
+    run(documented("dvc exp branch lr-low lr-low && git checkout lr-low && dvc checkout "
+                   "dvc.yaml"), work)
+    assert yaml.safe_load((work / "params.yaml").read_text())["train"]["lr"] == 0.001
     again = output(run(["dvc", "repro"], work))
     assert ran(again) == set(), again
+    run(["git", "checkout", "-q", "-"], work)
+    run(["git", "stash", "pop", "-q"], work)
+    run(["dvc", "checkout", "dvc.yaml"], work)
 
 
 @pytest.mark.slow
