@@ -77,15 +77,11 @@ def test_the_experiment_commands_of_the_docs_run_as_written(project):
     assert "metrics show metrics/evaluate.json" in PAGE and widest(headline) <= WIDTH, headline
 
     # Taking the experiment: its params and outputs, and nothing for dvc repro to do.
-    run(["git", "stash", "-q"], work)  # this run's dvc.lock and metrics, saved as baseline
-    run(documented("dvc exp branch lr-low lr-low && git checkout lr-low && dvc checkout "
-                   "dvc.yaml"), work)
+    run(documented("git stash -u && dvc exp branch lr-low lr-low && git checkout lr-low && "
+                   "dvc checkout dvc.yaml"), work)
     assert yaml.safe_load((work / "params.yaml").read_text())["train"]["lr"] == 0.001
     again = output(run(["dvc", "repro"], work))
     assert ran(again) == set(), again
-    run(["git", "checkout", "-q", "-"], work)
-    run(["git", "stash", "pop", "-q"], work)
-    run(["dvc", "checkout", "dvc.yaml"], work)
 
 
 @pytest.mark.slow
