@@ -107,7 +107,7 @@ def test_split_seed_reruns_split_onward_only(project):
 
 def test_editing_the_trainer_reruns_train_onward_only(project):
     work, _ = project
-    with open(work / "boneage" / "training.py", "a") as handle:
+    with open(work / "boneage" / "learning" / "training.py", "a") as handle:
         handle.write("\n# an edit\n")
     assert _ran(_run(["dvc", "repro"], work)) == {"train", "evaluate", "export"}
 
