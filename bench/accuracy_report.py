@@ -55,7 +55,9 @@ def main() -> None:
     args = parser.parse_args()
     workspace = args.workspace
     model_dir = args.model or workspace / "models" / "boneage"
-    metrics = json.loads((workspace / "metrics" / "evaluate.json").read_text())
+    from boneage.kernel.artifacts import read_evaluation
+
+    metrics = read_evaluation(workspace / "metrics" / "evaluate.json")  # headline + detail
     training = json.loads((workspace / "models" / "trained" / "training.json").read_text())
     card = json.loads((model_dir / "model_card.json").read_text())
     mae_full, n_full = fullres_mae(model_dir)

@@ -45,9 +45,9 @@ def run_setting(name: str, overrides: dict, *, store_dir: Path, split_dir: Path,
     out = work / name
     started = time.perf_counter()
     result = run_training(store_dir, split_dir, params, out / "trained")
-    run_evaluation(out / "trained", store_dir, split_dir, bands, out / "metrics.json",
-                   out / "plots")
-    metrics = json.loads((out / "metrics.json").read_text())
+    # the whole metrics dict (metrics.json holds the headline, metrics-detail.json the rest)
+    metrics = run_evaluation(out / "trained", store_dir, split_dir, bands, out / "metrics.json",
+                             out / "plots")
     summary = json.loads((out / "trained" / "training.json").read_text())
     return {
         "overrides": {**overrides, "store": str(store_dir)},

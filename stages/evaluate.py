@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from boneage.kernel.config import load_section
-from boneage.kernel.runner import run
+from boneage.kernel.runner import add_verbose_flag, import_tensorflow, run
 
 
 def main() -> None:
@@ -15,8 +15,10 @@ def main() -> None:
     parser.add_argument("--split", type=Path, default=Path("data/split"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
     parser.add_argument("--plots", type=Path, default=Path("plots"))
+    add_verbose_flag(parser)
     args = parser.parse_args()
 
+    import_tensorflow(args.verbose)  # its start-up lines only when asked for
     from boneage.learning.evaluation import run_evaluation
 
     params = load_section("evaluate", args.params)

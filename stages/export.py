@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from boneage.kernel.config import load_section
-from boneage.kernel.runner import run
+from boneage.kernel.runner import add_verbose_flag, import_tensorflow, run
 
 
 def main() -> None:
@@ -14,8 +14,10 @@ def main() -> None:
     parser.add_argument("--store-info", type=Path, default=Path("data/prepared/store.json"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
     parser.add_argument("--out", type=Path, default=Path("models/boneage"))
+    add_verbose_flag(parser)
     args = parser.parse_args()
 
+    import_tensorflow(args.verbose)  # its start-up lines only when asked for
     from boneage.learning.export import run_export
 
     params = load_section("export", args.params)

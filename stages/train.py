@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from boneage.kernel.config import load_member, load_section
-from boneage.kernel.runner import run
+from boneage.kernel.runner import add_verbose_flag, import_tensorflow, run
 
 
 def main() -> None:
@@ -16,8 +16,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("models/trained"))
     parser.add_argument("--live", type=Path, default=Path("metrics/train"))
     parser.add_argument("--member", help="train the ensemble member members.<MEMBER>")
+    add_verbose_flag(parser)
     args = parser.parse_args()
 
+    import_tensorflow(args.verbose)  # its start-up lines only when asked for
     from boneage.learning.training import run_training
 
     params = (load_member(args.member, args.params) if args.member

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from boneage.learning.calibration import (
+    MIN_FILMS_PER_LINE,
     MIN_FILMS_PER_SEX,
     Calibration,
     apply_calibration,
@@ -52,16 +53,17 @@ def test_by_sex_fits_each_sex_and_differs_from_pooled():
 
 def test_a_sex_with_too_few_films_takes_the_pooled_line(caplog):
     rng = np.random.default_rng(2)
-    true = rng.uniform(0, 228, 60)
-    male = np.zeros(60)
+    true = rng.uniform(0, 228, 260)
+    male = np.zeros(260)
     male[:MIN_FILMS_PER_SEX - 1] = 1
-    predicted = shrunk(true, 1.2, -10.0) + rng.normal(0, 2, 60)
+    predicted = shrunk(true, 1.2, -10.0) + rng.normal(0, 2, 260)
     record = fit_calibration(true, predicted, male, "linear_by_sex")
     pooled = fit_calibration(true, predicted, male, "linear")
     assert record["pooled_sexes"] == ["male"]
     assert record["male"] == pooled["male"]
     assert record["female"] != pooled["female"]  # the female fit is its own
-    assert "only 9 male validation films" in caplog.text
+    assert "only 99 male validation films" in caplog.text
+    assert record["applied"] is True
 
 
 def test_none_is_the_identity_and_bad_input_is_refused():
@@ -70,7 +72,7 @@ def test_none_is_the_identity_and_bad_input_is_refused():
     assert record["female"] == record["male"] == {"slope": 1.0, "intercept": 0.0}
     assert record["val_mae_raw"] == record["val_mae_calibrated"] == 10.0
     assert is_identity(record) and is_identity(None)
-    assert not is_identity(fit_calibration(true, predicted, male, "linear"))
+    assert not is_identity(fit_calibration(true, predicted, male, "linear", guard=False))
     np.testing.assert_array_equal(apply_calibration(record, predicted, male), predicted)
     with pytest.raises(ValueError, match="train.calibration must be one of"):
         fit_calibration(true, predicted, male, "isotonic")
@@ -81,8 +83,55 @@ def test_none_is_the_identity_and_bad_input_is_refused():
 
 
 def test_predictions_without_spread_get_a_shift():
-    record = fit_calibration(np.array([10.0, 30.0, 50.0]), np.full(3, 20.0), np.zeros(3), "linear")
+    record = fit_calibration(np.array([10.0, 30.0, 50.0]), np.full(3, 20.0), np.zeros(3), "linear",
+                             guard=False)
     assert record["female"] == {"slope": 1.0, "intercept": 10.0}
+
+
+def test_a_fit_on_too_few_films_is_recorded_but_not_applied(caplog):
+    """The issue's case: 5 validation films gave slope 13.2, intercept -1576 months."""
+    true = np.array([40.0, 90.0, 120.0, 150.0, 200.0])
+    predicted = np.array([120.0, 124.0, 126.0, 127.0, 135.0])
+    record = fit_calibration(true, predicted, np.zeros(5), "linear")
+    assert record["applied"] is False and is_identity(record)
+    assert record["female"] == record["male"] == {"slope": 1.0, "intercept": 0.0}
+    assert record["fitted"]["female"]["slope"] > 2
+    assert any(f"5 validation films, fewer than the {MIN_FILMS_PER_LINE}" in reason
+               for reason in record["rejected"])
+    assert any("slope" in reason and "outside the plausible 0.5-2" in reason
+               for reason in record["rejected"])
+    assert record["rejected_because"] == ["few_films", "slope"]  # short, for the metrics
+    np.testing.assert_array_equal(apply_calibration(record, predicted, 0), predicted)
+    assert "calibration linear not applied" in caplog.text
+
+
+def test_an_implausible_slope_is_not_applied_even_on_many_films():
+    rng = np.random.default_rng(4)
+    true = rng.uniform(0, 228, 400)
+    predicted = shrunk(true, 3.0, -200.0) + rng.normal(0, 0.5, 400)  # ages squeezed 3-fold
+    record = fit_calibration(true, predicted, rng.integers(0, 2, 400), "linear")
+    assert record["fitted"]["female"]["slope"] == pytest.approx(3.0, abs=0.05)
+    assert record["applied"] is False
+    assert record["rejected"] == [f"female slope {record['fitted']['female']['slope']:.3g} "
+                                  "outside the plausible 0.5-2",
+                                  f"male slope {record['fitted']['male']['slope']:.3g} "
+                                  "outside the plausible 0.5-2"]
+
+
+def test_a_fit_that_makes_the_validation_mae_worse_is_not_applied():
+    """Least squares can cost MAE: a few big misses pull the line off the many good films."""
+    rng = np.random.default_rng(5)
+    true = rng.uniform(20, 200, 300)
+    predicted = true + rng.normal(0, 1, 300)
+    predicted[:15] = true[:15] + 90  # 5 % far off, all one way at the young end
+    true[:15] = rng.uniform(0, 20, 15)
+    predicted[:15] = true[:15] + 120
+    record = fit_calibration(true, predicted, np.ones(300), "linear")
+    fitted = fit_calibration(true, predicted, np.ones(300), "linear", guard=False)
+    assert fitted["val_mae_calibrated"] > fitted["val_mae_raw"]
+    assert record["applied"] is False and is_identity(record)
+    assert record["rejected"] == [f"validation MAE {fitted['val_mae_calibrated']:.2f} months "
+                                  f"calibrated, worse than {fitted['val_mae_raw']:.2f} raw"]
 
 
 RECORD = {"kind": "linear_by_sex", "female": {"slope": 1.3, "intercept": -25.0},

@@ -38,11 +38,21 @@ def test_wrong_predict_input_fails_at_once_without_tensorflow(tmp_path):
         f"--explain {film}: is a file, not a folder": ["--sex", "F", "--explain", str(film)],
     }
     argvs = [["predict", str(film), *flags] for flags in cases.values()]
+    other = tmp_path / "other.png"
+    other.write_bytes(b"\x89PNG\r\n\x1a\n")
     argvs += [["predict", str(tmp_path / "empty"), "--sex", "F"],
               ["predict", str(tmp_path / "notes"), "--sex", "F"],
-              ["predict", str(tmp_path / "missing.png"), "--sex", "F"]]
+              ["predict", str(tmp_path / "missing.png"), "--sex", "F"],
+              ["predict", str(film)],  # a PNG cannot say its sex: before the model loads
+              ["predict", str(film), str(other), "--sex", "F", "--chronological-age", "10y"],
+              ["predict", str(film), str(other), "--sex", "F", "--chronological-age",
+               "nope.png=10y"]]
     messages = [*cases, f"{tmp_path / 'empty'}: folder holds no films",
-                f"{tmp_path / 'notes'}: folder holds no films", "missing.png: no such file"]
+                f"{tmp_path / 'notes'}: folder holds no films", "missing.png: no such file",
+                f"{film}: sex unknown: pass --sex M or F",
+                "--chronological-age 10y: one age for 2 films; an age is one child's, so give "
+                "one per film as --chronological-age FILM=AGE",
+                "--chronological-age nope.png=10y: 'nope.png' matches none of the films"]
     result = subprocess.run([sys.executable, "-c", CHECK, json.dumps(argvs)], capture_output=True,
                             text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr
@@ -64,6 +74,22 @@ def test_max_upload_mb_is_checked_when_parsing(value, capsys):
 def test_max_upload_mb_accepts_sizes():
     assert build_parser().parse_args(["serve", "--max-upload-mb", "0.5"]).max_upload_mb == 0.5
     assert build_parser().parse_args(["serve"]).max_upload_mb == 20.0
+
+
+def test_ages_per_film_are_matched_by_path_or_name(tmp_path):
+    from boneage.kernel.errors import UsageError
+    from boneage.reading.inputs import chronological_ages
+
+    one, two = tmp_path / "a" / "hand.png", tmp_path / "b" / "hand.png"
+    three = tmp_path / "b" / "other.png"
+    assert chronological_ages(["10y2m"], [one]) == 122
+    assert chronological_ages(None, [one, two]) is None
+    assert chronological_ages([f"{one}=10y", "other.png=84"], [one, two, three]) == {
+        str(one): 120, str(three): 84}
+    with pytest.raises(UsageError, match="matches 2 films"):
+        chronological_ages(["hand.png=10y"], [one, two])
+    with pytest.raises(UsageError, match="from 1 month to 20 years"):
+        chronological_ages(["other.png=21y"], [three])
 
 
 def test_a_device_or_an_oversized_file_is_reported_not_read(tmp_path, monkeypatch):

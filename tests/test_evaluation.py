@@ -222,3 +222,42 @@ def test_plot_all_one_sex_and_one_band(tmp_path):
     assert len(written) == 3
     for path in written:
         assert_png(path)
+
+
+def test_headline_and_detail_split(frame):
+    from boneage.learning.evaluation import HEADLINE, split_metrics
+
+    metrics = evaluate_predictions(calibrate_frame(frame, None), 50.0, BANDS)
+    metrics["tta"] = {"passes": 4, "mae_months": 7.5}
+    headline, detail = split_metrics(metrics)
+    assert list(headline) == list(HEADLINE)
+    assert all(isinstance(value, float) for value in headline.values())  # flat numbers only
+    assert headline["baseline_mae"] == pytest.approx(336 / 6)
+    assert headline["tta_mae"] == 7.5 and headline["mae_raw"] == metrics["mae_months"]
+    assert not set(headline) & set(detail) and "mae_months" not in detail["baseline_median"]
+    assert {"mae_by_sex", "mae_by_age_band", "n_test", "baseline_median", "tta"} <= set(detail)
+
+
+def test_read_evaluation_puts_headline_and_detail_back_together(frame, tmp_path):
+    from boneage.kernel.artifacts import detail_metrics_path, read_evaluation
+    from boneage.learning.evaluation import split_metrics
+
+    metrics = evaluate_predictions(calibrate_frame(frame, None), 50.0, BANDS)
+    headline, detail = split_metrics(metrics)
+    write_metrics(headline, tmp_path / "evaluate.json")
+    write_metrics(detail, detail_metrics_path(tmp_path / "evaluate.json"))
+    assert detail_metrics_path(tmp_path / "evaluate.json").name == "evaluate-detail.json"
+    assert read_evaluation(tmp_path / "evaluate.json") == json.loads(json.dumps(metrics))
+
+
+def test_a_model_worse_than_the_baseline_is_a_loud_warning(frame, caplog):
+    from boneage.learning.evaluation import warn_if_worse_than_baseline
+
+    good = evaluate_predictions(frame, train_median=50.0, age_bands=BANDS)
+    assert warn_if_worse_than_baseline(good) is False and not caplog.records
+    bad = evaluate_predictions(frame.assign(predicted=frame["predicted"] + 120), 50.0, BANDS)
+    assert warn_if_worse_than_baseline(bad) is True
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert "WORSE than the median baseline" in record.getMessage()
+    assert f"{bad['mae_months']:.2f}" in record.getMessage()

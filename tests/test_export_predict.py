@@ -39,12 +39,16 @@ def films(tmp_path):
 
 
 def test_evaluation_writes_metrics_and_plots(export_dir):
-    metrics = json.loads((export_dir / "metrics" / "evaluate.json").read_text())
-    assert metrics["n_test"] == 8
-    for key in ("mae_months", "rmse_months", "r2", "mae_by_sex", "mae_by_age_band",
-                "within_6_months", "within_12_months", "baseline_median",
-                "mae_months_uncalibrated", "mae_by_age_band_uncalibrated"):
+    headline = json.loads((export_dir / "metrics" / "evaluate.json").read_text())
+    assert list(headline) == ["mae_months", "rmse_months", "r2", "within_12", "mae_raw",
+                              "baseline_mae"]
+    metrics = json.loads((export_dir / "metrics" / "evaluate-detail.json").read_text())
+    assert metrics["n_test"] == 8 and not set(headline) & set(metrics)
+    for key in ("mae_by_sex", "mae_by_age_band", "within_6_months", "baseline_median",
+                "mae_by_age_band_uncalibrated", "bias_months", "mae_vs_baseline"):
         assert key in metrics
+    assert headline["baseline_mae"] == pytest.approx(54.0, abs=60)  # months, a number
+    assert "mae_months" not in metrics["baseline_median"]
     assert metrics["calibration"] == "linear"
     assert list(metrics["mae_by_age_band"]) == ["0-120", "120-240"]  # every band, with n
     assert sum(band["n"] for band in metrics["mae_by_age_band"].values()) == 8
@@ -82,7 +86,9 @@ def test_evaluate_and_export_apply_the_train_stage_calibration(export_dir):
         predictions["predicted"],
         apply_calibration(calibration, predictions["predicted_uncalibrated"],
                           (predictions["sex"] == "M").to_numpy(float)), atol=0.02)
-    metrics = json.loads((export_dir / "metrics" / "evaluate.json").read_text())
+    from boneage.kernel.artifacts import read_evaluation
+
+    metrics = read_evaluation(export_dir / "metrics" / "evaluate.json")
     assert metrics["mae_months"] == pytest.approx(
         (predictions["predicted"] - predictions["boneage"]).abs().mean(), abs=0.01)
     assert metrics["mae_months_uncalibrated"] == pytest.approx(
@@ -236,8 +242,10 @@ def test_bf16_trained_model_exports_as_float32_to_every_format(tmp_path, films, 
                              precision="mixed_bfloat16"), tmp_path / "trained")
     run_evaluation(tmp_path / "trained", store_dir, split_dir, [0, 120, 240],
                    tmp_path / "metrics.json", tmp_path / "plots", tta=4)
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["tta"]["passes"] == 4 and metrics["tta"]["mae_months"] > 0
+    metrics = json.loads((tmp_path / "metrics-detail.json").read_text())
+    assert metrics["tta"]["passes"] == 4 and metrics["tta"]["rmse_months"] > 0
+    headline = json.loads((tmp_path / "metrics.json").read_text())
+    assert headline["tta_mae"] > 0 and "mae_months" not in metrics["tta"]
     run_export(tmp_path / "trained", store_dir / "store.json", tmp_path / "metrics.json",
                tmp_path / "boneage", ["keras", "savedmodel", "tflite"])
     keras_months = [r.months for r in Ensemble([tmp_path / "boneage"]).predict_paths(films, "F")]
@@ -335,8 +343,10 @@ def test_cli_csv_output(export_dir, films, capsys):
     import csv
     import io
 
-    assert cli_main(["predict", *map(str, films), "--sex", "F", "--csv", "--chronological-age",
-                     "10y2m", "--model", str(export_dir / "boneage")]) == 0
+    assert cli_main(["predict", *map(str, films), "--sex", "F", "--csv",
+                     "--chronological-age", f"{films[0].name}=10y2m",
+                     "--chronological-age", f"{films[1]}=122",
+                     "--model", str(export_dir / "boneage")]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == 2 and all(r["chronological_months"] == "122.0" for r in rows)
     assert all(r["call"] in ("delayed", "normal", "advanced") for r in rows)
@@ -374,3 +384,45 @@ def test_cli_explain_writes_heatmaps_over_the_film(export_dir, films, tmp_path, 
         assert heatmap.shape[:2] == original.shape  # mapped back onto the original film
         assert (heatmap[..., 0] != heatmap[..., 2]).any()  # coloured where hot
     assert len(list(out.glob("*.gradcam-input.png"))) == 2
+
+
+def test_the_card_of_a_synthetic_run_says_so():
+    from boneage.learning.export import SYNTHETIC_LIMITATION, model_card
+
+    metrics = {"n_test": 1}
+    synthetic = model_card(training={}, store_info={"source": "synthetic", "imaging": {}},
+                           metrics=metrics, formats=[])
+    assert synthetic["data"]["source"] == "synthetic" and synthetic["data"]["synthetic"] is True
+    assert SYNTHETIC_LIMITATION in synthetic["limitations"]
+    real = model_card(training={}, store_info={"source": "../shared/rsna", "imaging": {}},
+                      metrics=metrics, formats=[])
+    assert real["data"]["synthetic"] is False and SYNTHETIC_LIMITATION not in real["limitations"]
+
+
+def test_predict_with_a_model_of_synthetic_films_warns_and_withholds_the_call(
+        export_dir, films, tmp_path, capsys):
+    import shutil
+
+    from boneage.reading.predictor import SYNTHETIC_WARNING
+
+    model = tmp_path / "synthetic-model"
+    shutil.copytree(export_dir / "boneage", model)
+    card = json.loads((model / CARD_JSON).read_text())
+    card["data"]["source"] = "synthetic"
+    (model / CARD_JSON).write_text(json.dumps(card))
+    args = ["predict", *map(str, films), "--sex", "M", "--model", str(model),
+            *(flag for film in films for flag in ("--chronological-age", f"{film.name}=15y"))]
+    assert cli_main(args) == 0
+    text = capsys.readouterr().out
+    assert text.count(f"WARNING: {SYNTHETIC_WARNING}") == 2  # every reading
+    assert "SD (G&P" not in text
+    assert not any(line.startswith("call:") for line in text.splitlines())
+    assert not any(word in text for word in ("DELAYED", "NORMAL", "ADVANCED"))
+    assert cli_main([*args, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert all(row["warning"] == SYNTHETIC_WARNING and "call" not in row and "z_score" not in row
+               for row in rows)
+    assert cli_main([*args, "--force", "--json"]) == 0
+    forced = json.loads(capsys.readouterr().out)
+    assert all(row["call"] in ("delayed", "normal", "advanced") and row["warning"]
+               for row in forced)

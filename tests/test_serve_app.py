@@ -31,9 +31,11 @@ class StubPredictor:
 Ensemble = predictor.Ensemble
 
 
-def stub_ensemble(model_dirs, model_format="keras"):
-    """The real :class:`Ensemble` (reading, sex/age resolution, wording) over a stub model."""
+def stub_ensemble(model_dirs, model_format="keras", synthetic=False):
+    """The real :class:`Ensemble` (reading, sex/age resolution, wording) over a stub model;
+    ``synthetic``: as if its card said it was trained on synthetic films."""
     ensemble = Ensemble.__new__(Ensemble)
+    ensemble.synthetic = ["stub"] if synthetic else []
     ensemble.predictors = [StubPredictor()]
     ensemble.settings = [StubPredictor.settings]
     ensemble.weights = ensemble.intervals = None  # plain exports: equal weights, no interval
@@ -48,6 +50,17 @@ def stub_ensemble(model_dirs, model_format="keras"):
 def client():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(predictor, "Ensemble", stub_ensemble)
+        app = serve.create_app(["stub"], "keras", max_upload_mb=LIMIT_MB)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def synthetic_client():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(predictor, "Ensemble",
+                      lambda dirs, model_format="keras": stub_ensemble(dirs, model_format,
+                                                                  synthetic=True))
         app = serve.create_app(["stub"], "keras", max_upload_mb=LIMIT_MB)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
@@ -72,6 +85,24 @@ def test_a_good_upload_is_read_and_speaks_of_the_form(client, png):
     assert body["boneage_months"] == 100.0 and body["chronological_months"] == 122
     assert body["sex_source"] == "from the form" and body["age_source"] == "from the form"
     assert "--" not in body["report"]
+
+
+def test_a_model_of_synthetic_films_says_so_and_gives_no_call_unless_forced(synthetic_client,
+                                                                            client, png):
+    body = post(synthetic_client, png, sex="F", chronological_age="15y").json()
+    assert body["warning"] == predictor.SYNTHETIC_WARNING
+    assert f"WARNING: {predictor.SYNTHETIC_WARNING}" in body["report"]
+    assert body["boneage_months"] == 100.0 and body["chronological_months"] == 180
+    for clinical in ("call", "z_score", "difference_months", "sd_months"):
+        assert clinical not in body, body
+    assert "DELAYED" not in body["report"] and "no difference, SD score or call" in body["report"]
+    assert synthetic_client.get("/healthz").json()["trained_on_synthetic"] == ["stub"]
+    forced = post(synthetic_client, png, sex="F", chronological_age="15y", force="true").json()
+    assert forced["call"] == "delayed" and forced["warning"] == predictor.SYNTHETIC_WARNING
+    assert "DELAYED" in forced["report"] and "WARNING: trained on synthetic" in forced["report"]
+    # A model of real films: no warning, the call as always.
+    plain = post(client, png, sex="F", chronological_age="15y").json()
+    assert "warning" not in plain and plain["call"] == "delayed"
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -219,3 +250,33 @@ def test_an_inverted_film_is_refused_as_inverted(client):
     assert response.json()["checks"]["inverted"] is True
     upright = post(client, cv2.imencode(".png", hand_radiograph(seed=0))[1].tobytes(), sex="M")
     assert upright.status_code == 200 and upright.json()["checks"]["forced"] is False
+
+
+def test_the_api_docs_load_their_scripts_from_the_server_itself(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn.jsdelivr.net" not in page.text and "unpkg.com" not in page.text
+    scripts = [part.split('"')[0] for part in page.text.split('src="')[1:]]
+    styles = [part.split('"')[0] for part in page.text.split('href="')[1:]
+              if part.split('"')[0].endswith(".css")]
+    assert scripts and styles
+    for url in (*scripts, *styles):
+        assert url.startswith("/"), url  # served here, offline
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 1000, url
+    redoc = client.get("/redoc")
+    assert redoc.status_code == 200 and "cdn" not in redoc.text
+
+
+def test_every_request_gets_one_line_in_the_request_log(client, png, caplog):
+    caplog.set_level(logging.INFO, logger="boneage.requests")
+    post(client, png, name="Jane Doe hand.png", sex="F")
+    client.get("/healthz")
+    big = post(client, bytes(int(LIMIT_MB * MB) + 200_000), sex="F")
+    assert big.status_code == 413
+    lines = [record.getMessage() for record in caplog.records
+             if record.name == "boneage.requests"]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("testclient POST /api/predict 200 ") and lines[0].endswith("ms")
+    assert " GET /healthz 200 " in lines[1] and " POST /api/predict 413 " in lines[2]
+    assert not any("Jane" in line or "sex" in line for line in lines)  # no patient details

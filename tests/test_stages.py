@@ -13,12 +13,49 @@ from boneage.kernel.runner import report_user_errors
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _stage(name, tmp_path, params, *args):
+def _stage(name, tmp_path, params, *args, env=None):
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(params))
     return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py"), "--params",
                            str(params_path), *map(str, args)], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=300)
+                          cwd=tmp_path, timeout=300, env=env)
+
+
+# What TensorFlow's native start-up writes to stderr (absl, oneDNN, CUDA probing).
+TF_START_UP = ("absl::InitializeLog", "oneDNN", "cuInit", "cuda_platform", "cudart_stub",
+               "cpu_feature_guard")
+
+
+@pytest.mark.slow
+def test_tensorflow_stages_keep_its_start_up_lines_out_unless_asked(tmp_path):
+    """train and evaluate log what they do and nothing of TensorFlow's start-up; with
+    BONEAGE_VERBOSE=1 (or --verbose) its lines come through as the library writes them."""
+    import os
+
+    from factories import make_store
+
+    store, split = make_store(tmp_path, count=40, size=32)
+    params = {"train": {"width": 4, "epochs": 1, "batch_size": 8, "warmup_epochs": 0,
+                        "precision": "float32"}, "evaluate": {}}
+    quiet_env = {key: value for key, value in os.environ.items()
+                 if key not in ("BONEAGE_VERBOSE", "TF_CPP_MIN_LOG_LEVEL")}
+    train = _stage("train", tmp_path, params, "--store", store, "--split", split, "--out",
+                   tmp_path / "trained", "--live", tmp_path / "live", env=quiet_env)
+    assert train.returncode == 0, train.stderr
+    assert not [line for line in train.stderr.splitlines()
+                if any(mark in line for mark in TF_START_UP)], train.stderr
+    assert "calibration linear" in train.stderr  # the stage's own log still shows
+    # What a bare import prints on this machine (nothing on some): the verbose run shows it.
+    bare = subprocess.run([sys.executable, "-c", "import tensorflow as tf; "
+                           "tf.config.list_physical_devices()"], capture_output=True,
+                          text=True, env=quiet_env, timeout=300)
+    expected = [mark for mark in TF_START_UP if mark in bare.stderr]
+    evaluate = _stage("evaluate", tmp_path, params, "--model", tmp_path / "trained", "--store",
+                      store, "--split", split, "--metrics", tmp_path / "evaluate.json",
+                      "--plots", tmp_path / "plots", env={**quiet_env, "BONEAGE_VERBOSE": "1"})
+    assert evaluate.returncode == 0, evaluate.stderr
+    assert all(mark in evaluate.stderr for mark in expected), (expected, evaluate.stderr)
+    assert "test MAE" in evaluate.stderr
 
 
 def test_fetch_of_a_folder_with_a_bad_age_names_file_row_and_field(tmp_path):

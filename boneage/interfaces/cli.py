@@ -8,7 +8,6 @@ import json
 import sys
 from pathlib import Path
 
-from boneage.kernel.ages import format_months
 
 DEFAULT_MODEL_HELP = ("export directory; without one, the model that ships with boneage "
                       "(boneage/release: an RSNA-trained ensemble with 90 %% intervals); give "
@@ -16,17 +15,24 @@ DEFAULT_MODEL_HELP = ("export directory; without one, the model that ships with 
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from boneage.reading.inputs import (expand_paths, heatmap_folder, parse_chronological_age,
-                                        parse_height_cm, parse_sex)
+    from boneage.reading.inputs import (
+        chronological_ages,
+        expand_paths,
+        heatmap_folder,
+        parse_height_cm,
+        parse_sex,
+        require_sex,
+    )
 
     # Everything the user typed is checked before TensorFlow is imported (seconds) and the
-    # models load: a bad flag, a missing film or an empty folder fails at once.
+    # models load: a bad flag, a missing film, an empty folder, a PNG without --sex or one
+    # age for several films fails at once.
     if args.sex is not None:
         parse_sex(args.sex)
-    chronological = (parse_chronological_age(args.chronological_age)
-                     if args.chronological_age is not None else None)
     height = parse_height_cm(args.height_cm) if args.height_cm is not None else None
     paths = expand_paths(args.paths)
+    chronological = chronological_ages(args.chronological_age, paths)
+    require_sex(paths, args.sex)
     explain = heatmap_folder(args.explain) if args.explain is not None else None
     _check_release(args)
 
@@ -64,10 +70,11 @@ def _predict(args: argparse.Namespace) -> int:
 
 CSV_COLUMNS = ["path", "sex", "sex_source", "boneage_months", "boneage_text", "spread_months",
                "models", "interval_low_months", "interval_high_months", "interval_coverage",
-               "refer_to_radiologist", "model_text", "chronological_months", "chronological_text", "age_source",
-               "difference_months", "sd_months", "z_score", "call", "rule", "height_cm",
-               "height_source", "adult_height_cm", "percent_of_mature_height", "maturity",
-               "adult_height_table", "adult_height_refused", "heatmap", "error"]
+               "refer_to_radiologist", "model_text", "chronological_months",
+               "chronological_text", "age_source", "difference_months", "sd_months", "z_score",
+               "call", "rule", "height_cm", "height_source", "adult_height_cm",
+               "percent_of_mature_height", "maturity", "adult_height_table",
+               "adult_height_refused", "heatmap", "warning", "error"]
 
 
 def _write_csv(rows: list[dict]) -> None:
@@ -114,7 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _crossval(args: argparse.Namespace) -> int:
-    from boneage.learning.crossval import exp_show, summarize, write_summary
+    from boneage.learning.crossval import exp_show, summarize, table, write_summary
 
     shown = _saved_exp_show(Path(args.from_json)) if args.from_json else exp_show()
     summary = summarize(shown, args.exps)
@@ -123,12 +130,7 @@ def _crossval(args: argparse.Namespace) -> int:
     if summary["missing_folds"]:
         print(f"warning: folds {summary['missing_folds']} of {summary['split_folds']} not run",
               file=sys.stderr)
-    for key, stats in summary["metrics"].items():
-        line = f"  {key}: {stats['mean']:.3f} +- {stats['sd']:.3f} (sd over {stats['n']} folds)"
-        leaf = key.rsplit(".", 1)[-1]
-        if leaf.startswith(("mae", "rmse")) or leaf == "best_val_mae":  # errors in months
-            line += f"  = {format_months(stats['mean'])} +- {format_months(stats['sd'])}"
-        print(line)
+    print(table(summary))
     return 0
 
 
@@ -162,7 +164,8 @@ def upload_megabytes(text: str) -> float:
 
 def _verbose_flag(command: argparse.ArgumentParser) -> None:
     command.add_argument("-v", "--verbose", action="store_true",
-                         help="log what is happening, TensorFlow's start-up lines included")
+                         help="log what is happening, TensorFlow's start-up lines included "
+                              "(or set BONEAGE_VERBOSE=1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,10 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("paths", nargs="+", help="films (PNG, JPEG, TIFF, BMP, WebP, PNM or "
                                                   "DICOM) or folders of them")
     predict.add_argument("--sex", help="M or F; when absent, read from each DICOM's PatientSex")
-    predict.add_argument("--chronological-age", metavar="AGE",
+    predict.add_argument("--chronological-age", metavar="AGE", action="append",
                          help="the child's age, as months (122) or years and months (10y2m), "
                               "from 1 month to 20 years; adds the difference and a "
-                              "delayed/normal/advanced call")
+                              "delayed/normal/advanced call. With several films, one per "
+                              "film: FILM=AGE (path or file name), repeated")
     predict.add_argument("--height-cm", metavar="CM",
                          help="the child's current height in cm (else the DICOM PatientSize); "
                               "with the chronological age, adds the adult height predicted by "
@@ -190,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--explain", type=Path, metavar="OUTDIR",
                          help="write a Grad-CAM heatmap PNG per film here")
     predict.add_argument("--force", action="store_true",
-                         help="read films the film check refuses as not a hand radiograph "
-                              "(the report says so)")
+                         help="read films the film check refuses as not a hand radiograph, "
+                              "and give the clinical call of a model trained on synthetic "
+                              "films (the report says so)")
     predict.add_argument("--batch-size", type=int, default=32, help=argparse.SUPPRESS)
     output = predict.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
@@ -240,19 +245,18 @@ def main(argv: list[str] | None = None) -> int:
     from boneage.kernel.runner import report_user_errors, setup_logging
 
     args = build_parser().parse_args(argv)
-    setup_logging("INFO" if args.verbose else "WARNING")
+    from boneage.kernel.runner import verbose_requested
+
+    setup_logging("INFO" if args.verbose or verbose_requested() else "WARNING")
     return report_user_errors(lambda: args.handler(args))
 
 
 def _import_tensorflow(args: argparse.Namespace) -> None:
     """TensorFlow, imported once the arguments are checked: its start-up lines hidden unless
     ``--verbose`` (they are the library's, not the reading's)."""
-    if args.verbose:
-        import tensorflow  # noqa: F401
-    else:
-        from boneage.kernel.runner import import_tensorflow_quietly
+    from boneage.kernel.runner import import_tensorflow
 
-        import_tensorflow_quietly()
+    import_tensorflow(args.verbose)
 
 
 if __name__ == "__main__":

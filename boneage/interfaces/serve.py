@@ -7,6 +7,11 @@ Content-Length is cut off too), magic bytes (:data:`boneage.imaging.headers.FORM
 header's width and height (so a 20,000 px "film" is refused without decoding it). Every
 refusal is a 4xx with ``{"detail": "..."}`` naming what is wrong; anything unexpected is a
 JSON 500 with a generic message (the traceback goes to the log); the server keeps serving.
+
+Every request gets one line in the request log (logger ``boneage.requests``, on stderr): time,
+client, method, path, status, body size and milliseconds; never a file name or a form field,
+which may name a patient. The API docs at ``/docs`` and ``/redoc`` load Swagger UI and ReDoc
+from the installed ``fastapi-offline`` package, so they work without internet access.
 """
 
 # No `from __future__ import annotations`: FastAPI resolves the endpoint annotations at
@@ -14,11 +19,14 @@ JSON 500 with a generic message (the traceback goes to the log); the server keep
 
 import base64
 import logging
+import sys
+import time
 from pathlib import Path
 
 from boneage.kernel.errors import ImageError, NotAFilmError, UsageError
 
 log = logging.getLogger(__name__)
+requests_log = logging.getLogger("boneage.requests")
 
 PAGE = Path(__file__).with_name("static") / "index.html"  # the web page: HTML + JavaScript
 FORMAT_PREFERENCE = ("savedmodel", "keras", "tflite")  # fastest first: bench/predict_latency.py
@@ -75,14 +83,54 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+class RequestLog:
+    """ASGI middleware: one line per HTTP request to ``boneage.requests``, as the answer goes
+    out (a request cut off before any answer is logged with status 0)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, answer = time.perf_counter(), {"status": 0, "bytes": 0}
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                answer["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            requests_log.info("%s %s %s %d %dB %.0fms", client[0], scope["method"],
+                              scope["path"], answer["status"], answer["bytes"],
+                              1000 * (time.perf_counter() - started))
+
+
+def show_request_log() -> None:
+    """The request log on stderr at INFO, whatever the root logger's level (the CLI keeps
+    library logging at WARNING unless --verbose)."""
+    if not requests_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        requests_log.addHandler(handler)
+    requests_log.setLevel(logging.INFO)
+    requests_log.propagate = False
+
+
 def create_app(model_dirs: list[str | Path] | None, model_format: str = "auto",
                max_upload_mb: float = 20.0, release_variant: str = "ensemble"):
     """The FastAPI app with its models loaded (and warmed up) once: the exports in
     ``model_dirs``, or without any, the release that ships with boneage."""
     import numpy as np
-    from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+    from fastapi import File, Form, HTTPException, Request, UploadFile
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi_offline import FastAPIOffline
 
     from boneage import __version__
     from boneage.imaging.headers import FORMATS, sniff
@@ -109,13 +157,15 @@ def create_app(model_dirs: list[str | Path] | None, model_format: str = "auto",
                 predictor.predict_prepared(blank[None], 1)
     ensemble.explainers()
 
-    app = FastAPI(title="boneage", version=__version__,
-                  description="Bone age (months) from a hand radiograph and sex, with a "
-                              "Grad-CAM heatmap. Research and decision support only.")
+    # /docs and /redoc from the package's own copy of Swagger UI and ReDoc (no CDN).
+    app = FastAPIOffline(title="boneage", version=__version__,
+                         description="Bone age (months) from a hand radiograph and sex, with a "
+                                     "Grad-CAM heatmap. Research and decision support only.")
 
     # Refuse on the declared length before the multipart body is read at all, and count the
     # bytes of a body without one (64 KB for the form fields around the file).
     app.add_middleware(BodyLimit, limit=limit + 64 * 1024, limit_mb=max_upload_mb)
+    app.add_middleware(RequestLog)  # outermost: also logs what BodyLimit refuses
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
@@ -135,7 +185,8 @@ def create_app(model_dirs: list[str | Path] | None, model_format: str = "auto",
     @app.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok", "models": [str(d) for d in model_dirs], "format": chosen,
-                "model": ensemble.identity, "max_upload_mb": max_upload_mb}
+                "model": ensemble.identity, "max_upload_mb": max_upload_mb,
+                "trained_on_synthetic": [str(d) for d in ensemble.synthetic]}
 
     @app.post("/api/predict")
     async def predict(file: UploadFile = File(..., description=f"{FORMATS} film"),
@@ -150,7 +201,9 @@ def create_app(model_dirs: list[str | Path] | None, model_format: str = "auto",
                                             "predicted by Bayley-Pinneau"),
                       explain: bool = Form(True, description="include the Grad-CAM heatmap"),
                       force: bool = Form(False, description="read a film the film check "
-                                                            "refuses as not a hand radiograph "
+                                                            "refuses as not a hand radiograph, "
+                                                            "and give the clinical call of a "
+                                                            "model trained on synthetic films "
                                                             "(the answer says so)")):
         name = file.filename or "upload"
         data = await file.read(limit + 1)
@@ -198,5 +251,6 @@ def run_server(model_dirs: list[str | Path] | None, host: str = "127.0.0.1", por
     import uvicorn
 
     app = create_app(model_dirs, model_format, max_upload_mb, release_variant)
+    show_request_log()
     print(f"boneage: serving on http://{host}:{port}/ (API docs at /docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

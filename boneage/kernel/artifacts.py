@@ -8,6 +8,8 @@ reader behind (dvc.yaml's ``outs`` spell the folders; these are the files inside
     data/split/      SPLIT_FILES["train"|"val"|"test"], FOLDS_CSV    (split)
     models/trained/  TRAINED_MODEL, TRAINING_SUMMARY                 (train)
     plots/           PREDICTIONS_CSV                                 (evaluate)
+    metrics/         evaluate.json (the headline metrics) and beside it
+                     detail_metrics_path(): evaluate-detail.json    (evaluate)
     models/boneage/  EXPORT_KERAS, EXPORT_SAVEDMODEL, EXPORT_TFLITE,
                      CARD_JSON, CARD_MD                              (export)
     boneage/release/ RELEASE_JSON, CARD_MD, RELEASE_SUMS, RELEASE_MEMBERS/  (release)
@@ -70,6 +72,42 @@ def read_training_summary(model_dir: str | Path) -> dict:
     """``training.json`` of a train stage output: ``params``, ``imaging``, ``history``,
     ``calibration``, ``precision_probe``, timings."""
     return read_json(Path(model_dir) / TRAINING_SUMMARY, "train")
+
+
+# metrics/evaluate.json, the headline: its short key -> the dotted key in the whole metrics
+# (evaluation.evaluate_predictions). Short, so `dvc metrics show metrics/evaluate.json` and
+# `dvc exp show` fit 100 columns; months unless said (r2: a ratio; within_12: a share).
+HEADLINE_METRICS = {
+    "mae_months": "mae_months",
+    "rmse_months": "rmse_months",
+    "r2": "r2",
+    "within_12": "within_12_months",
+    "mae_raw": "mae_months_uncalibrated",  # the model before the calibration
+    "baseline_mae": "baseline_median.mae_months",  # predict the training median for every film
+    "tta_mae": "tta.mae_months",  # only when evaluate.tta > 1
+}
+
+
+def detail_metrics_path(headline: str | Path) -> Path:
+    """Where the evaluate stage writes the rest of its metrics (by sex, by age band, counts,
+    the baseline's details) beside the headline file: ``evaluate.json`` ->
+    ``evaluate-detail.json``."""
+    headline = Path(headline)
+    return headline.with_name(f"{headline.stem}-detail{headline.suffix}")
+
+
+def read_evaluation(headline: str | Path) -> dict:
+    """The evaluate stage's metrics as one dict, under their full names: the detail file
+    beside ``headline`` (if any) with the headline's values put back in their places."""
+    detail = detail_metrics_path(headline)
+    merged = read_json(detail, "evaluate") if detail.is_file() else {}
+    for key, value in read_json(headline, "evaluate").items():
+        *parents, leaf = HEADLINE_METRICS.get(key, key).split(".")
+        node = merged
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return merged
 
 
 def read_json(path: str | Path, stage: str) -> dict:

@@ -21,8 +21,33 @@ def setup_logging(level: str | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    # TensorFlow's C++ start-up chatter hides what the stage says.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ start-up chatter hides what the stage says (BONEAGE_VERBOSE=1 keeps it).
+    if not verbose_requested():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+VERBOSE_ENV = "BONEAGE_VERBOSE"  # 1: TensorFlow's start-up lines in stage logs and the CLI
+
+
+def verbose_requested() -> bool:
+    """Whether ``BONEAGE_VERBOSE`` asks for library start-up lines (1, true, yes or on)."""
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def import_tensorflow(verbose: bool = False) -> None:
+    """TensorFlow for a stage or a command: quietly (:func:`import_tensorflow_quietly`)
+    unless ``verbose`` or ``BONEAGE_VERBOSE=1`` asks for its start-up lines."""
+    if verbose or verbose_requested():
+        import tensorflow  # noqa: F401
+
+        return
+    import_tensorflow_quietly()
+
+
+def add_verbose_flag(parser) -> None:
+    """``-v/--verbose`` on an argparse parser (stages and the CLI say it alike)."""
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show TensorFlow's start-up lines too (or set BONEAGE_VERBOSE=1)")
 
 
 def import_tensorflow_quietly() -> None:

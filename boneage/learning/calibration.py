@@ -8,6 +8,20 @@ it and writes it to ``training.json``; evaluate applies it to the test predictio
 appends it to the model as its last layer (:class:`Calibration`), so every exported format
 (and ``boneage predict``/``serve``) gives calibrated ages.
 
+A line fitted on a handful of films, or with a far-fetched slope, moves every age at random,
+so a fit is kept only when it can be trusted (:func:`rejections`):
+
+- at least ``MIN_FILMS_PER_PARAMETER`` (50) validation films per fitted coefficient: 100 for
+  ``linear`` (slope and intercept); ``linear_by_sex`` fits a sex on its own only with 100 films
+  of that sex, else that sex takes the pooled line;
+- every slope within ``SLOPE_RANGE`` (0.5-2): a trained regressor shrinks its ages toward the
+  mean by a fraction, it does not need them stretched 13-fold;
+- a validation MAE no worse than the raw model's (least squares minimises squared error, which
+  can cost MAE).
+
+Otherwise the record keeps the fit for reading (``fitted``) but applies the identity
+(``applied: false``, ``rejected``: the reasons), and evaluate and export use the raw model.
+
 NumPy for the fit, ``keras.ops`` for the layer (any backend, float32).
 """
 
@@ -23,7 +37,10 @@ log = logging.getLogger(__name__)
 
 KINDS = ("none", "linear", "linear_by_sex")
 SEXES = ("female", "male")
-MIN_FILMS_PER_SEX = 10  # fewer validation films of a sex: that sex takes the pooled fit
+MIN_FILMS_PER_PARAMETER = 50  # validation films per fitted coefficient (2 per line)
+MIN_FILMS_PER_LINE = 2 * MIN_FILMS_PER_PARAMETER
+MIN_FILMS_PER_SEX = MIN_FILMS_PER_LINE  # fewer films of a sex: that sex takes the pooled fit
+SLOPE_RANGE = (0.5, 2.0)  # a plausible slope; outside it the fit is not applied
 IDENTITY = {"slope": 1.0, "intercept": 0.0}
 
 
@@ -64,14 +81,18 @@ def apply_calibration(calibration: dict, predicted, male) -> np.ndarray:
     return slope * predicted + intercept
 
 
-def fit_calibration(true, predicted, male, kind: str) -> dict:
+def fit_calibration(true, predicted, male, kind: str, guard: bool = True) -> dict:
     """The calibration of ``kind`` fitted on validation films, with its effect on their MAE.
 
     Returns ``{"kind", "female": {"slope", "intercept"}, "male": {...}, "n_val",
-    "val_mae_raw", "val_mae_calibrated"}``; ``linear`` gives both sexes the pooled line,
-    ``none`` the identity. ``linear_by_sex`` fits each sex alone, except a sex with fewer than
-    ``MIN_FILMS_PER_SEX`` validation films, which takes the pooled line (listed in
+    "val_mae_raw", "val_mae_calibrated", "applied"}``; ``linear`` gives both sexes the pooled
+    line, ``none`` the identity. ``linear_by_sex`` fits each sex alone, except a sex with fewer
+    than ``MIN_FILMS_PER_SEX`` validation films, which takes the pooled line (listed in
     ``pooled_sexes``): a line through a handful of films would move that sex's ages at random.
+
+    With ``guard`` (always, in the pipeline) a fit that fails :func:`rejections` is not
+    applied: ``female``/``male`` become the identity, the fit moves to ``fitted`` and the
+    reasons to ``rejected``; ``val_mae_calibrated`` is then the fit's, for the record.
     """
     if kind not in KINDS:
         raise ValueError(f"train.calibration must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -105,12 +126,49 @@ def fit_calibration(true, predicted, male, kind: str) -> dict:
             np.abs(apply_calibration(record, predicted, male) - true).mean())
     else:
         record["val_mae_raw"] = record["val_mae_calibrated"] = None
+    record["applied"] = kind != "none"
+    found = _rejections(record) if guard and kind != "none" else []
+    if found:
+        reasons = [text for _, text in found]
+        record["fitted"] = {name: record[name] for name in SEXES}
+        record.update(female=dict(IDENTITY), male=dict(IDENTITY), applied=False,
+                      rejected=reasons,
+                      rejected_because=list(dict.fromkeys(code for code, _ in found)))
+        log.warning("calibration %s not applied: %s", kind, "; ".join(reasons))
     return record
 
 
+def rejections(record: dict) -> list[str]:
+    """Why a fitted calibration record must not be applied, in words (empty: keep it)."""
+    return [text for _, text in _rejections(record)]
+
+
+def _rejections(record: dict) -> list[tuple[str, str]]:
+    """(short code for the metrics, words for people) of each reason to reject."""
+    reasons = []
+    n_val = record.get("n_val") or 0
+    if n_val < MIN_FILMS_PER_LINE:
+        reasons.append(("few_films", f"{n_val} validation films, fewer than the "
+                                     f"{MIN_FILMS_PER_LINE} a line needs "
+                                     f"({MIN_FILMS_PER_PARAMETER} per fitted coefficient)"))
+    low, high = SLOPE_RANGE
+    for name in SEXES:
+        slope = record[name]["slope"]
+        if not low <= slope <= high:
+            reasons.append(("slope", f"{name} slope {slope:.3g} outside the plausible "
+                                     f"{low:g}-{high:g}"))
+    raw, calibrated = record.get("val_mae_raw"), record.get("val_mae_calibrated")
+    if raw is not None and calibrated is not None and calibrated > raw:
+        reasons.append(("worse_mae", f"validation MAE {calibrated:.2f} months calibrated, "
+                                     f"worse than {raw:.2f} raw"))
+    return reasons
+
+
 def is_identity(calibration: dict | None) -> bool:
-    """True for no calibration, ``none``, or coefficients that change nothing."""
-    if not calibration or calibration.get("kind") == "none":
+    """True for no calibration, ``none``, one not applied (``applied: false``), or
+    coefficients that change nothing."""
+    if not calibration or calibration.get("kind") == "none" or \
+            calibration.get("applied") is False:
         return True
     return all(calibration[name] == IDENTITY for name in SEXES)
 

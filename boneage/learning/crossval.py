@@ -149,3 +149,66 @@ def write_summary(summary: dict, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     return out
+
+
+# The table `boneage crossval` prints: (metric key, column title, unit). Months are errors,
+# R² a ratio, within-12 a share shown in %; counts and baselines stay in the JSON only.
+TABLE_COLUMNS = (
+    ("train.best_val_mae", "val MAE", "months"),
+    ("evaluate.mae_months", "test MAE", "months"),
+    ("evaluate.rmse_months", "test RMSE", "months"),
+    ("evaluate.r2", "R²", "ratio"),
+    ("evaluate.within_12", "within 12 mo", "share"),
+)
+
+
+def _cell(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "share":
+        return f"{100 * value:.1f}%"
+    if unit == "ratio":
+        return f"{value:.3f}"
+    return f"{value:.2f}"
+
+
+def _spread(stats: dict | None, unit: str) -> str:
+    if not stats:
+        return "-"
+    mean, sd = stats["mean"], stats["sd"]
+    if unit == "share":
+        return f"{100 * mean:.1f} ± {100 * sd:.1f}%"
+    if unit == "ratio":
+        return f"{mean:.3f} ± {sd:.3f}"
+    return f"{mean:.2f} ± {sd:.2f}"
+
+
+def table(summary: dict) -> str:
+    """The headline metrics of each fold and their mean ± SD (sample SD over the folds), one
+    row per fold: errors in months, R² as a ratio, within-12 as a share in %."""
+    from boneage.kernel.ages import format_months
+
+    columns = [(key, title, unit) for key, title, unit in TABLE_COLUMNS
+               if key in summary["metrics"]]
+    width = max(12, *(len(_spread(summary["metrics"][key], unit)) for key, _, unit in columns))
+    names = summary["runs"]
+    name_width = max(10, *(len(name) for name in names.values()))
+    head = f"{'fold':<5}{'experiment':<{name_width + 2}}" + "".join(
+        f"{title:>{width + 1}}" for _, title, _ in columns)
+    lines = [head]
+    for fold in (str(f) for f in summary["folds_run"]):
+        cells = [_cell(summary["metrics"][key]["per_fold"].get(fold), unit)
+                 for key, _, unit in columns]
+        lines.append(f"{fold:<5}{names[fold]:<{name_width + 2}}"
+                     + "".join(f"{cell:>{width + 1}}" for cell in cells))
+    lines.append(f"{'mean ± SD':<{name_width + 7}}" + "".join(
+        f"{_spread(summary['metrics'][key], unit):>{width + 1}}" for key, _, unit in columns))
+    units = "errors in months; R² a ratio; within 12 mo: share of test films"
+    lines.append(f"({len(summary['folds_run'])} folds; SD over folds; {units})")
+    for key, title in (("train.best_val_mae", "held-out fold MAE"),
+                       ("evaluate.mae_months", "test MAE")):
+        if key in summary["metrics"]:
+            stats = summary["metrics"][key]
+            lines.append(f"{title}: {stats['mean']:.2f} ± {stats['sd']:.2f} months "
+                         f"({format_months(stats['mean'])} ± {format_months(stats['sd'])})")
+    return "\n".join(lines)

@@ -5,6 +5,12 @@ the metrics are broken down by sex and age band, and the share of films within 6
 12 months is reported: the spread two radiologists show is about that size. The headline
 metrics are those of the calibrated predictions (the train stage's fit, which the export
 applies too); the raw model's MAE is reported beside them.
+
+Two files, so that ``dvc metrics show`` and ``dvc exp show`` stay readable: the headline
+(:data:`HEADLINE`: MAE, RMSE, R², within 12 months, the raw model's MAE, the median baseline's
+MAE) in ``metrics/evaluate.json``, everything else (by sex, by age band, bias, counts, the
+calibration applied) in ``metrics/evaluate-detail.json``
+(:func:`boneage.kernel.artifacts.detail_metrics_path`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from boneage.kernel.artifacts import (  # noqa: E402
+    HEADLINE_METRICS,
     PREDICTIONS_CSV,
+    detail_metrics_path,
     TRAINED_MODEL,
     SPLIT_FILES,
     TRAINING_SUMMARY,
@@ -31,6 +39,9 @@ from boneage.learning.tta import tta_films  # noqa: E402
 from boneage.kernel.ages import format_months  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+# metrics/evaluate.json: flat, a few numbers, the same keys in every run (and TTA's when on).
+HEADLINE = tuple(HEADLINE_METRICS)
 
 
 def band_label(low: float, high: float) -> str:
@@ -203,6 +214,37 @@ def write_metrics(metrics: dict, path: Path) -> None:
     path.write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
 
 
+def split_metrics(metrics: dict) -> tuple[dict, dict]:
+    """(headline, detail) of :func:`evaluate_predictions`' metrics: the numbers of
+    :data:`boneage.kernel.artifacts.HEADLINE_METRICS` under their short names, and everything
+    else (each value in one file only; ``artifacts.read_evaluation`` puts them together)."""
+    import copy
+
+    detail, headline = copy.deepcopy(metrics), {}
+    for short, dotted in HEADLINE_METRICS.items():
+        *parents, leaf = dotted.split(".")
+        node = detail
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            headline[short] = node.pop(leaf)
+    return headline, detail
+
+
+def warn_if_worse_than_baseline(metrics: dict) -> bool:
+    """A loud warning (in the stage log) when the model reads the test films worse than
+    predicting the training median for every film; True when it does."""
+    mae, baseline = metrics["mae_months"], metrics["baseline_median"]["mae_months"]
+    if not mae > baseline:
+        return False
+    rule = "!" * 78
+    log.warning("\n%s\n!! test MAE %.2f months is WORSE than the median baseline (%.2f months: "
+                "the training\n!! median for every film). This model has learnt nothing usable: "
+                "check the data,\n!! the split and the training log before using or exporting "
+                "it.\n%s", rule, mae, baseline, rule)
+    return True
+
+
 def predict_store(model, store, ids: list[str], batch_size: int = 64,
                   tta: int = 0) -> pd.DataFrame:
     """Predictions for films already in the packed store (no re-decoding).
@@ -232,6 +274,14 @@ def predict_store(model, store, ids: list[str], batch_size: int = 64,
     return out
 
 
+def _calibration_applied(calibration: dict | None) -> str:
+    """The calibration the headline predictions carry: its kind, or 'none' (none asked for,
+    none recorded, or a fit rejected by :func:`boneage.learning.calibration.rejections`)."""
+    if not calibration or calibration.get("applied") is False:
+        return "none"
+    return calibration["kind"]
+
+
 def run_evaluation(model_dir: str | Path, store_dir: str | Path, split_dir: str | Path,
                    age_bands: list[float], metrics_path: str | Path,
                    plots_dir: str | Path, tta: int = 0) -> dict:
@@ -255,16 +305,26 @@ def run_evaluation(model_dir: str | Path, store_dir: str | Path, split_dir: str 
                     "test metrics are the raw model's", model_dir / TRAINING_SUMMARY)
     frame = calibrate_frame(predict_store(model, store, test_ids, tta=tta), calibration)
     metrics = evaluate_predictions(frame, train_median, age_bands)
-    metrics["calibration"] = calibration["kind"] if calibration else "none"
+    metrics["calibration"] = _calibration_applied(calibration)
+    if calibration and calibration.get("rejected"):
+        # short codes (few_films, slope, worse_mae): metrics are compared in tables;
+        # the reasons in words are in training.json, the train log and the model card
+        metrics["calibration_rejected"] = ",".join(calibration.get("rejected_because") or
+                                                   ["yes"])
     if "predicted_tta" in frame:
         tta_metrics = regression_metrics(frame["boneage"].to_numpy(float),
                                          frame["predicted_tta"].to_numpy(float))
         metrics["tta"] = {"passes": tta, **tta_metrics}
-    write_metrics(metrics, Path(metrics_path))
+    metrics["worse_than_baseline"] = bool(
+        metrics["mae_months"] > metrics["baseline_median"]["mae_months"])
+    headline, detail = split_metrics(metrics)
+    write_metrics(headline, Path(metrics_path))
+    write_metrics(detail, detail_metrics_path(metrics_path))
     write_plot_data(frame, plots_dir)
     plot_all(frame, metrics, history, plots_dir)
     log.info("test MAE %.2f months (%s) on %d films, %.2f uncalibrated; median baseline "
              "%.2f months", metrics["mae_months"], format_months(metrics["mae_months"]),
              metrics["n_test"], metrics["mae_months_uncalibrated"],
              metrics["baseline_median"]["mae_months"])
+    warn_if_worse_than_baseline(metrics)
     return metrics

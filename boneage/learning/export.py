@@ -26,6 +26,7 @@ from boneage.kernel.artifacts import (
     EXPORT_SAVEDMODEL,
     EXPORT_TFLITE,
     TRAINED_MODEL,
+    read_evaluation,
     read_json,
     read_training_summary,
     write_json,
@@ -115,8 +116,18 @@ def calibrated_model(model: keras.Model, calibration: dict | None) -> keras.Mode
                        name=f"{model.name}_calibrated")
 
 
+SYNTHETIC_LIMITATION = ("trained on synthetic films (boneage.data.phantom): not for real "
+                        "radiographs; predict and serve say so on every reading and give no "
+                        "clinical call unless forced")
+
+
 def model_card(*, training: dict, store_info: dict, metrics: dict, formats: list[str]) -> dict:
-    """Everything a user needs to trust and reproduce the model, as one JSON document."""
+    """Everything a user needs to trust and reproduce the model, as one JSON document.
+
+    ``data.source`` is what the fetch stage read (``synthetic`` for the built-in phantom
+    films) and ``data.synthetic`` says so as a flag: :mod:`boneage.reading.predictor` marks
+    every reading of a synthetic-trained model and withholds its clinical call."""
+    synthetic = str(store_info.get("source") or "").strip().lower() == "synthetic"
     return {
         "name": "boneage",
         "boneage_version": __version__,
@@ -132,6 +143,7 @@ def model_card(*, training: dict, store_info: dict, metrics: dict, formats: list
         "backbone": backbone_card(training.get("params") or {}),
         "data": {
             "source": store_info.get("source"),
+            "synthetic": synthetic,
             "fingerprint": store_info.get("source_fingerprint"),
             "n_films": store_info.get("n_films"),
             "n_train": training.get("n_train"),
@@ -152,6 +164,7 @@ def model_card(*, training: dict, store_info: dict, metrics: dict, formats: list
         "formats": formats,
         "intended_use": "research and decision support; a radiologist reviews every reading",
         "limitations": [
+            *([SYNTHETIC_LIMITATION] if synthetic else []),
             "trained on the data set named above; films from other hospitals, scanners or "
             "preprocessing may give larger errors",
             "not validated for clinical use",
@@ -216,7 +229,12 @@ def _months_or_dash(value) -> str:
 def _calibration_lines(calibration: dict, metrics: dict) -> list[str]:
     """The card's calibration section: what the model applies, and what it did to the MAE."""
     if is_identity(calibration):
-        return ["## Calibration", "None: the model's raw prediction is its output.", ""]
+        lines = ["## Calibration", "None: the model's raw prediction is its output."]
+        if calibration.get("rejected"):
+            lines.append(f"A {calibration['kind']} calibration was fitted on "
+                         f"{calibration.get('n_val')} validation films and not applied: "
+                         + "; ".join(calibration["rejected"]) + ".")
+        return [*lines, ""]
     lines = ["## Calibration",
              f"The model's last layer applies `months = slope x raw + intercept` "
              f"({calibration['kind']}, fitted on {calibration.get('n_val')} validation films):",
@@ -270,4 +288,4 @@ def run_export(model_dir: str | Path, store_info_path: str | Path, metrics_path:
     """The export stage: every requested format plus the model card in ``out_dir``."""
     model, training = exportable_model(model_dir)
     return write_export(model, training, read_json(store_info_path, "preprocess"),
-                        read_json(metrics_path, "evaluate"), out_dir, formats)
+                        read_evaluation(metrics_path), out_dir, formats)

@@ -245,9 +245,11 @@ def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainPara
     calibration = fit_calibration(val_age, predict_films(result.model, store.images, val_rows,
                                                          val_male, params.batch_size),
                                   val_male, params.calibration)
-    log.info("calibration %s: validation MAE %.2f -> %.2f months (female %s, male %s)",
-             calibration["kind"], calibration["val_mae_raw"], calibration["val_mae_calibrated"],
-             calibration["female"], calibration["male"])
+    log.info("calibration %s%s: validation MAE %.2f raw, %.2f calibrated (female %s, male %s)",
+             calibration["kind"], "" if calibration["applied"] else " NOT APPLIED",
+             calibration["val_mae_raw"], calibration["val_mae_calibrated"],
+             calibration.get("fitted", calibration)["female"],
+             calibration.get("fitted", calibration)["male"])
     summary = {
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history["loss"]),

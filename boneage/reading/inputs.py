@@ -82,6 +82,58 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
     return out
 
 
+def chronological_ages(values: list[str] | None, paths: list[Path]) -> float | dict | None:
+    """``--chronological-age`` for the films ``paths``: one age (``10y2m``) for a single film,
+    or ``FILM=AGE`` per film (FILM: the path as given or expanded, or its file name), as
+    ``{str(path): months}``. One plain age with several films is refused: it is one child's
+    age, and several films are rarely one child's."""
+    if not values:
+        return None
+    plain = [value for value in values if "=" not in value]
+    if plain:
+        if len(values) > 1 or len(paths) != 1:
+            raise UsageError(
+                f"--chronological-age {plain[0]}: one age for {len(paths)} films; an age is one "
+                "child's, so give one per film as --chronological-age FILM=AGE (e.g. "
+                "--chronological-age hand1.png=10y2m --chronological-age hand2.png=7y)")
+        return parse_chronological_age(plain[0])
+    ages: dict[str, float] = {}
+    for value in values:
+        name, _, age = value.rpartition("=")
+        matches = [path for path in paths
+                   if name in (str(path), path.name) or Path(name) == path]
+        if len(matches) != 1:
+            found = "matches none" if not matches else f"matches {len(matches)} films"
+            raise UsageError(f"--chronological-age {value}: {name!r} {found} of the films "
+                             "given; name one film by its path or file name")
+        ages[str(matches[0])] = parse_chronological_age(age)
+    return ages
+
+
+def require_sex(paths: list[Path], sex: str | None) -> None:
+    """Without ``--sex`` only a DICOM (PatientSex) says a film's sex: a film whose header is
+    another format stops the run here, before TensorFlow and the models load."""
+    if sex is not None:
+        return
+    from boneage.imaging.dicom import is_dicom
+    from boneage.imaging.headers import sniff
+
+    lacking = []
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(132)
+        except OSError:
+            continue  # reported with the film, as any unreadable file
+        if sniff(head) not in (None, "dicom") and not is_dicom(head):
+            lacking.append(path)
+    if lacking:
+        more = f" (and {len(lacking) - 1} more films that are not DICOM)" if len(lacking) > 1 \
+            else ""
+        raise UsageError(f"{lacking[0]}{more}: sex unknown: pass --sex M or F (only a DICOM "
+                         "file records the patient's sex)")
+
+
 MAX_FILE_BYTES = 1024 ** 3  # an uncompressed 100 M px 16-bit film is 200 MB
 
 

@@ -31,6 +31,17 @@ log = logging.getLogger(__name__)
 
 FORMAT_FILES = {"keras": EXPORT_KERAS, "savedmodel": EXPORT_SAVEDMODEL, "tflite": EXPORT_TFLITE}
 
+SYNTHETIC_WARNING = "trained on synthetic films: not for real radiographs"
+CALL_WITHHELD = ("no difference, SD score or call: the model was trained on synthetic films "
+                 "(force shows them)")
+
+
+def trained_on_synthetic(card: dict) -> bool:
+    """Whether a model card's data is the built-in synthetic films (``data.source``)."""
+    data = card.get("data") or {}
+    return bool(data.get("synthetic")) or str(data.get("source") or "").strip().lower() \
+        == "synthetic"
+
 
 class Predictor:
     """An exported model plus the imaging settings its card records."""
@@ -147,6 +158,7 @@ class Reading:
     model: dict | None = None  # which model read the film: name, version, data, MAE
     height: object | None = None  # boneage.reading.adult_height.Height: the current height
     adult_height: object | None = None  # boneage.reading.adult_height.AdultHeight
+    warning: str | None = None  # SYNTHETIC_WARNING for a model of synthetic films
 
     def to_dict(self) -> dict:
         from boneage.kernel.ages import format_months
@@ -157,6 +169,8 @@ class Reading:
         if self.error:
             row["error"] = self.error
             return row
+        if self.warning:
+            row["warning"] = self.warning
         row.update({
             "sex": "M" if self.male else "F",
             "sex_source": self.sex_source,
@@ -179,7 +193,8 @@ class Reading:
             row["chronological_months"] = round(self.chronological_months, 1)
             row["chronological_text"] = format_months(self.chronological_months)
             row["age_source"] = self.age_source
-            row.update(self.assessment.to_dict())
+            if self.assessment is not None:
+                row.update(self.assessment.to_dict())
         if self.adult_height is not None:
             row.update(self.adult_height.to_dict())
         if self.heatmap:
@@ -205,6 +220,8 @@ class Reading:
                 lines.append(f"  the interval is unusually wide (over {self.refer_width:.0f} "
                              "months): a radiologist should read this film")
         lines.append(f"  sex: {sex} ({self.sex_source})")
+        if self.warning:
+            lines.insert(1, f"  WARNING: {self.warning}")
         checks = self.checks or {}
         if checks.get("forced"):
             doubts = list(checks.get("reasons", []))
@@ -212,15 +229,18 @@ class Reading:
                 doubts.append("it looks inverted")
             lines.append("  WARNING: read on request (force) although the film check refused "
                          "it: " + "; ".join(doubts))
+        a = self.assessment
         if self.chronological_months is not None:
-            a = self.assessment
             lines.append(f"  chronological age: {describe(self.chronological_months)} "
                          f"({self.age_source})")
-            sign = "+" if a.difference_months >= 0 else "-"
-            lines.append(f"  difference: {sign}{abs(a.difference_months):.1f} months "
-                         f"({sign}{format_months(abs(a.difference_months))}), "
-                         f"{a.z:+.1f} SD (G&P SD {a.sd_months:.1f} months at this age): "
-                         f"{a.call.upper()}")
+            if a is None:
+                lines.append(f"  {CALL_WITHHELD}")
+            else:
+                sign = "+" if a.difference_months >= 0 else "-"
+                lines.append(f"  difference: {sign}{abs(a.difference_months):.1f} months "
+                             f"({sign}{format_months(abs(a.difference_months))}), "
+                             f"{a.z:+.1f} SD (G&P SD {a.sd_months:.1f} months at this age): "
+                             f"{a.call.upper()}")
         if self.adult_height is not None:
             lines.append(self.adult_height.text())
         if self.heatmap:
@@ -289,6 +309,9 @@ class Ensemble:
         if not model_dirs:
             raise UsageError("give at least one --model directory")
         self.predictors = [Predictor(d, model_format) for d in model_dirs]
+        # Models of synthetic films: every reading says so, and gives no clinical call
+        # unless forced.
+        self.synthetic = [p.model_dir for p in self.predictors if trained_on_synthetic(p.card)]
         self.settings = list(dict.fromkeys(p.settings for p in self.predictors))
         self.weights = weights
         self.intervals = intervals
@@ -375,7 +398,9 @@ class Ensemble:
                           if height_cm is not None
                           else height_from_dicom(film.meta.get("patient_size"), wording.ask_age))
 
-    def finish(self, reading: Reading, months: np.ndarray) -> None:
+    def finish(self, reading: Reading, months: np.ndarray, force: bool = False) -> None:
+        """The mean (and spread) of the models' ``months``, and the clinical call where a
+        chronological age is known: withheld for a model of synthetic films unless ``force``."""
         from boneage.reading.standards import assess
 
         reading.per_model = [float(m) for m in months]
@@ -395,6 +420,10 @@ class Ensemble:
             reading.coverage = self.intervals.coverage
             reading.refer_width = self.intervals.refer_width_months
             reading.refer = bool(high[0] - low[0] > self.intervals.refer_width_months)
+        if self.synthetic:
+            reading.warning = SYNTHETIC_WARNING
+            if not force:
+                return
         if reading.chronological_months is not None:
             reading.assessment = assess(reading.months, reading.chronological_months,
                                         reading.male)
@@ -437,7 +466,8 @@ class Ensemble:
         self.resolve(name, film, sex, chronological, reading, wording, height_cm)
         film = self.check(film, name, reading, force)
         prepared = self.prepare(film)
-        self.finish(reading, self.predict_prepared([prepared], np.array([reading.male]))[0])
+        self.finish(reading, self.predict_prepared([prepared], np.array([reading.male]))[0],
+                    force)
         png = None
         if explain:
             cam, _ = self.heatmap(film, prepared, reading.male, name)
@@ -445,11 +475,12 @@ class Ensemble:
         return reading, png
 
     def predict_paths(self, paths: list[Path], sex: str | None = None,
-                      chronological: float | None = None, batch_size: int = 32,
+                      chronological: float | dict | None = None, batch_size: int = 32,
                       progress: bool = False, explain_dir: Path | None = None,
                       force: bool = False, height_cm: float | None = None) -> list[Reading]:
         """Predict many films in batches; an unreadable file, or one that does not look like a
-        hand radiograph (unless ``force``), is reported and skipped."""
+        hand radiograph (unless ``force``), is reported and skipped. ``chronological``: one
+        age for every film, or ``{str(path): months}`` per film."""
         from tqdm import tqdm
 
         readings: list[Reading] = []
@@ -460,7 +491,7 @@ class Ensemble:
                 males = np.array([r.male for r, _ in batch])
                 months = self.predict_prepared([p for _, p in batch], males)
                 for (reading, _), row in zip(batch, months):
-                    self.finish(reading, row)
+                    self.finish(reading, row, force)
                 batch.clear()
 
         if explain_dir is not None:
@@ -472,7 +503,9 @@ class Ensemble:
             try:
                 data = read_film_bytes(path)
                 film = self.read(data, str(path), force)
-                self.resolve(str(path), film, sex, chronological, reading, CLI, height_cm)
+                age = (chronological.get(str(path)) if isinstance(chronological, dict)
+                       else chronological)
+                self.resolve(str(path), film, sex, age, reading, CLI, height_cm)
                 film = self.check(film, str(path), reading, force)
                 prepared = self.prepare(film)
                 if explain_dir is not None:

@@ -114,31 +114,57 @@ def fetch(params: FetchParams, out_dir: Path, download_dir: Path | None = None) 
     return report
 
 
-def local_source(source: str, cwd: str | Path | None = None) -> Path:
-    """A local ``fetch.source`` as a path, relative ones taken from the repository root.
+EXPERIMENT_FOLDERS = (".dvc", "tmp", "exps")  # where DVC puts experiments' temporary copies
 
-    ``dvc exp run --queue`` / ``dvc queue start`` run each experiment in a temporary copy of
-    the repository (``<repo>/.dvc/tmp/exps/<tmp>/``) that holds only tracked files, so a
-    relative path such as ``../datasets/rsna`` would point into ``.dvc/tmp``; there it is
-    resolved against the original repository instead.
+
+def local_source(source: str, cwd: str | Path | None = None) -> Path:
+    """A local ``fetch.source`` as a path; a relative one is taken from the stage's folder in
+    the user's own repository, however DVC runs the stage.
+
+    ``dvc repro`` and ``dvc exp run`` run in the repository itself. ``dvc exp run --temp``
+    (``<repo>/.dvc/tmp/exps/standalone/<tmp>/``) and queued runs (``dvc exp run --queue``,
+    ``dvc queue start``: ``<repo>/.dvc/tmp/exps/<tmp>/``) run in a temporary copy that holds
+    the tracked files only, where ``../datasets/rsna`` would point into ``.dvc/tmp``; there it is
+    resolved against the original repository. A relative path found in the copy itself (a
+    tracked folder) is used as it is.
     """
     path = Path(source).expanduser()
     if path.is_absolute() or path.exists():
         return path
     here = Path(cwd or os.getcwd()).resolve()
-    for workspace in (here, *here.parents):
-        exps = workspace.parent
-        if exps.name == "exps" and exps.parent.name == "tmp" and exps.parent.parent.name == ".dvc":
-            original = exps.parent.parent.parent / here.relative_to(workspace) / path
-            if not original.exists():
-                raise DataError(
-                    f"fetch.source {source!r}: not found next to the repository "
-                    f"({original}); queued experiments run in a temporary copy, so give "
-                    "fetch.source as an absolute path")
-            log.info("fetch: queued experiment; %s resolved against the repository: %s",
-                     source, original)
-            return original
-    return path
+    copy = _experiment_copy(here)
+    if copy is None:
+        return path
+    repository, workspace = copy
+    # normpath: the stage's folder (release/) may exist in the copy only
+    original = Path(os.path.normpath(repository / here.relative_to(workspace) / path))
+    if not original.exists():
+        raise DataError(
+            f"fetch.source {source!r}: not found: tried {original} (the "
+            f"stage runs in DVC's temporary copy {workspace}, so a relative path is taken "
+            f"from the repository {repository}); fix the path or give it as an absolute path")
+    log.info("fetch: experiment in a temporary copy; %s resolved against the repository: %s",
+             source, original)
+    return original
+
+
+def _experiment_copy(here: Path) -> tuple[Path, Path] | None:
+    """``(repository, workspace)`` when ``here`` lies in a temporary experiment copy under
+    ``<repository>/.dvc/tmp/exps/``, else None. The workspace is the copy's root: the first
+    folder below ``exps`` that holds the copy's own ``.dvc/`` (``<tmp>`` for the queue,
+    ``standalone/<tmp>`` for ``--temp``)."""
+    parts = here.parts
+    starts = [i for i in range(len(parts) - len(EXPERIMENT_FOLDERS))
+              if parts[i:i + len(EXPERIMENT_FOLDERS)] == EXPERIMENT_FOLDERS]
+    if not starts:
+        return None
+    first = starts[-1]
+    repository = Path(*parts[:first])
+    below = first + len(EXPERIMENT_FOLDERS)
+    for depth in range(below + 1, len(parts) + 1):
+        if (Path(*parts[:depth]) / ".dvc").is_dir():
+            return repository, Path(*parts[:depth])
+    return repository, Path(*parts[:below + 1])
 
 
 def _fetch_real(
@@ -154,9 +180,10 @@ def _fetch_real(
         path = local_source(source)
         if not path.exists():
             raise DataError(
-                f"fetch.source {source!r}: no such folder or archive "
-                "(expected 'synthetic', a folder, a .zip/.tar.gz/.tgz/.tar archive "
-                "or an http(s) URL)"
+                f"fetch.source {source!r}: no such folder or archive: tried "
+                f"{os.path.abspath(path)} (expected 'synthetic', a folder, a "
+                ".zip/.tar.gz/.tgz/.tar archive or an http(s) URL; a relative path is taken "
+                "from the folder of the stage's dvc.yaml)"
             )
         _refuse_inside(path, out_dir, "fetch.source")
     if path.is_dir():
