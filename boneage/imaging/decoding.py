@@ -8,6 +8,16 @@ OpenCV unchecked). Films are read upright: the EXIF orientation of a JPEG or PNG
 Grey 8/16-bit PNGs (how radiographs are stored) take imagecodecs' faster decoder; DICOM is
 read by :mod:`boneage.imaging.dicom`.
 
+Memory is bounded by :data:`~boneage.imaging.reduction.READ_PIXELS`, not by the film: a film with more pixels than that
+(legal up to :data:`~boneage.imaging.headers.MAX_PIXELS`, 100 M px) is reduced by a whole
+factor of 2, 4 or 8 as it is read (:mod:`boneage.imaging.reduction`): a JPEG is decoded reduced by libjpeg
+itself (OpenCV's ``IMREAD_REDUCED_*``: the full-size image never exists), other formats are
+box-averaged in their stored dtype right after decoding and the full-size array is dropped,
+and a DICOM is reduced in its integer pixel values before any float conversion. Every
+radiograph up to 25 M px (5,000 x 5,000: far past the 4k x 5k plates in use) is read exactly
+as before, so the preprocess stage's stored films do not change; both the store and
+``boneage predict`` read through here, so they still see the same pixels.
+
 Every error is an :class:`~boneage.kernel.errors.ImageError` naming the file.
 """
 
@@ -27,7 +37,9 @@ from boneage.imaging.headers import (
     check_size,
     sniff,
 )
+from boneage.imaging.reduction import READ_PIXELS, read_factor, reduce_by  # noqa: F401
 from boneage.kernel.errors import ImageError
+
 
 @dataclass
 class Film:
@@ -39,7 +51,8 @@ class Film:
     :func:`boneage.imaging.transforms.prepare` takes the stored levels as they are (percentiles from
     their histogram), so the preprocess stage and ``boneage predict`` make the same model
     input from the same file.
-    ``meta``: DICOM tags (sex, age) or just ``{"format": ...}``.
+    ``meta``: DICOM tags (sex, age) or just ``{"format": ...}``; ``reduced_by`` (2, 4 or 8) when
+    the film was larger than :data:`READ_PIXELS` and was reduced as it was read.
     """
 
     pixels: np.ndarray
@@ -63,14 +76,17 @@ def read_film(data: bytes, name: str = "image") -> Film:
     if data and dicom.is_dicom(data):
         image, meta = dicom.read_dicom(data, name, MAX_PIXELS, MAX_SIDE)
         return Film(image, meta)
-    pixels = decode_raw(data, name)
+    pixels, factor = _decode_reduced(data, name)
     if pixels.dtype in (np.uint8, np.uint16):  # kept as stored; shape and size checked now
         grey_plane(pixels, name)
         if min(pixels.shape[:2]) < 8:
             raise ImageError(f"{name}: image is only {pixels.shape[1]}x{pixels.shape[0]} px")
     else:  # a float or 32-bit TIFF: its own range stretched to [0, 1] once, here
         pixels = to_grey_float(pixels, name)
-    return Film(pixels, {"format": sniff(data) or "other"})
+    meta = {"format": sniff(data) or "other"}
+    if factor > 1:
+        meta["reduced_by"] = factor
+    return Film(pixels, meta)
 
 
 def decode(data: bytes, name: str = "image") -> np.ndarray:
@@ -80,12 +96,18 @@ def decode(data: bytes, name: str = "image") -> np.ndarray:
 
 def decode_raw(data: bytes, name: str = "image") -> np.ndarray:
     """Decode image bytes (not DICOM) to the array as stored (uint8/uint16, 1-3 channels),
-    upright (EXIF orientation applied) and checked.
+    upright (EXIF orientation applied) and checked; a film over :data:`READ_PIXELS` comes back
+    reduced (:func:`read_factor`).
 
     Only formats whose header this module reads are decoded: the size check must hold for
     every format the decoder accepts, or a 20,000 px film in a format we cannot read the
     header of would be decoded in full.
     """
+    return _decode_reduced(data, name)[0]
+
+
+def _decode_reduced(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    """:func:`decode_raw` and the factor the film was reduced by as it was read."""
     if not data:
         raise ImageError(f"{name}: empty file")
     kind = sniff(data)
@@ -98,21 +120,33 @@ def decode_raw(data: bytes, name: str = "image") -> np.ndarray:
                          "its header gives no width and height")
     width, height = size
     check_size(width, height, name)
+    factor = read_factor(width, height)
+    left = factor  # the reduction still to do once decoded
     image = _decode_grey_png(data, name) if _is_plain_grey_png(data) else None
     if image is None:
         buffer = np.frombuffer(data, dtype=np.uint8)
+        # Not IMREAD_UNCHANGED (-1, every flag bit): it skips the EXIF orientation, and a
+        # film stored sideways must be read upright. ANYDEPTH keeps 16 bits, ANYCOLOR the
+        # channels (alpha is dropped: films are grey). A large JPEG is decoded reduced by
+        # libjpeg (DCT scaling): its full-size pixels never exist.
+        flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+        if kind == "jpeg" and factor > 1:
+            flags, left = flags | _REDUCED_FLAGS[factor], 1
         try:
-            # Not IMREAD_UNCHANGED (-1, every flag bit): it skips the EXIF orientation, and a
-            # film stored sideways must be read upright. ANYDEPTH keeps 16 bits, ANYCOLOR the
-            # channels (alpha is dropped: films are grey).
-            image = cv2.imdecode(buffer, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+            image = cv2.imdecode(buffer, flags)
         except cv2.error as exc:  # OpenCV's own size limit (boneage/__init__.py), bad data
             raise ImageError(f"{name}: not a readable {kind.upper()} image ({exc})") from exc
     if image is None or image.size == 0:
         raise ImageError(f"{name}: not a readable {kind.upper()} image "
                          "(corrupt or truncated?)")
     check_size(image.shape[1], image.shape[0], name)  # belt and braces: what was decoded
-    return image
+    if left > 1:  # the full-size array is dropped as soon as it is reduced
+        image = reduce_by(image, left)
+    return image, factor
+
+
+_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                  8: cv2.IMREAD_REDUCED_GRAYSCALE_8}  # with ANYCOLOR: colour stays colour
 
 
 def _is_plain_grey_png(data: bytes) -> bool:
@@ -175,8 +209,12 @@ def to_grey_float(image: np.ndarray, name: str = "image") -> np.ndarray:
         return image.astype(np.float32) / 255.0
     if image.dtype == np.uint16:
         return image.astype(np.float32) / 65535.0
-    image = image.astype(np.float32)
+    image = image.astype(np.float32)  # a copy: stretched in place below, no temporaries
     if not np.isfinite(image).all():
         raise ImageError(f"{name}: image holds NaN or infinite values")
     low, high = float(image.min()), float(image.max())
-    return (image - low) / (high - low) if high > low else np.zeros_like(image)
+    if not high > low:
+        return np.zeros_like(image)
+    image -= np.float32(low)
+    image /= np.float32(high - low)
+    return image

@@ -104,8 +104,10 @@ def _geometry(dataset, name: str, max_pixels: int,
     rows = _number(dataset, "Rows", name, whole=True)
     columns = _number(dataset, "Columns", name, whole=True)
     if rows is None or columns is None:
-        raise ImageError(f"{name}: DICOM file holds no image (no pixel data); is it a report "
-                         "or a structured document rather than a radiograph?")
+        missing = " and ".join(f"{keyword} {_tag(keyword)}" for keyword, value
+                               in (("Rows", rows), ("Columns", columns)) if value is None)
+        raise ImageError(f"{name}: DICOM header has no {missing}, so the image size is unknown; "
+                         "the file is malformed (its pixels cannot be laid out)")
     frames = _number(dataset, "NumberOfFrames", name, 1, whole=True) or 1
     samples = _number(dataset, "SamplesPerPixel", name, 1, whole=True) or 1
     bits = _number(dataset, "BitsAllocated", name, 16, whole=True) or 16
@@ -122,18 +124,20 @@ def _geometry(dataset, name: str, max_pixels: int,
     return rows, columns, frames, samples, bits
 
 
-def _inflate(compressed: bytes, name: str, bound) -> bytes:
+def _inflate(compressed: bytes, name: str, bound) -> io.BytesIO:
     """Inflate a deflated data set (PS3.5 A.5) in bounded steps, never past what it needs.
 
     pydicom inflates the whole data set before reading a tag, so a few MB that inflate to
     GBs (a decompression bomb) would cost the memory before any size check. Here the first
     :data:`HEADER_BYTES` are inflated, ``bound(head)`` reads the header from them and says
     how many bytes the whole data set may take (or refuses), and inflation stops there.
+    The inflated bytes are written into one growing buffer (returned at its start), never
+    joined from pieces into a second copy.
     """
     import zlib
 
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    pieces: list[bytes] = []
+    sink = io.BytesIO()
     total, limit, bounded = 0, HEADER_BYTES, False
 
     def too_much() -> ImageError:
@@ -143,22 +147,22 @@ def _inflate(compressed: bytes, name: str, bound) -> bytes:
     try:
         while not inflater.eof:
             left = len(compressed)
-            piece = inflater.decompress(compressed, limit + 1 - total)
+            piece = inflater.decompress(compressed, min(limit + 1 - total, 16 * 1024 * 1024))
             compressed = inflater.unconsumed_tail
-            pieces.append(piece)
+            sink.write(piece)
             total += len(piece)
             if total > limit:
                 if bounded:
                     raise too_much()
-                pieces = [b"".join(pieces)]
-                limit, bounded = bound(pieces[0]), True
+                limit, bounded = bound(sink.getvalue()), True
                 if total > limit:
                     raise too_much()
             elif not piece and (not compressed or len(compressed) == left):
                 raise ImageError(f"{name}: the deflated DICOM data set is truncated")
     except zlib.error as exc:
         raise ImageError(f"{name}: the deflated DICOM data set is corrupt ({exc})") from exc
-    return b"".join(pieces)
+    sink.seek(0)
+    return sink
 
 
 def _inflation_bound(head: bytes, name: str, max_pixels: int, max_side: int) -> int:
@@ -216,9 +220,10 @@ def _read(data: bytes, name: str, max_pixels: int, max_side: int):
             # are decoded by pixel_array, after the size checks.
             return pydicom.dcmread(io.BytesIO(data))
         start = buffer.tell()
-        inflated = _inflate(data[start:], name,
+        inflated = _inflate(memoryview(data)[start:], name,
                             lambda head: _inflation_bound(head, name, max_pixels, max_side))
-        dataset = read_dataset(io.BytesIO(inflated), is_implicit_VR=False, is_little_endian=True)
+        dataset = read_dataset(inflated, is_implicit_VR=False, is_little_endian=True)
+        del inflated  # the pixel data is the data set's own copy now
         out = FileDataset(name, dataset, preamble=data[:MAGIC_OFFSET],
                           file_meta=FileMetaDataset(file_meta), is_implicit_VR=False,
                           is_little_endian=True)
@@ -344,27 +349,32 @@ def read_dicom(data: bytes, name: str, max_pixels: int, max_side: int) -> tuple[
         centre = _number(dataset, "WindowCenter", name)
         width = _number(dataset, "WindowWidth", name)
     try:
-        dataset.pixel_array_options(index=0)  # a multi-frame file: the first frame only
+        # The first frame only; native pixels as a read-only view of the data set's bytes
+        # (no copy: they are reduced or converted below).
+        dataset.pixel_array_options(index=0, view_only=True)
         pixels = dataset.pixel_array
     except Exception as exc:  # missing codec, truncated pixel data, bad attributes
         syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
         raise ImageError(f"{name}: cannot read the DICOM pixels ({exc}); transfer syntax "
                          f"{getattr(syntax, 'name', syntax)}") from exc
+    factor = 1
+    if pixels.ndim >= 2:
+        from boneage.imaging.reduction import read_factor, reduce_by
+
+        # A film over READ_PIXELS is box-averaged in its stored integers, before any float
+        # copy exists (the rescale and window are linear, so they commute with the average).
+        factor = read_factor(pixels.shape[1], pixels.shape[0])
+        if factor > 1:
+            pixels = reduce_by(pixels, factor)
+    if "PixelData" in dataset:
+        del dataset.PixelData  # the bytes the view was of: kept alive by ``pixels`` if needed
     if photometric.startswith("MONOCHROME"):
-        image = pixels.astype(np.float64) * slope + intercept
-        if centre is not None and width is not None and width >= 1:
-            # PS3.3 C.11.2.1.2.1, the default LINEAR function, onto [0, 1].
-            image = np.clip((image - (centre - 0.5)) / max(width - 1, 1e-6) + 0.5, 0.0, 1.0)
-        else:
-            low, high = float(image.min()), float(image.max())
-            image = (image - low) / (high - low) if high > low else np.zeros_like(image)
-        if photometric == "MONOCHROME1":
-            image = 1.0 - image
-        grey = image.astype(np.float32)
+        grey = _monochrome(pixels, slope, intercept, centre, width, photometric == "MONOCHROME1")
     elif pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
         import cv2
 
-        grey = cv2.cvtColor(pixels[..., :3].astype(np.float32), cv2.COLOR_RGB2GRAY)
+        grey = cv2.cvtColor(np.ascontiguousarray(pixels[..., :3]).astype(np.float32),
+                            cv2.COLOR_RGB2GRAY)
         low, high = float(grey.min()), float(grey.max())
         grey = (grey - low) / (high - low) if high > low else np.zeros_like(grey)
     else:
@@ -382,4 +392,39 @@ def read_dicom(data: bytes, name: str, max_pixels: int, max_side: int) -> tuple[
     }
     if sex and sex not in ("M", "F"):
         meta["sex_tag"] = sex  # 'O' (other) and the like: said so when sex is needed
+    if factor > 1:
+        meta["reduced_by"] = factor
     return grey, meta
+
+
+_BAND_ROWS = 256  # rows converted to float64 at a time: a few MB, whatever the film's size
+
+
+def _monochrome(pixels: np.ndarray, slope: float, intercept: float, centre: float | None,
+                width: float | None, invert: bool) -> np.ndarray:
+    """Stored values -> float32 grey in [0, 1]: the modality rescale, the VOI window (else the
+    film's own range), and MONOCHROME1's inversion, in float64 a band of rows at a time (the
+    same arithmetic as on the whole array, so the same float32 result, without a full-size
+    float64 copy)."""
+    windowed = centre is not None and width is not None and width >= 1
+    if not windowed:
+        low = high = None
+        for top in range(0, pixels.shape[0], _BAND_ROWS):
+            band = pixels[top:top + _BAND_ROWS].astype(np.float64) * slope + intercept
+            band_low, band_high = float(band.min()), float(band.max())
+            low = band_low if low is None else min(low, band_low)
+            high = band_high if high is None else max(high, band_high)
+    out = np.empty(pixels.shape, dtype=np.float32)
+    for top in range(0, pixels.shape[0], _BAND_ROWS):
+        band = pixels[top:top + _BAND_ROWS].astype(np.float64) * slope + intercept
+        if windowed:
+            # PS3.3 C.11.2.1.2.1, the default LINEAR function, onto [0, 1].
+            band = np.clip((band - (centre - 0.5)) / max(width - 1, 1e-6) + 0.5, 0.0, 1.0)
+        elif high > low:
+            band = (band - low) / (high - low)
+        else:
+            band = np.zeros_like(band)
+        if invert:
+            band = 1.0 - band
+        out[top:top + _BAND_ROWS] = band
+    return out
