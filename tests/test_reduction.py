@@ -19,13 +19,14 @@ make_dicom = pytest.importorskip("test_dicom").make_dicom
 
 
 @pytest.mark.parametrize("width, height, factor", [
-    (5000, 5000, 1), (4096, 6100, 1), (5001, 5000, 2), (10000, 10000, 2), (10001, 10000, 4),
-    (16384, 6103, 2), (14142, 7071, 2), (16384, 16384 // 3, 2),
+    (5000, 5000, 1), (4096, 6100, 1), (4300, 4300, 1), (5001, 5000, 2), (10000, 10000, 4),
+    (10001, 10000, 4), (16384, 6103, 4), (14142, 7071, 4), (6000, 6000, 4), (5300, 5300, 2),
 ])
 def test_read_factor_leaves_every_radiograph_size_in_use_alone(width, height, factor):
     assert reduction.read_factor(width, height) == factor
     if factor > 1:
-        assert width * height / factor ** 2 <= reduction.READ_PIXELS
+        assert width * height / factor ** 2 <= reduction.REDUCED_PIXELS
+        assert width * height / (factor // 2) ** 2 > reduction.REDUCED_PIXELS  # the smallest
 
 
 def test_read_factor_is_enough_for_the_largest_legal_film():
@@ -33,7 +34,7 @@ def test_read_factor_is_enough_for_the_largest_legal_film():
 
     side = int(MAX_PIXELS ** 0.5)
     factor = reduction.read_factor(side, side)
-    assert side * side / factor ** 2 <= reduction.READ_PIXELS
+    assert side * side / factor ** 2 <= reduction.REDUCED_PIXELS
 
 
 def _films(film8: np.ndarray) -> dict[str, tuple[bytes, np.ndarray]]:
@@ -67,10 +68,11 @@ def test_films_at_or_under_the_limit_are_read_unreduced(film8):
             np.testing.assert_array_equal(film.pixels, stored, err_msg=name)
 
 
-@pytest.mark.parametrize("limit, factor", [(320 * 256 - 1, 2), (320 * 256 // 4 - 1, 4)])
-def test_films_over_the_limit_are_reduced_as_read_in_every_format(film8, monkeypatch, limit,
+@pytest.mark.parametrize("target, factor", [(320 * 256 // 4, 2), (320 * 256 // 16, 4)])
+def test_films_over_the_limit_are_reduced_as_read_in_every_format(film8, monkeypatch, target,
                                                                   factor):
-    monkeypatch.setattr(reduction, "READ_PIXELS", limit)
+    monkeypatch.setattr(reduction, "READ_PIXELS", 320 * 256 - 1)
+    monkeypatch.setattr(reduction, "REDUCED_PIXELS", target)
     for name, (data, stored) in _films(film8).items():
         film = read_film(data, name)
         assert film.meta["reduced_by"] == factor, name
@@ -91,6 +93,7 @@ def test_a_reduced_dicom_equals_windowing_the_averaged_integers(film8, monkeypat
     film16 = film8.astype(np.uint16) * 200
     data = make_dicom(film16, sex="F", slope=2, intercept=-100, centre=20000, width=30000)
     monkeypatch.setattr(reduction, "READ_PIXELS", 100)
+    monkeypatch.setattr(reduction, "REDUCED_PIXELS", 100)
     film = read_film(data, "f.dcm")
     averaged = cv2.resize(film16, (256 // 8, 320 // 8), interpolation=cv2.INTER_AREA)
     expected = np.clip((averaged * 2.0 - 100 - (20000 - 0.5)) / (30000 - 1) + 0.5, 0, 1)
@@ -140,3 +143,69 @@ def test_the_heatmap_is_drawn_at_the_picture_size_never_the_film_size(film8):
     assert display_grey(film.pixels, shape).dtype == np.uint8
     grey16 = display_grey((big.astype(np.uint16) * 257), shape)
     np.testing.assert_allclose(grey16, display_grey(big, shape), atol=1)
+
+
+@pytest.mark.parametrize("kind", ["8-bit", "16-bit", "12-of-16-bit", "signed 16-bit"])
+def test_a_deflated_dicom_is_reduced_as_it_inflates_like_the_plain_one(film8, monkeypatch,
+                                                                        kind):
+    """A deflated film over the limit is reduced band by band as it inflates (never whole);
+    the pixels are those of the uncompressed file reduced after decoding."""
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from boneage.imaging import dicom
+
+    pixels = {"8-bit": film8, "16-bit": film8.astype(np.uint16) * 250 + 3,
+              "12-of-16-bit": film8.astype(np.uint16) * 16,
+              "signed 16-bit": film8.astype(np.uint16) * 100}[kind]
+
+    def encoded(syntax) -> bytes:
+        data = make_dicom(pixels, sex="M", syntax=syntax)
+        if kind in ("12-of-16-bit", "signed 16-bit"):
+            import io
+
+            ds = pydicom.dcmread(io.BytesIO(data))
+            if kind == "12-of-16-bit":  # garbage in the 4 unused high bits
+                ds.BitsStored, ds.HighBit = 12, 11
+                ds.PixelData = (pixels | 0xF000).astype(np.uint16).tobytes()
+            else:
+                ds.PixelRepresentation = 1
+                ds.PixelData = (pixels.astype(np.int16) - 12000).tobytes()
+            out = io.BytesIO()
+            ds.save_as(out, enforce_file_format=True)
+            data = out.getvalue()
+        return data
+
+    monkeypatch.setattr(reduction, "READ_PIXELS", 1000)
+    monkeypatch.setattr(reduction, "REDUCED_PIXELS", 320 * 256 // 16)  # by 4
+    plain = read_film(encoded(pydicom.uid.ExplicitVRLittleEndian), "plain.dcm")
+    streamed: list = []
+    real = dicom._PixelReducer.feed
+    monkeypatch.setattr(dicom._PixelReducer, "feed",
+                        lambda self, data: (streamed.append(len(data)), real(self, data))[1])
+    monkeypatch.setattr(dicom, "HEADER_BYTES", 4096)  # bound (and stream) after 4 KB
+    deflated = read_film(encoded(DeflatedExplicitVRLittleEndian), "deflated.dcm")
+    assert streamed, "the deflated pixels were not streamed through the reducer"
+    assert plain.meta["reduced_by"] == deflated.meta["reduced_by"] == 4
+    assert deflated.pixels.shape == (80, 64)
+    np.testing.assert_array_equal(deflated.pixels, plain.pixels)
+
+
+def test_a_deflated_dicom_cut_short_is_refused_as_truncated(film8, monkeypatch):
+    import zlib
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from boneage.imaging import dicom
+    from boneage.kernel.errors import ImageError
+
+    monkeypatch.setattr(reduction, "READ_PIXELS", 1000)
+    monkeypatch.setattr(dicom, "HEADER_BYTES", 4096)
+    data = make_dicom(film8.astype(np.uint16), sex="M", syntax=DeflatedExplicitVRLittleEndian)
+    # the deflated data set follows the file meta: (0002,0000) UL gives that group's length
+    start = 132 + 12 + int.from_bytes(data[140:144], "little")
+    head, body = data[:start], zlib.decompress(data[start:], -15)
+    squeeze = zlib.compressobj(6, zlib.DEFLATED, -15)
+    cut = head + squeeze.compress(body[:len(body) // 2]) + squeeze.flush()
+    with pytest.raises(ImageError, match="truncated"):
+        read_film(cut, "cut.dcm")

@@ -438,12 +438,16 @@ def assert_nothing_escaped(tmp_path: Path, work: Path, *outside: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", ["dotdot", "absolute", "drive", "backslash", "symlink-abs", "symlink-up"]
+    "kind", ["dotdot", "dotdot-middle", "dotdot-deep", "backslash-middle", "absolute", "drive",
+             "backslash", "symlink-abs", "symlink-up"]
 )
 def test_unsafe_zip_is_refused(tmp_path, kind):
     abs_target = Path("/tmp") / f"boneage-evil-{uuid.uuid4().hex}.png"
     member, link = {
         "dotdot": ("../evil.png", None),
+        "dotdot-middle": ("a/../../evil.png", None),  # climbs out from inside a folder
+        "dotdot-deep": ("a/b/../../../evil.png", None),
+        "backslash-middle": ("a\\..\\..\\evil.png", None),
         "absolute": (str(abs_target), None),
         "drive": ("C:/evil.png", None),
         "backslash": ("..\\evil.png", None),
@@ -464,6 +468,8 @@ def test_unsafe_zip_is_refused(tmp_path, kind):
     "name,kind,link",
     [
         ("../evil.png", tarfile.REGTYPE, ""),
+        ("a/../../evil.png", tarfile.REGTYPE, ""),
+        ("a/b/../../../evil.png", tarfile.REGTYPE, ""),
         ("/tmp/boneage-evil-abs.png", tarfile.REGTYPE, ""),
         ("passwd.png", tarfile.SYMTYPE, "/etc/passwd"),
         ("x.png", tarfile.SYMTYPE, "../x"),
@@ -1155,3 +1161,22 @@ def test_fullres_sample(tmp_path):
         first = names[0]
         assert zf.read(first) == (src / "boneage-training-dataset" / first).read_bytes()
     assert len(names) == 36 and len(read_labels(tmp_path / "raw")) == 36
+
+
+def test_a_folder_source_does_not_follow_links_that_leave_it(tmp_path, caplog):
+    """Issue 22: a film (or a folder) linked from outside the source is not read; a link
+    that stays inside is."""
+    src = kaggle(tmp_path / "src")
+    outside = tmp_path / "elsewhere"
+    write_images(outside, (77,))
+    images = src / "boneage-training-dataset"
+    (images / "77.png").symlink_to(outside / "77.png")  # a film from another study
+    (images / "more").symlink_to(outside, target_is_directory=True)
+    (images / "3b.png").symlink_to(images / "3.png")  # inside: fine
+    labels = src / "boneage-training-dataset.csv"
+    labels.write_bytes(labels.read_bytes() + b"77,100,True\r\n")
+    with caplog.at_level(logging.WARNING, logger="boneage.data.sources"):
+        report = run(src, tmp_path / "raw")
+    assert "77" not in [row["id"] for row in read_labels(tmp_path / "raw")]
+    assert report.n_written == 4
+    assert "2 symbolic link(s)" in caplog.text and "not followed" in caplog.text

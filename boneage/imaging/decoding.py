@@ -8,17 +8,15 @@ OpenCV unchecked). Films are read upright: the EXIF orientation of a JPEG or PNG
 Grey 8/16-bit PNGs (how radiographs are stored) take imagecodecs' faster decoder; DICOM is
 read by :mod:`boneage.imaging.dicom`.
 
-Memory is bounded by :data:`~boneage.imaging.reduction.READ_PIXELS`, not by the film: a film with more pixels than that
-(legal up to :data:`~boneage.imaging.headers.MAX_PIXELS`, 100 M px) is reduced by a whole
-factor of 2, 4 or 8 as it is read (:mod:`boneage.imaging.reduction`): a JPEG is decoded reduced by libjpeg
-itself (OpenCV's ``IMREAD_REDUCED_*``: the full-size image never exists), other formats are
-box-averaged in their stored dtype right after decoding and the full-size array is dropped,
-and a DICOM is reduced in its integer pixel values before any float conversion. Every
-radiograph up to 25 M px (5,000 x 5,000: far past the 4k x 5k plates in use) is read exactly
-as before, so the preprocess stage's stored films do not change; both the store and
-``boneage predict`` read through here, so they still see the same pixels.
-
-Every error is an :class:`~boneage.kernel.errors.ImageError` naming the file.
+Memory is bounded by the model, not by the film: a film over
+:data:`~boneage.imaging.reduction.READ_PIXELS` (25 M px; legal up to 100 M px) is reduced by a
+whole factor as it is read (:mod:`boneage.imaging.reduction`): a JPEG by libjpeg itself
+(OpenCV's ``IMREAD_REDUCED_*``: the full-size image never exists), a striped TIFF a strip at a
+time, other formats box-averaged in their stored dtype right after decoding (the full-size
+array is dropped), a DICOM in its integer values before any float conversion. Every
+radiograph up to 25 M px (5,000 x 5,000: past the largest plates in use) is read exactly as
+before, so the preprocess stage's stored films do not change; the store and ``boneage
+predict`` both read through here, so they still see the same pixels.
 """
 
 from __future__ import annotations
@@ -81,8 +79,8 @@ def read_film(data: bytes, name: str = "image") -> Film:
         grey_plane(pixels, name)
         if min(pixels.shape[:2]) < 8:
             raise ImageError(f"{name}: image is only {pixels.shape[1]}x{pixels.shape[0]} px")
-    else:  # a float or 32-bit TIFF: its own range stretched to [0, 1] once, here
-        pixels = to_grey_float(pixels, name)
+    else:  # a float or 32-bit TIFF: its own range stretched to [0, 1] once, here (in place:
+        pixels = to_grey_float(pixels, name, in_place=True)  # the decoded array is ours)
     meta = {"format": sniff(data) or "other"}
     if factor > 1:
         meta["reduced_by"] = factor
@@ -123,6 +121,10 @@ def _decode_reduced(data: bytes, name: str) -> tuple[np.ndarray, int]:
     factor = read_factor(width, height)
     left = factor  # the reduction still to do once decoded
     image = _decode_grey_png(data, name) if _is_plain_grey_png(data) else None
+    if image is None and kind == "tiff" and factor > 1:
+        image = _tiff_reduced(data, factor, (height, width))
+        if image is not None:
+            left = 1
     if image is None:
         buffer = np.frombuffer(data, dtype=np.uint8)
         # Not IMREAD_UNCHANGED (-1, every flag bit): it skips the EXIF orientation, and a
@@ -143,6 +145,65 @@ def _decode_reduced(data: bytes, name: str) -> tuple[np.ndarray, int]:
     if left > 1:  # the full-size array is dropped as soon as it is reduced
         image = reduce_by(image, left)
     return image, factor
+
+
+def _tiff_reduced(data: bytes, factor: int, size: tuple[int, int]) -> np.ndarray | None:
+    """A large striped TIFF decoded a strip at a time (tifffile, with imagecodecs' codecs) and
+    box-averaged by ``factor`` as it goes, so the full-size array never exists (OpenCV's TIFF
+    decoder holds twice a float32 film: 800 MB at 100 M px). Its Orientation tag is applied,
+    as OpenCV does. None (OpenCV decodes instead, or words the error) for a tiled, planar,
+    multi-sample-per-strip layout or anything tifffile cannot read."""
+    import io
+
+    try:
+        import tifffile
+    except ImportError:  # pragma: no cover - a declared dependency
+        return None
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+            page = tiff.pages[0]
+            shape = page.shape
+            if page.is_tiled or tuple(shape[:2]) != size or len(shape) not in (2, 3) \
+                    or (len(shape) == 3 and page.planarconfig != 1) or page.imagedepth != 1:
+                return None
+            height, width = size
+            out, pending, row = None, [], 0
+            for segment, _, _ in page.segments():
+                if segment is None:
+                    return None
+                rows = segment.reshape((-1, width) + tuple(shape[2:]))
+                pending.append(rows)
+                whole = (sum(len(p) for p in pending) // factor) * factor
+                if whole:
+                    block = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                    reduced = reduce_by(np.ascontiguousarray(block[:whole]), factor)
+                    if out is None:
+                        out = np.empty((height // factor, width // factor)
+                                       + reduced.shape[2:], reduced.dtype)
+                    take = min(len(reduced), len(out) - row)
+                    out[row:row + take] = reduced[:take]
+                    row += take
+                    pending = [block[whole:]] if whole < len(block) else []
+            orientation = int(getattr(page, "orientation", 1) or 1)
+    except Exception:  # noqa: BLE001 - OpenCV reads it instead, or words the error
+        return None
+    if out is None or row != len(out):
+        return None
+    return _orient(out, orientation)
+
+
+def _orient(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply a TIFF/EXIF Orientation (1-8) so the film is upright."""
+    if orientation in (5, 6, 7, 8):
+        image = np.swapaxes(image, 0, 1)  # transpose, then the flips below
+    flips = {2: (False, True), 3: (True, True), 4: (True, False), 5: (False, False),
+             6: (False, True), 7: (True, True), 8: (True, False)}.get(orientation)
+    if flips is not None:
+        if flips[0]:
+            image = image[::-1]
+        if flips[1]:
+            image = image[:, ::-1]
+    return np.ascontiguousarray(image)
 
 
 _REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
@@ -200,8 +261,10 @@ def grey_plane(image: np.ndarray, name: str = "image") -> np.ndarray:
     return image
 
 
-def to_grey_float(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Convert a decoded array (uint8/uint16/float, 1-4 channels) to float32 grey in [0, 1]."""
+def to_grey_float(image: np.ndarray, name: str = "image", *,
+                  in_place: bool = False) -> np.ndarray:
+    """Convert a decoded array (uint8/uint16/float, 1-4 channels) to float32 grey in [0, 1];
+    ``in_place``: a float32 grey array may be stretched in place (no second copy)."""
     image = grey_plane(image, name)
     if image.shape[0] < 8 or image.shape[1] < 8:
         raise ImageError(f"{name}: image is only {image.shape[1]}x{image.shape[0]} px")
@@ -209,7 +272,8 @@ def to_grey_float(image: np.ndarray, name: str = "image") -> np.ndarray:
         return image.astype(np.float32) / 255.0
     if image.dtype == np.uint16:
         return image.astype(np.float32) / 65535.0
-    image = image.astype(np.float32)  # a copy: stretched in place below, no temporaries
+    # A copy (unless the caller's float32 array may be changed), stretched in place below.
+    image = image.astype(np.float32, copy=not (in_place and image.flags.writeable))
     if not np.isfinite(image).all():
         raise ImageError(f"{name}: image holds NaN or infinite values")
     low, high = float(image.min()), float(image.max())

@@ -14,13 +14,17 @@ import cv2
 import numpy as np
 
 READ_PIXELS = 25_000_000
-"""Films with more pixels than this (5,000 x 5,000) are reduced as they are read by the smallest
-of 2, 4 or 8 that brings them to at most this many. The model input is at most a few hundred px
-a side and the heatmap is drawn at 1,024 px, so nothing is lost that anything downstream uses;
-what is saved is the memory: a 100 M px 16-bit film is 200 MB as stored, 400 MB as float32,
-and one such upload must not cost gigabytes (issue 22). Radiographs in use (RSNA's full
-resolution: about 2,000 x 2,500; the largest detector plates: about 4,300 x 4,300) stay under it
-and are read unreduced."""
+"""Films with more pixels than this (5,000 x 5,000) are reduced as they are read; every
+radiograph in use (RSNA's full resolution: about 2,000 x 2,500; the largest detector plates:
+about 4,300 x 4,300) stays under it and is read exactly as before. What is saved is the memory:
+a 100 M px 16-bit film is 200 MB as stored, 400 MB as float32, and one such upload must not
+cost gigabytes (issue 22)."""
+
+REDUCED_PIXELS = 8_000_000
+"""... by the smallest of 2, 4 or 8 that brings them to at most this many pixels (a 100 M px
+film: by 4, to 2,500 x 2,500). The model input is at most a few hundred px a side (prepared
+from at least twice that) and the heatmap picture is 1,024 px, so nothing downstream loses
+detail, and everything after the decode costs a sixteenth."""
 
 READ_FACTORS = (2, 4, 8)  # libjpeg's (and OpenCV's IMREAD_REDUCED_*) scales
 
@@ -31,7 +35,7 @@ def read_factor(width: int, height: int) -> int:
     if pixels <= READ_PIXELS:
         return 1
     for factor in READ_FACTORS:
-        if pixels <= READ_PIXELS * factor * factor:
+        if pixels <= REDUCED_PIXELS * factor * factor:
             return factor
     return READ_FACTORS[-1]
 
