@@ -47,7 +47,12 @@ from hostile_cases.judging import (  # noqa: E402
 )
 from hostile_cases.limits import MB, RSS_LIMIT_MB, TARGET, UPLOAD_MB  # noqa: E402
 from hostile_cases.memory import RssSampler, rss_mb, vm_hwm_mb  # noqa: E402
-from hostile_cases.server import Server, chunked_upload, post_film  # noqa: E402
+from hostile_cases.server import (  # noqa: E402
+    Server,
+    chunked_upload,
+    post_film,
+    short_body,
+)
 
 
 def main() -> int:
@@ -83,7 +88,7 @@ def main() -> int:
         alive_at_end = None
         try:
             server = None
-            if any(c.kind in ("serve", "concurrent") for c in run):
+            if any(c.kind in ("serve", "concurrent", "stalled") for c in run):
                 server = Server(args.model, args.format, 20.0, tmp / "serve.log")
                 servers.append(server)
                 print(f"boneage serve at {server.url} (--max-upload-mb 20), idle RSS "
@@ -104,7 +109,7 @@ def main() -> int:
                 log_at = server.log_size()
                 started = time.monotonic()
                 with RssSampler(server.process.pid) as sampler:
-                    status, line, body = post_film(server.url, path, case.sex)
+                    status, line, body = post_film(server.url, path, case.sex, case.headers)
                 seconds = time.monotonic() - started
                 if case.expect == "read" and status == 200 and body:
                     reference = body.get("boneage_months")
@@ -128,6 +133,22 @@ def main() -> int:
                 report(row)
                 if not alive:
                     server.restart()
+            for case in [c for c in run if c.kind == "stalled"]:
+                assert server is not None
+                with RssSampler(server.process.pid) as sampler:
+                    status, line, seconds, closed = short_body(server.url, case.build(files))
+                ok, why = judge_http(case, status, line, None, None)
+                if status != 408 or not closed:
+                    ok, why = False, f"HTTP {status}, connection closed: {closed}; 408 and a " \
+                                     "closed connection were expected"
+                peak = max(vm_hwm_mb(server.process.pid) or 0.0, sampler.peak)
+                row = {"name": case.name, "kind": "serve", "expect": case.expect,
+                       "status": status, "first_line": line, "seconds": seconds,
+                       "connection_closed": closed, "case_rss_max_mb": round(sampler.peak, 1),
+                       "peak_rss_mb": round(peak, 1), "server_alive": server.alive(),
+                       "pass": ok, "why": why}
+                results.append(row)
+                report(row)
             for case in [c for c in run if c.kind == "concurrent"]:
                 assert server is not None
                 row = run_concurrent(case, server, files)

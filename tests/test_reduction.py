@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from factories import hand_radiograph
 
-from boneage.imaging import reduction
+from boneage.imaging import headers as reduction
 from boneage.imaging.decoding import read_film
 from boneage.imaging.transforms import ImagingSettings, prepare_with_geometry
 from boneage.reading.explain import display_grey, explain_png, output_shape, to_original

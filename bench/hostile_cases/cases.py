@@ -34,6 +34,7 @@ class Case:
     big: bool = False  # GiB-sized: skipped by --quick
     sex: str | None = "M"
     copies: int = 1  # "concurrent": this many uploads of the film at once
+    headers: dict | None = None  # extra request headers (a browser's Origin, ...)
 
 
 def film_cases(tmp: Path) -> tuple[list[Case], list[dict], str]:
@@ -156,6 +157,13 @@ def serve_cases(grey: np.ndarray, real: bool, upright_png: Path) -> tuple[list[C
         Case("random noise", "serve", "refuse", write("noise.png", lambda: encode(noise, ".png"))),
         Case("sideways JPEG with EXIF Orientation 6 (rotate 90)", "serve", "same-as-reference",
              write("sideways-exif.jpg", lambda: exif_sideways_jpeg(grey))),
+        Case("the reference film POSTed by a page of another site (Origin)", "serve", "refuse",
+             lambda f: upright_png, headers={"Origin": "https://evil.example",
+                                             "Sec-Fetch-Site": "cross-site"}),
+        Case("16-bit PNG of the reference film posterised to 4 grey levels", "serve", "refuse",
+             write("posterised16.png", lambda: encode(posterised(grey, 4), ".png"))),
+        Case("upload whose body stops short of its Content-Length", "stalled", "refuse",
+             lambda f: upright_png),
     ]
     if importlib.util.find_spec("skimage") is None:
         cases = [c for c in cases if "coffee" not in c.name]
@@ -167,6 +175,14 @@ def serve_cases(grey: np.ndarray, real: bool, upright_png: Path) -> tuple[list[C
         skipped.append({"name": "inverted real film",
                         "why": "no ../shared/datasets/rsna-bone-age-fullres-sample"})
     return cases, skipped
+
+
+def posterised(grey: np.ndarray, levels: int) -> np.ndarray:
+    """``grey`` (8-bit) as a 16-bit film cut to ``levels`` grey levels over its range."""
+    low, high = float(grey.min()), float(grey.max())
+    step = (high - low) / levels
+    index = np.clip(((grey - low) / step).astype(int), 0, levels - 1)
+    return ((low + (index + 0.5) * step) * 257).astype(np.uint16)
 
 
 def predict_cases(tmp: Path, upright_png: Path) -> list[Case]:

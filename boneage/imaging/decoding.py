@@ -9,8 +9,8 @@ Grey 8/16-bit PNGs (how radiographs are stored) take imagecodecs' faster decoder
 read by :mod:`boneage.imaging.dicom`.
 
 Memory is bounded by the model, not by the film: a film over
-:data:`~boneage.imaging.reduction.READ_PIXELS` (25 M px; legal up to 100 M px) is reduced by a
-whole factor as it is read (:mod:`boneage.imaging.reduction`): a JPEG by libjpeg itself
+:data:`~boneage.imaging.headers.READ_PIXELS` (25 M px; legal up to 100 M px) is reduced by a
+whole factor as it is read (:func:`boneage.imaging.headers.read_factor`): a JPEG by libjpeg itself
 (OpenCV's ``IMREAD_REDUCED_*``: the full-size image never exists), a striped TIFF a strip at a
 time, other formats box-averaged in their stored dtype right after decoding (the full-size
 array is dropped), a DICOM in its integer values before any float conversion. Every
@@ -27,15 +27,17 @@ from functools import cached_property
 import cv2
 import numpy as np
 
-from boneage.imaging.headers import (
+from boneage.imaging.headers import (  # noqa: F401  (READ_PIXELS: importable from here)
     FORMATS,
     MAX_PIXELS,
     MAX_SIDE,
     HEADER_READERS,
+    READ_PIXELS,
     check_size,
+    read_factor,
+    reduce_by,
     sniff,
 )
-from boneage.imaging.reduction import READ_PIXELS, read_factor, reduce_by  # noqa: F401
 from boneage.kernel.errors import ImageError
 
 

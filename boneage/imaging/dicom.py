@@ -133,7 +133,7 @@ def _inflate(compressed, name: str, bound):
     how many bytes the whole data set may take (or refuses), and inflation stops there.
 
     ``bound`` also returns a :class:`_PixelReducer` for a film over
-    :data:`~boneage.imaging.reduction.READ_PIXELS`: its pixel bytes are then reduced as they
+    :data:`~boneage.imaging.headers.READ_PIXELS`: its pixel bytes are then reduced as they
     are inflated and never held whole. Returns ``(buffer at its start, reducer or None)``: the
     buffer holds the whole data set, or with a reducer everything before the pixel values.
     """
@@ -179,7 +179,7 @@ def _inflate(compressed, name: str, bound):
 
 class _PixelReducer:
     """Native 8/16-bit grey pixel values, reduced by ``factor`` a band of rows at a time as
-    their bytes arrive (:func:`boneage.imaging.reduction.reduce_by`: the same box average as
+    their bytes arrive (:func:`boneage.imaging.headers.reduce_by`: the same box average as
     on the whole array), so a deflated 100 M px film never exists at full size."""
 
     def __init__(self, start: int, rows: int, columns: int, dtype: np.dtype, factor: int,
@@ -199,7 +199,7 @@ class _PixelReducer:
         self.pending += data[:self.needed - done - len(self.pending)]
         whole = len(self.pending) // self.band
         if whole:
-            from boneage.imaging.reduction import reduce_by
+            from boneage.imaging.headers import reduce_by
 
             values = np.frombuffer(self.pending, self.dtype, whole * self.band // self.dtype.itemsize)
             values = values.reshape(whole * self.factor, self.columns)
@@ -249,7 +249,7 @@ def _reducer_for(header, head: bytes, at: int, name: str) -> "_PixelReducer | No
     """A :class:`_PixelReducer` for the pixel data element at ``head[at:]`` when the film is
     over READ_PIXELS and is one frame of native 8-bit unsigned or 16-bit grey values (the
     layout every radiograph has); None otherwise (inflated whole, reduced after)."""
-    from boneage.imaging.reduction import read_factor
+    from boneage.imaging.headers import read_factor
 
     element = head[at:at + 12]
     if len(element) < 12:
@@ -497,7 +497,7 @@ def read_dicom(data: bytes, name: str, max_pixels: int, max_side: int) -> tuple[
                          f"{getattr(syntax, 'name', syntax)}") from exc
     factor = getattr(dataset, "boneage_reduced_by", 1)  # reduced as it was inflated
     if pixels.ndim >= 2 and factor == 1:
-        from boneage.imaging.reduction import read_factor, reduce_by
+        from boneage.imaging.headers import read_factor, reduce_by
 
         # A film over READ_PIXELS is box-averaged in its stored integers, before any float
         # copy exists (the rescale and window are linear, so they commute with the average).
