@@ -374,3 +374,18 @@ def test_cli_explain_writes_heatmaps_over_the_film(export_dir, films, tmp_path, 
         assert heatmap.shape[:2] == original.shape  # mapped back onto the original film
         assert (heatmap[..., 0] != heatmap[..., 2]).any()  # coloured where hot
     assert len(list(out.glob("*.gradcam-input.png"))) == 2
+
+
+def test_the_baseline_median_is_the_training_films_median_never_the_test_films(export_dir):
+    """The metrics' baseline predicts the median of the training films: taking it from the
+    test films would leak their labels into the figure a model is compared against."""
+    from boneage.data.splits import read_ids
+    from boneage.kernel.artifacts import SPLIT_FILES
+
+    store = open_store(export_dir / "prepared")
+    median = {part: float(store.select(read_ids(export_dir / "split" / SPLIT_FILES[part]))
+                          ["boneage"].median()) for part in ("train", "val", "test")}
+    assert median["train"] != pytest.approx(median["test"])  # the sample tells them apart
+    assert median["train"] != pytest.approx(median["val"])
+    metrics = json.loads((export_dir / "metrics" / "evaluate.json").read_text())
+    assert metrics["baseline_median"]["prediction_months"] == pytest.approx(median["train"])

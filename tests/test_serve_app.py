@@ -408,3 +408,45 @@ def test_serve_says_nothing_of_serving_when_its_port_is_busy(capsys):
         with pytest.raises(SetupError, match=f"cannot listen on 127.0.0.1:{port}.*--port"):
             serve.run_server(["no-such-model"], port=port)
     assert "serving" not in capsys.readouterr().out
+
+
+def test_a_film_over_the_read_limit_is_decoded_alone(png, monkeypatch):
+    """With two slots, a large film (header over READ_PIXELS) takes both: a second upload
+    waits, and past the queue timeout gets a 503; a small film takes one slot only."""
+    from boneage.imaging import headers
+
+    started, release = threading.Event(), threading.Event()
+    real = Ensemble.predict_bytes
+
+    def slow(self, data, name, *args, **kwargs):
+        if name == "large.png":
+            started.set()
+            release.wait(10)
+        return real(self, data, name, *args, **kwargs)
+
+    app = stub_app(max_decoding=2, queue_timeout=0.5)
+    monkeypatch.setattr(Ensemble, "predict_bytes", slow)
+    height, width = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED).shape[:2]
+    with TestClient(app, raise_server_exceptions=False) as busy:
+        monkeypatch.setattr(headers, "READ_PIXELS", height * width - 1)  # this film is "large"
+        first: dict = {}
+        worker = threading.Thread(target=lambda: first.update(
+            response=post(busy, png, name="large.png", sex="F")))
+        worker.start()
+        assert started.wait(10)
+        second = post(busy, png, name="other.png", sex="F")
+        release.set()
+        worker.join(20)
+        monkeypatch.setattr(headers, "READ_PIXELS", height * width)  # now a small film
+        started.clear()
+        release.clear()
+        worker = threading.Thread(target=lambda: first.update(
+            response=post(busy, png, name="large.png", sex="F")))
+        worker.start()
+        assert started.wait(10)
+        third = post(busy, png, name="other.png", sex="F")  # the second slot is free
+        release.set()
+        worker.join(20)
+    assert second.status_code == 503, second.text
+    assert third.status_code == 200, third.text
+    assert first["response"].status_code == 200

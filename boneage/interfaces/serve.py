@@ -18,8 +18,9 @@ Limits a hostile client (or a web page in someone's browser) could otherwise pus
   to a named site, with CORS headers (:class:`OriginGuard`);
 * a body that stalls or stops short of its Content-Length gets 408 after ``--body-timeout``
   seconds and its connection is closed (:class:`BodyDeadline`);
-* at most ``--max-decoding`` films are decoded and read at once; the others wait up to
-  ``--queue-timeout`` seconds for a slot, then get 503 with ``Retry-After``.
+* at most ``--max-decoding`` films are decoded and read at once (a film over 25 M px takes
+  every slot: it is read alone); the others wait up to ``--queue-timeout`` seconds for a
+  slot, then get 503 with ``Retry-After``.
 """
 
 # No `from __future__ import annotations`: FastAPI resolves the endpoint annotations at
@@ -187,6 +188,40 @@ class BodyDeadline:
         await self.app(scope, timed, send)
 
 
+class Slots:
+    """``total`` decoding slots; a film takes one, or all of them (a large film), waiting its
+    turn in order of arrival (an asyncio.Condition: taking several at once is atomic, so two
+    large films cannot each hold half and wait for ever)."""
+
+    def __init__(self, total: int):
+        self.total, self.used = total, 0
+        self._changed = asyncio.Condition()
+
+    async def acquire(self, count: int = 1) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used + count <= self.total)
+            self.used += count
+
+    def release(self, count: int = 1) -> None:
+        self.used -= count
+
+        async def wake() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        asyncio.get_running_loop().create_task(wake())
+
+
+def _large(data: bytes, kind: str) -> bool:
+    """Whether an upload's header says it is over READ_PIXELS (images; a DICOM is reduced as
+    it inflates, so its decoding stays small)."""
+    from boneage.imaging.headers import HEADER_READERS, READ_PIXELS
+
+    reader = HEADER_READERS.get(kind)
+    size = reader(data) if reader is not None else None
+    return size is not None and size[0] * size[1] > READ_PIXELS
+
+
 def create_app(model_dirs: list[str | Path], model_format: str = "auto",
                max_upload_mb: float = 20.0, *, max_decoding: int = MAX_DECODING,
                queue_timeout: float = QUEUE_TIMEOUT_S, body_timeout: float = BODY_TIMEOUT_S,
@@ -240,7 +275,7 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
         app.add_middleware(CORSMiddleware, allow_origins=sorted(origins),
                            allow_methods=["GET", "POST"], allow_headers=["*"], max_age=600)
     app.add_middleware(OriginGuard, allowed=origins)  # added last: runs first
-    slots = asyncio.Semaphore(max_decoding)
+    slots = Slots(max_decoding)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
@@ -309,8 +344,11 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
             return JSONResponse({"detail": str(exc), "code": "invalid_field",
                                  "errors": [{"field": field, "problem": str(exc)}]},
                                 status_code=422)
-        try:  # a bounded number of films in decoding at once: the rest wait, then 503
-            await asyncio.wait_for(slots.acquire(), queue_timeout)
+        # A bounded number of films in decoding at once: the rest wait, then 503. A film over
+        # READ_PIXELS (its header says) takes every slot: it is read alone.
+        weight = max_decoding if _large(data, kind) else 1
+        try:
+            await asyncio.wait_for(slots.acquire(weight), queue_timeout)
         except asyncio.TimeoutError:
             return JSONResponse(
                 {"detail": f"{name}: the server is reading {max_decoding} other film(s) and "
@@ -333,7 +371,7 @@ def create_app(model_dirs: list[str | Path], model_format: str = "auto",
             raise HTTPException(500, f"{name}: internal error while reading the film; the "
                                      "server log has the details") from None
         finally:
-            slots.release()
+            slots.release(weight)
         body = reading.to_dict()
         body.update({"format": kind, "report": reading.text(), "sd_source": SOURCE,
                      "rule": RULE})
