@@ -47,7 +47,12 @@ from hostile_cases.judging import (  # noqa: E402
 )
 from hostile_cases.limits import MB, RSS_LIMIT_MB, TARGET, UPLOAD_MB  # noqa: E402
 from hostile_cases.memory import RssSampler, rss_mb, vm_hwm_mb  # noqa: E402
-from hostile_cases.server import Server, chunked_upload, post_film  # noqa: E402
+from hostile_cases.server import (  # noqa: E402
+    Server,
+    chunked_upload,
+    post_film,
+    short_body,
+)
 
 
 def main() -> int:
@@ -83,7 +88,7 @@ def main() -> int:
         alive_at_end = None
         try:
             server = None
-            if any(c.kind == "serve" for c in run):
+            if any(c.kind in ("serve", "concurrent", "stalled") for c in run):
                 server = Server(args.model, args.format, 20.0, tmp / "serve.log")
                 servers.append(server)
                 print(f"boneage serve at {server.url} (--max-upload-mb 20), idle RSS "
@@ -104,7 +109,7 @@ def main() -> int:
                 log_at = server.log_size()
                 started = time.monotonic()
                 with RssSampler(server.process.pid) as sampler:
-                    status, line, body = post_film(server.url, path, case.sex)
+                    status, line, body = post_film(server.url, path, case.sex, case.headers)
                 seconds = time.monotonic() - started
                 if case.expect == "read" and status == 200 and body:
                     reference = body.get("boneage_months")
@@ -127,6 +132,29 @@ def main() -> int:
                 results.append(row)
                 report(row)
                 if not alive:
+                    server.restart()
+            for case in [c for c in run if c.kind == "stalled"]:
+                assert server is not None
+                with RssSampler(server.process.pid) as sampler:
+                    status, line, seconds, closed = short_body(server.url, case.build(files))
+                ok, why = judge_http(case, status, line, None, None)
+                if status != 408 or not closed:
+                    ok, why = False, f"HTTP {status}, connection closed: {closed}; 408 and a " \
+                                     "closed connection were expected"
+                peak = max(vm_hwm_mb(server.process.pid) or 0.0, sampler.peak)
+                row = {"name": case.name, "kind": "serve", "expect": case.expect,
+                       "status": status, "first_line": line, "seconds": seconds,
+                       "connection_closed": closed, "case_rss_max_mb": round(sampler.peak, 1),
+                       "peak_rss_mb": round(peak, 1), "server_alive": server.alive(),
+                       "pass": ok, "why": why}
+                results.append(row)
+                report(row)
+            for case in [c for c in run if c.kind == "concurrent"]:
+                assert server is not None
+                row = run_concurrent(case, server, files)
+                results.append(row)
+                report(row)
+                if not row["server_alive"]:
                     server.restart()
             if server is not None:
                 alive_at_end = server.alive() and not server.died_ever
@@ -208,6 +236,45 @@ def main() -> int:
     print(f"{summary['passed']} of {len(results)} cases met the target; server alive at the end: "
           f"{alive_at_end}; server peak RSS {summary['server_peak_rss_mb']} MB; wrote {args.out}")
     return 1 if failed else 0
+
+
+def run_concurrent(case, server: Server, files: Path) -> dict:
+    """``case.copies`` uploads of one film at once (threads): each answer judged, the server's
+    peak RSS over all of them."""
+    import threading
+
+    path = case.build(files)
+    answers: list = [None] * case.copies
+    log_at = server.log_size()
+
+    def send(index: int) -> None:
+        answers[index] = post_film(server.url, path, case.sex)
+
+    started = time.monotonic()
+    with RssSampler(server.process.pid) as sampler:
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(case.copies)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    seconds = time.monotonic() - started
+    verdicts = [judge_http(case, status, line, body, None) for status, line, body in answers]
+    peak = max(vm_hwm_mb(server.process.pid) or 0.0, sampler.peak)
+    alive = server.alive()
+    ok = all(v[0] for v in verdicts)
+    why = "; ".join(sorted({v[1] for v in verdicts}))
+    if peak > RSS_LIMIT_MB:
+        ok, why = False, f"{why}; server peak RSS {peak:.0f} MB"
+    if not alive:
+        ok, why = False, f"{why}; the server died"
+    row = {"name": case.name, "kind": "serve", "expect": case.expect,
+           "file": f"{path.name} ({path.stat().st_size:,} bytes) x {case.copies} at once",
+           "status": [a[0] for a in answers], "first_line": answers[0][1],
+           "seconds": round(seconds, 2), "case_rss_max_mb": round(sampler.peak, 1),
+           "peak_rss_mb": round(peak, 1), "server_alive": alive, "pass": ok, "why": why}
+    if not ok:
+        row["server_log"] = server.log_tail(log_at)
+    return row
 
 
 def report(row: dict) -> None:

@@ -301,3 +301,19 @@ def test_rle_segment_that_decodes_past_rows_x_columns_is_refused():
     with pytest.raises(ImageError, match=r"r\.dcm: RLE segment 0 of the DICOM frame decodes "
                                          r"to more than 5,120 bytes"):
         decode(data, "r.dcm")
+
+
+@pytest.mark.parametrize("missing", [("Rows",), ("Columns",), ("Rows", "Columns")])
+def test_a_dicom_without_rows_or_columns_says_so_not_no_pixel_data(missing):
+    """Issue 22: pixel data present, its size tags absent: a malformed file, not a report."""
+    dataset = pydicom.dcmread(io.BytesIO(make_dicom(np.full((16, 16), 9, np.uint8), sex="M")))
+    for keyword in missing:
+        delattr(dataset, keyword)
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    with pytest.raises(ImageError) as error:
+        decode(buffer.getvalue(), "size.dcm")
+    message = str(error.value)
+    assert "no pixel data" not in message and "malformed" in message
+    for keyword in missing:
+        assert keyword in message

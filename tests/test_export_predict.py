@@ -196,7 +196,7 @@ def test_cli_reports_and_skips_a_bad_film(export_dir, films, tmp_path, capsys):
     bad.write_bytes(films[0].read_bytes()[:100])
     code = cli_main(["predict", str(films[0]), str(bad), "--sex", "M", "--json", "--model",
                      str(export_dir / "boneage")])
-    assert code == 0
+    assert code == 1  # one film of the run was not read: a script must see it
     rows = json.loads(capsys.readouterr().out)
     assert "boneage_months" in rows[0]
     assert "broken.png" in rows[1]["error"]
@@ -212,7 +212,7 @@ def test_cli_reports_a_malformed_dicom_and_reads_the_other_films(export_dir, fil
     (folder / "b.dcm").write_bytes(bad.replace(b"7.25", b"abcd"))
     (folder / "c.dcm").write_bytes(_dicom_bytes(pixels, sex="O"))
     model = str(export_dir / "boneage")
-    assert cli_main(["predict", str(folder), "--sex", "F", "--json", "--model", model]) == 0
+    assert cli_main(["predict", str(folder), "--sex", "F", "--json", "--model", model]) == 1
     rows = {Path(r["path"]).name: r for r in json.loads(capsys.readouterr().out)}
     assert "boneage_months" in rows["a.png"] and "boneage_months" in rows["c.dcm"]
     assert rows["b.dcm"]["error"].endswith("b.dcm: DICOM tag RescaleSlope (0028,1053) is not a "
@@ -357,7 +357,7 @@ def test_cli_reads_sex_and_age_from_dicom_tags(export_dir, films, tmp_path, caps
     (tmp_path / "tagged.dcm").write_bytes(_dicom_bytes(pixels, sex="F", age="007Y"))
     (tmp_path / "untagged").write_bytes(_dicom_bytes(pixels))  # no suffix, no PatientSex
     assert cli_main(["predict", str(tmp_path), "--json", "--model",
-                     str(export_dir / "boneage")]) == 0
+                     str(export_dir / "boneage")]) == 1  # some films of the folder not read
     rows = {Path(r["path"]).name: r for r in json.loads(capsys.readouterr().out)}
     tagged = rows["tagged.dcm"]
     assert tagged["sex"] == "F" and "DICOM PatientSex" in tagged["sex_source"]
@@ -426,3 +426,16 @@ def test_predict_with_a_model_of_synthetic_films_warns_and_withholds_the_call(
     forced = json.loads(capsys.readouterr().out)
     assert all(row["call"] in ("delayed", "normal", "advanced") and row["warning"]
                for row in forced)
+def test_the_baseline_median_is_the_training_films_median_never_the_test_films(export_dir):
+    """The metrics' baseline predicts the median of the training films: taking it from the
+    test films would leak their labels into the figure a model is compared against."""
+    from boneage.data.splits import read_ids
+    from boneage.kernel.artifacts import SPLIT_FILES
+
+    store = open_store(export_dir / "prepared")
+    median = {part: float(store.select(read_ids(export_dir / "split" / SPLIT_FILES[part]))
+                          ["boneage"].median()) for part in ("train", "val", "test")}
+    assert median["train"] != pytest.approx(median["test"])  # the sample tells them apart
+    assert median["train"] != pytest.approx(median["val"])
+    metrics = json.loads((export_dir / "metrics" / "evaluate.json").read_text())
+    assert metrics["baseline_median"]["prediction_months"] == pytest.approx(median["train"])

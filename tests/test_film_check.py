@@ -255,3 +255,45 @@ def test_render_film_of_any_age_is_accepted():
     accepted = [check_film(render_film(age, age % 2 == 0, rng, 200)).accepted
                 for age in (6, 30, 60, 100, 140, 180, 220)]
     assert sum(accepted) >= 6, accepted
+
+
+# ----------------------------------------------------------------------------- issue 22
+
+
+def _posterise(film: np.ndarray, levels: int) -> np.ndarray:
+    """``film`` cut to ``levels`` grey levels spread over its own range."""
+    low, high = float(film.min()), float(film.max())
+    step = (high - low) / levels
+    index = np.clip(((film.astype(np.float64) - low) / step).astype(int), 0, levels - 1)
+    return (low + (index + 0.5) * step).astype(film.dtype)
+
+
+@pytest.mark.parametrize("levels", [2, 4, 8])
+@pytest.mark.parametrize("depth", [8, 16])
+def test_a_posterised_film_is_refused_as_too_few_grey_levels(phantoms, levels, depth):
+    film = phantoms[1] if depth == 8 else phantoms[1].astype(np.uint16) * 257
+    assert check_film(film).accepted  # the original reads
+    check = check_film(_posterise(film, levels))
+    assert not check.accepted and "levels" in check.failed, check.scores
+    assert "too few grey levels to read" in check.message
+    assert check.scores["hand_levels"] <= levels
+
+
+def test_a_clipped_film_is_refused_as_most_of_the_hand_at_one_level(phantoms):
+    film = phantoms[2]
+    assert check_film(film).accepted
+    hand_floor = np.percentile(film, 60)  # burnt out: everything above the 60th percentile
+    clipped = np.minimum(film, hand_floor).astype(np.uint8)
+    check = check_film(clipped)
+    assert not check.accepted and "levels" in check.failed, check.scores
+    assert check.scores["hand_one_level"] > 0.5
+
+
+def test_the_levels_of_accepted_films_clear_the_thresholds(phantoms):
+    from boneage.imaging.film_check import MAX_HAND_ONE_LEVEL, MIN_HAND_LEVELS
+
+    for film in phantoms:
+        check = check_film(film)
+        assert check.accepted
+        assert check.scores["hand_levels"] >= 3 * MIN_HAND_LEVELS
+        assert check.scores["hand_one_level"] <= MAX_HAND_ONE_LEVEL / 2

@@ -125,7 +125,7 @@ def test_malformed_dicom_number_is_a_422_naming_the_tag(client):
     response = post(client, data, name="bad.dcm")
     assert response.status_code == 422, response.text
     assert response.json() == {"detail": "bad.dcm: DICOM tag RescaleSlope (0028,1053) is not a "
-                                         "number: 'abcd'"}
+                                         "number: 'abcd'", "code": "unreadable"}
 
 
 def test_other_patient_sex_is_named_and_the_form_asked(client):
@@ -280,3 +280,235 @@ def test_every_request_gets_one_line_in_the_request_log(client, png, caplog):
     assert lines[0].startswith("testclient POST /api/predict 200 ") and lines[0].endswith("ms")
     assert " GET /healthz 200 " in lines[1] and " POST /api/predict 413 " in lines[2]
     assert not any("Jane" in line or "sex" in line for line in lines)  # no patient details
+# ----------------------------------------------------------------------------- issue 22
+
+
+def stub_app(**options):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(predictor, "Ensemble", stub_ensemble)
+        return serve.create_app(["stub"], "keras", max_upload_mb=LIMIT_MB, **options)
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},
+    {"Origin": "http://testserver.evil.example"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+])
+def test_a_request_from_another_origin_is_refused_before_its_body_is_read(client, png,
+                                                                          monkeypatch, headers):
+    def never(*args, **kwargs):
+        raise AssertionError("a cross-origin upload was read")
+
+    monkeypatch.setattr(Ensemble, "predict_bytes", never)
+    response = client.post("/api/predict", files={"file": ("film.png", png)},
+                           data={"sex": "F"}, headers=headers)
+    assert response.status_code == 403, response.text
+    body = response.json()
+    assert body["code"] == "cross_origin" and "--allow-origin" in body["detail"]
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_the_own_page_and_programs_are_served_and_a_cross_site_link_opens_the_page(client, png):
+    assert post(client, png, sex="F").status_code == 200  # no Origin: a program
+    own = client.post("/api/predict", files={"file": ("film.png", png)},
+                      data={"sex": "F", "explain": "false"},
+                      headers={"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"})
+    assert own.status_code == 200, own.text
+    page = client.get("/", headers={"Sec-Fetch-Site": "cross-site"})  # a link from elsewhere
+    assert page.status_code == 200
+
+
+def test_allow_origin_opens_the_api_to_that_site_with_cors_headers(png):
+    app = stub_app(allow_origins=["https://pacs.example.org/"])
+    with TestClient(app, raise_server_exceptions=False) as allowed:
+        site = {"Origin": "https://pacs.example.org"}
+        response = allowed.post("/api/predict", files={"file": ("film.png", png)},
+                                data={"sex": "F", "explain": "false"}, headers=site)
+        assert response.status_code == 200, response.text
+        assert response.headers["access-control-allow-origin"] == "https://pacs.example.org"
+        preflight = allowed.options("/api/predict", headers={
+            **site, "Access-Control-Request-Method": "POST"})
+        assert preflight.status_code == 200
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+        other = allowed.post("/api/predict", files={"file": ("film.png", png)},
+                             data={"sex": "F"}, headers={"Origin": "https://evil.example"})
+        assert other.status_code == 403
+
+
+@pytest.mark.parametrize("origin", ["pacs.example.org", "https://x.org/path", "ftp://x.org", ""])
+def test_allow_origin_must_be_an_origin(origin):
+    from boneage.kernel.errors import UsageError
+
+    with pytest.raises(UsageError, match="scheme://host"):
+        serve.check_origin(origin)
+
+
+@pytest.mark.parametrize("request_kwargs, field", [
+    ({"data": {"sex": "F"}}, "file"),  # no file at all
+    ({"data": {"sex": "F", "file": "not a file"}}, "file"),  # a text field named file
+    ({"files": {"file": ("f.png", b"x")}, "data": {"sex": "F", "explain": "maybe"}}, "explain"),
+])
+def test_validation_errors_are_one_string_and_per_field(client, request_kwargs, field):
+    response = client.post("/api/predict", **request_kwargs)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert isinstance(body["detail"], str) and body["detail"].startswith(f"{field}: ")
+    assert body["code"] == "invalid_field" and body["errors"][0]["field"] == field
+    assert "UploadFile" not in response.text and "not a file'" not in response.text
+    assert "input" not in json.dumps(body["errors"])
+
+
+def test_every_error_answer_is_one_detail_string_and_a_code(client, png):
+    answers = [post(client, b"", sex="F"), post(client, b"GIF89a" + bytes(64), sex="F"),
+               post(client, png, sex="X"), client.get("/nothing-here"),
+               client.put("/api/predict")]
+    for response in answers:
+        body = response.json()
+        assert 400 <= response.status_code < 500
+        assert isinstance(body["detail"], str) and body["detail"], body
+        assert isinstance(body["code"], str) and body["code"], body
+
+
+def test_films_beyond_max_decoding_wait_then_get_a_503_with_retry_after(png, monkeypatch):
+    started, release = threading.Event(), threading.Event()
+    real = Ensemble.predict_bytes
+
+    def slow(self, *args, **kwargs):
+        started.set()
+        release.wait(10)
+        return real(self, *args, **kwargs)
+
+    app = stub_app(max_decoding=1, queue_timeout=0.5)
+    monkeypatch.setattr(Ensemble, "predict_bytes", slow)
+    with TestClient(app, raise_server_exceptions=False) as busy:
+        first: dict = {}
+        worker = threading.Thread(target=lambda: first.update(
+            response=post(busy, png, sex="F")))
+        worker.start()
+        assert started.wait(10)
+        second = post(busy, png, sex="F")
+        release.set()
+        worker.join(20)
+    assert second.status_code == 503, second.text
+    assert second.headers["retry-after"] == "5" and second.json()["code"] == "busy"
+    assert second.json()["retry_after_s"] == 5
+    assert first["response"].status_code == 200
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5])
+def test_create_app_refuses_a_meaningless_decoding_limit(value):
+    with pytest.raises(ValueError, match="max_decoding"):
+        stub_app(max_decoding=value)
+
+
+@pytest.fixture()
+def live_server(png):
+    """The stub app under a real uvicorn (HTTP/1.1 on a socket), body timeout 1 s."""
+    import socket
+    import time
+
+    import uvicorn
+
+    app = stub_app(body_timeout=1.0)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield sock.getsockname()
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+@pytest.mark.parametrize("declared_extra", [100_000, 0], ids=["short-body", "stalled-body"])
+def test_a_stalled_or_short_body_gets_408_and_its_connection_is_closed(live_server, png,
+                                                                       declared_extra):
+    import socket
+    import time
+
+    boundary = "b0undary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"sex\"\r\n\r\nF\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"f.png\"\r\n\r\n").encode() + png + f"\r\n--{boundary}--\r\n".encode()
+    sent = body if declared_extra else body[:len(body) // 2]  # short, or stopping half-way
+    with socket.create_connection(live_server, timeout=10) as conn:
+        conn.sendall((f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      f"multipart/form-data; boundary={boundary}\r\n"
+                      f"Content-Length: {len(body) + declared_extra}\r\n\r\n").encode() + sent)
+        started = time.monotonic()
+        raw = b""
+        while True:  # until the server closes the connection
+            piece = conn.recv(65536)
+            if not piece:
+                break
+            raw += piece
+        waited = time.monotonic() - started
+    assert raw.startswith(b"HTTP/1.1 408"), raw[:200]
+    assert b"body_timeout" in raw and 0.5 < waited < 8
+    import httpx
+
+    host, port = live_server
+    assert httpx.get(f"http://{host}:{port}/healthz").status_code == 200  # still serving
+
+
+def test_serve_says_nothing_of_serving_when_its_port_is_busy(capsys):
+    import socket
+
+    from boneage.kernel.errors import SetupError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SetupError, match=f"cannot listen on 127.0.0.1:{port}.*--port"):
+            serve.run_server(["no-such-model"], port=port)
+    assert "serving" not in capsys.readouterr().out
+
+
+def test_a_film_over_the_read_limit_is_decoded_alone(png, monkeypatch):
+    """With two slots, a large film (header over READ_PIXELS) takes both: a second upload
+    waits, and past the queue timeout gets a 503; a small film takes one slot only."""
+    from boneage.imaging import headers
+
+    started, release = threading.Event(), threading.Event()
+    real = Ensemble.predict_bytes
+
+    def slow(self, data, name, *args, **kwargs):
+        if name == "large.png":
+            started.set()
+            release.wait(10)
+        return real(self, data, name, *args, **kwargs)
+
+    app = stub_app(max_decoding=2, queue_timeout=0.5)
+    monkeypatch.setattr(Ensemble, "predict_bytes", slow)
+    height, width = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED).shape[:2]
+    with TestClient(app, raise_server_exceptions=False) as busy:
+        monkeypatch.setattr(headers, "READ_PIXELS", height * width - 1)  # this film is "large"
+        first: dict = {}
+        worker = threading.Thread(target=lambda: first.update(
+            response=post(busy, png, name="large.png", sex="F")))
+        worker.start()
+        assert started.wait(10)
+        second = post(busy, png, name="other.png", sex="F")
+        release.set()
+        worker.join(20)
+        monkeypatch.setattr(headers, "READ_PIXELS", height * width)  # now a small film
+        started.clear()
+        release.clear()
+        worker = threading.Thread(target=lambda: first.update(
+            response=post(busy, png, name="large.png", sex="F")))
+        worker.start()
+        assert started.wait(10)
+        third = post(busy, png, name="other.png", sex="F")  # the second slot is free
+        release.set()
+        worker.join(20)
+    assert second.status_code == 503, second.text
+    assert third.status_code == 200, third.text
+    assert first["response"].status_code == 200

@@ -10,6 +10,7 @@ import http.server
 import importlib.util
 import io
 import json
+import logging
 import multiprocessing
 import os
 import stat
@@ -437,12 +438,16 @@ def assert_nothing_escaped(tmp_path: Path, work: Path, *outside: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", ["dotdot", "absolute", "drive", "backslash", "symlink-abs", "symlink-up"]
+    "kind", ["dotdot", "dotdot-middle", "dotdot-deep", "backslash-middle", "absolute", "drive",
+             "backslash", "symlink-abs", "symlink-up"]
 )
 def test_unsafe_zip_is_refused(tmp_path, kind):
     abs_target = Path("/tmp") / f"boneage-evil-{uuid.uuid4().hex}.png"
     member, link = {
         "dotdot": ("../evil.png", None),
+        "dotdot-middle": ("a/../../evil.png", None),  # climbs out from inside a folder
+        "dotdot-deep": ("a/b/../../../evil.png", None),
+        "backslash-middle": ("a\\..\\..\\evil.png", None),
         "absolute": (str(abs_target), None),
         "drive": ("C:/evil.png", None),
         "backslash": ("..\\evil.png", None),
@@ -463,6 +468,8 @@ def test_unsafe_zip_is_refused(tmp_path, kind):
     "name,kind,link",
     [
         ("../evil.png", tarfile.REGTYPE, ""),
+        ("a/../../evil.png", tarfile.REGTYPE, ""),
+        ("a/b/../../../evil.png", tarfile.REGTYPE, ""),
         ("/tmp/boneage-evil-abs.png", tarfile.REGTYPE, ""),
         ("passwd.png", tarfile.SYMTYPE, "/etc/passwd"),
         ("x.png", tarfile.SYMTYPE, "../x"),
@@ -665,6 +672,8 @@ class Served:
     etags: bool = True
     if_range: list = field(default_factory=list)  # the If-Range header of each request
     url: str = ""
+    last_modified: dict = field(default_factory=dict)  # path -> Last-Modified sent for it
+    headers: dict = field(default_factory=dict)  # path -> extra headers of a full answer
 
 
 def etag(data: bytes) -> str:
@@ -690,7 +699,11 @@ def server():
                 return
             start, status = 0, 200
             rng = self.headers.get("Range")
-            if self.headers.get("If-Range") not in (None, etag(data)):
+            current = {etag(data)} if state.etags else set()
+            current |= {state.last_modified[self.path]} if self.path in state.last_modified \
+                else set()
+            if self.headers.get("If-Range") is not None and \
+                    self.headers.get("If-Range") not in current:
                 rng = None  # the file changed: RFC 9110 says send it whole
             if rng and state.ranges:
                 start = int(rng.split("=")[1].split("-")[0])
@@ -710,6 +723,11 @@ def server():
                 self.close_connection = True
             if state.etags:
                 self.send_header("ETag", etag(data))
+            if self.path in state.last_modified:
+                self.send_header("Last-Modified", state.last_modified[self.path])
+            if status == 200:
+                for key, value in state.headers.get(self.path, {}).items():
+                    self.send_header(key, value)
             self.send_header("Accept-Ranges", "bytes" if state.ranges else "none")
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -888,6 +906,129 @@ def test_url_changed_on_server_starts_over(tmp_path, server):
     assert final.read_bytes() == new and report.n_written == 5
 
 
+def same_size_pair(tmp_path: Path) -> tuple[bytes, bytes]:
+    """Two different whole zip archives of the same size (one label changed, 10 -> 11)."""
+    def stored(folder: Path, archive: Path) -> bytes:
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(folder).as_posix())
+        return archive.read_bytes()
+
+    import shutil
+
+    old = stored(kaggle(tmp_path / "old"), tmp_path / "old.zip")
+    src = Path(shutil.copytree(tmp_path / "old", tmp_path / "new"))
+    labels = src / "boneage-training-dataset.csv"
+    labels.write_bytes(labels.read_bytes().replace(b"1,10,", b"1,11,"))
+    new = stored(src, tmp_path / "new.zip")
+    assert len(new) == len(old) and new != old
+    return old, new
+
+
+def test_url_without_validator_is_never_resumed_onto_a_changed_file(tmp_path, server, caplog):
+    """Issue 22: Content-Length but neither ETag nor Last-Modified; the file changes (same
+    size) between two attempts. The second attempt must start over, not splice."""
+    old, new = same_size_pair(tmp_path)
+    server.etags = False
+    server.files["/data.zip"] = old
+    server.cut_after = len(old) // 2
+    url = server.url + "/data.zip"
+    with pytest.raises(DataError, match="interrupted"):
+        url_fetch(url, tmp_path)
+    server.files["/data.zip"] = new
+    with caplog.at_level(logging.WARNING, logger="boneage.data.sources"):
+        url_fetch(url, tmp_path)
+    assert server.requests[-1] == ("/data.zip", None)  # no Range: started over
+    assert "neither an ETag nor a Last-Modified" in caplog.text and "spliced" in caplog.text
+    (final,) = (tmp_path / "dl").rglob("data.zip")
+    assert final.read_bytes() == new
+
+
+def test_url_with_last_modified_resumes_with_it_as_if_range(tmp_path, server):
+    old, new = same_size_pair(tmp_path)
+    server.etags = False
+    server.files["/data.zip"] = old
+    server.last_modified["/data.zip"] = "Tue, 01 Dec 2026 10:00:00 GMT"
+    server.cut_after = len(old) // 2
+    url = server.url + "/data.zip"
+    with pytest.raises(DataError, match="interrupted"):
+        url_fetch(url, tmp_path)
+    url_fetch(url, tmp_path)  # unchanged: resumed with If-Range = the date
+    assert server.requests[-1] == ("/data.zip", f"bytes={len(old) // 2}-")
+    assert server.if_range[-1] == "Tue, 01 Dec 2026 10:00:00 GMT"
+    assert next((tmp_path / "dl").rglob("data.zip")).read_bytes() == old
+
+    # changed on the server (a new date): sent whole and not spliced
+    for path in (tmp_path / "dl").rglob("data.zip*"):
+        path.unlink()
+    server.cut_after = len(old) // 2
+    with pytest.raises(DataError, match="interrupted"):
+        url_fetch(url, tmp_path, out="second")
+    server.files["/data.zip"] = new
+    server.last_modified["/data.zip"] = "Wed, 02 Dec 2026 10:00:00 GMT"
+    url_fetch(url, tmp_path, out="second")
+    assert next((tmp_path / "dl").rglob("data.zip")).read_bytes() == new
+
+
+def b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize("header", ["Content-MD5", "Digest", "Repr-Digest"])
+def test_a_checksum_the_server_announces_is_checked(tmp_path, server, header):
+    payload = zip_dir(kaggle(tmp_path / "src"), tmp_path / "data.zip").read_bytes()
+    value = {"Content-MD5": b64(hashlib.md5(payload).digest()),
+             "Digest": "SHA-256=" + b64(hashlib.sha256(payload).digest()),
+             "Repr-Digest": "sha-256=:" + b64(hashlib.sha256(payload).digest()) + ":"}[header]
+    server.files["/data.zip"] = payload
+    server.headers["/data.zip"] = {header: value}
+    server.cut_after = len(payload) // 3  # the checksum of the start holds across the resume
+    url = server.url + "/data.zip"
+    with pytest.raises(DataError, match="interrupted"):
+        url_fetch(url, tmp_path)
+    assert url_fetch(url, tmp_path).n_written == 4
+
+    wrong = {"Content-MD5": b64(hashlib.md5(b"other").digest()),
+             "Digest": "SHA-256=" + b64(hashlib.sha256(b"other").digest()),
+             "Repr-Digest": "sha-256=:" + b64(hashlib.sha256(b"other").digest()) + ":"}[header]
+    server.files["/other.zip"] = payload
+    server.headers["/other.zip"] = {header: wrong}
+    with pytest.raises(DataError, match=r"not the [0-9a-f]+ the server announced.*deleted"):
+        url_fetch(server.url + "/other.zip", tmp_path, out="other")
+    assert list((tmp_path / "dl").rglob("other.zip*")) == []
+
+
+def test_fetch_sha256_as_digest_or_as_a_sha256_file_beside_the_url(tmp_path, server):
+    payload = zip_dir(kaggle(tmp_path / "src"), tmp_path / "data.zip").read_bytes()
+    digest = hashlib.sha256(payload).hexdigest()
+    server.files["/data.zip"] = payload
+    server.files["/data.zip.sha256"] = f"{digest}  data.zip\n".encode()
+    server.files["/bad.zip.sha256"] = f"{'0' * 64}  data.zip\n".encode()
+    url = server.url + "/data.zip"
+
+    def run(sha256, out):
+        return fetch(FetchParams(source=url, sha256=sha256), tmp_path / out,
+                     download_dir=tmp_path / f"dl-{out}")
+
+    assert run(digest.upper(), "a").n_written == 4
+    assert run(server.url + "/data.zip.sha256", "b").n_written == 4
+    with pytest.raises(DataError, match=rf"SHA-256 is {digest}, not {'0' * 64}.*deleted"):
+        run(server.url + "/bad.zip.sha256", "c")
+    assert [p for p in (tmp_path / "dl-c").rglob("*") if p.is_file()] == []
+    with pytest.raises(DataError, match="64 hex digits"):
+        run("abc", "d")
+    with pytest.raises(DataError, match="cannot read .*missing.sha256: HTTP 404"):
+        run(server.url + "/missing.sha256", "e")
+    # a finished download is checked again when reused
+    (final,) = (tmp_path / "dl-a").rglob("data.zip")
+    final.write_bytes(payload[:-1] + b"!")
+    with pytest.raises(DataError, match="SHA-256 is"):
+        run(digest, "a")
+
+
 def test_url_whole_but_not_an_archive_is_deleted(tmp_path, server):
     """Every announced byte came and it is still no archive (a login page, say): nothing to
     resume, so the part goes and the error says to check the URL."""
@@ -1020,3 +1161,22 @@ def test_fullres_sample(tmp_path):
         first = names[0]
         assert zf.read(first) == (src / "boneage-training-dataset" / first).read_bytes()
     assert len(names) == 36 and len(read_labels(tmp_path / "raw")) == 36
+
+
+def test_a_folder_source_does_not_follow_links_that_leave_it(tmp_path, caplog):
+    """Issue 22: a film (or a folder) linked from outside the source is not read; a link
+    that stays inside is."""
+    src = kaggle(tmp_path / "src")
+    outside = tmp_path / "elsewhere"
+    write_images(outside, (77,))
+    images = src / "boneage-training-dataset"
+    (images / "77.png").symlink_to(outside / "77.png")  # a film from another study
+    (images / "more").symlink_to(outside, target_is_directory=True)
+    (images / "3b.png").symlink_to(images / "3.png")  # inside: fine
+    labels = src / "boneage-training-dataset.csv"
+    labels.write_bytes(labels.read_bytes() + b"77,100,True\r\n")
+    with caplog.at_level(logging.WARNING, logger="boneage.data.sources"):
+        report = run(src, tmp_path / "raw")
+    assert "77" not in [row["id"] for row in read_labels(tmp_path / "raw")]
+    assert report.n_written == 4
+    assert "2 symbolic link(s)" in caplog.text and "not followed" in caplog.text

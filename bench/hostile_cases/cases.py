@@ -21,7 +21,8 @@ from hostile_cases.images import (
     tiff_claiming,
     webp_claiming,
 )
-from hostile_cases.limits import HUGE_SIDE, UPLOAD_MB
+from hostile_cases.large import LIMIT_SIDE, deflated_dicom16, float_tiff, jpeg, png8, png16
+from hostile_cases.limits import CONCURRENT_UPLOADS, HUGE_SIDE, UPLOAD_MB
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Case:
     build: Callable[[Path], object]  # -> file Path (serve) or argv list (cli)
     big: bool = False  # GiB-sized: skipped by --quick
     sex: str | None = "M"
+    copies: int = 1  # "concurrent": this many uploads of the film at once
+    headers: dict | None = None  # extra request headers (a browser's Origin, ...)
 
 
 def film_cases(tmp: Path) -> tuple[list[Case], list[dict], str]:
@@ -41,7 +44,56 @@ def film_cases(tmp: Path) -> tuple[list[Case], list[dict], str]:
     upright_png = tmp / "upright.png"
     upright_png.write_bytes(encode(grey, ".png"))
     cases, skipped = serve_cases(grey, real, upright_png)
-    return cases + predict_cases(tmp, upright_png), skipped, origin
+    large = large_cases(grey)
+    return cases + large + predict_cases(tmp, upright_png) + large_cli_cases(tmp, grey), \
+        skipped, origin
+
+
+LIMIT = f"{LIMIT_SIDE}x{LIMIT_SIDE}"
+
+
+def _large_files(grey: np.ndarray) -> dict[str, Callable[[Path], Path]]:
+    """name -> builder of each film at the size limit (built once, reused by every case)."""
+    def once(file_name: str, make: Callable[[Path], None]) -> Callable[[Path], Path]:
+        def build(folder: Path) -> Path:
+            path = folder / file_name
+            if not path.exists():
+                make(path)
+            return path
+        return build
+
+    return {
+        f"PNG 8-bit {LIMIT}": once("limit8.png", lambda p: p.write_bytes(png8(grey))),
+        f"PNG 16-bit {LIMIT}": once("limit16.png", lambda p: p.write_bytes(png16(grey))),
+        f"float32 TIFF {LIMIT}": once("limit-float.tif", lambda p: p.write_bytes(float_tiff(grey))),
+        f"JPEG {LIMIT}": once("limit.jpg", lambda p: p.write_bytes(jpeg(grey))),
+        f"deflated 16-bit DICOM {LIMIT}": once("limit-deflated.dcm",
+                                                lambda p: deflated_dicom16(p, grey)),
+    }
+
+
+def large_cases(grey: np.ndarray) -> list[Case]:
+    """Issue 22: films at the size limit read with their heatmap, one at a time and
+    CONCURRENT_UPLOADS at once (the heaviest two: 16-bit PNG and deflated DICOM)."""
+    files = _large_files(grey)
+    cases = [Case(f"largest legal {name}, read with heatmap", "serve", "read",
+                  build) for name, build in files.items()]
+    for name in (f"PNG 16-bit {LIMIT}", f"deflated 16-bit DICOM {LIMIT}"):
+        cases.append(Case(f"{CONCURRENT_UPLOADS} concurrent uploads of the {name}",
+                          "concurrent", "read", files[name],
+                          copies=CONCURRENT_UPLOADS))
+    return cases
+
+
+def large_cli_cases(tmp: Path, grey: np.ndarray) -> list[Case]:
+    """`boneage predict --explain` on each film at the size limit."""
+    out = tmp / "heatmaps"
+
+    def argv(build: Callable[[Path], Path]) -> Callable[[Path], list[str]]:
+        return lambda folder: [str(build(folder)), "--sex", "M", "--explain", str(out)]
+
+    return [Case(f"CLI --explain on the {name}", "cli", "read", argv(build))
+            for name, build in _large_files(grey).items()]
 
 
 def serve_cases(grey: np.ndarray, real: bool, upright_png: Path) -> tuple[list[Case], list[dict]]:
@@ -105,6 +157,13 @@ def serve_cases(grey: np.ndarray, real: bool, upright_png: Path) -> tuple[list[C
         Case("random noise", "serve", "refuse", write("noise.png", lambda: encode(noise, ".png"))),
         Case("sideways JPEG with EXIF Orientation 6 (rotate 90)", "serve", "same-as-reference",
              write("sideways-exif.jpg", lambda: exif_sideways_jpeg(grey))),
+        Case("the reference film POSTed by a page of another site (Origin)", "serve", "refuse",
+             lambda f: upright_png, headers={"Origin": "https://evil.example",
+                                             "Sec-Fetch-Site": "cross-site"}),
+        Case("16-bit PNG of the reference film posterised to 4 grey levels", "serve", "refuse",
+             write("posterised16.png", lambda: encode(posterised(grey, 4), ".png"))),
+        Case("upload whose body stops short of its Content-Length", "stalled", "refuse",
+             lambda f: upright_png),
     ]
     if importlib.util.find_spec("skimage") is None:
         cases = [c for c in cases if "coffee" not in c.name]
@@ -116,6 +175,14 @@ def serve_cases(grey: np.ndarray, real: bool, upright_png: Path) -> tuple[list[C
         skipped.append({"name": "inverted real film",
                         "why": "no ../shared/datasets/rsna-bone-age-fullres-sample"})
     return cases, skipped
+
+
+def posterised(grey: np.ndarray, levels: int) -> np.ndarray:
+    """``grey`` (8-bit) as a 16-bit film cut to ``levels`` grey levels over its range."""
+    low, high = float(grey.min()), float(grey.max())
+    step = (high - low) / levels
+    index = np.clip(((grey - low) / step).astype(int), 0, levels - 1)
+    return ((low + (index + 0.5) * step) * 257).astype(np.uint16)
 
 
 def predict_cases(tmp: Path, upright_png: Path) -> list[Case]:

@@ -73,7 +73,8 @@ class Server:
                 self.process.wait()
 
 
-def post_film(url: str, path: Path, sex: str | None) -> tuple[int | None, str, dict | None]:
+def post_film(url: str, path: Path, sex: str | None,
+              headers: dict | None = None) -> tuple[int | None, str, dict | None]:
     """(HTTP status or None, first line of the answer or the error, JSON body or None)."""
     import httpx
 
@@ -83,7 +84,7 @@ def post_film(url: str, path: Path, sex: str | None) -> tuple[int | None, str, d
     try:
         with open(path, "rb") as f:
             response = httpx.post(f"{url}/api/predict", files={"file": (path.name, f)},
-                                  data=data, timeout=HTTP_TIMEOUT_S)
+                                  data=data, headers=headers, timeout=HTTP_TIMEOUT_S)
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__}: {exc}", None
     try:
@@ -160,3 +161,42 @@ def chunked_upload(url: str, total: int, chunk: int = MB, timeout: float = HTTP_
             line = first_line(body.decode("utf-8", "replace"))
     return {"status": status, "first_line": line, "sent_bytes": sent,
             "stopped_early": stopped_early, "seconds": round(time.monotonic() - started, 2)}
+
+
+def short_body(url: str, path: Path, missing: int = 100_000,
+               timeout: float = HTTP_TIMEOUT_S) -> tuple[int | None, str, float, bool]:
+    """POST ``path`` with a Content-Length ``missing`` bytes longer than the body sent, then
+    wait: (status, first line, seconds until the answer, whether the server then closed the
+    connection)."""
+    parsed = re.match(r"http://([^:/]+):(\d+)", url)
+    if parsed is None:
+        raise ValueError(f"not an http://host:port URL: {url}")
+    host, port = parsed.group(1), int(parsed.group(2))
+    boundary = "stalled" + uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"sex\"\r\n\r\nM\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"{path.name}\"\r\n\r\n").encode() + path.read_bytes()
+    started = time.monotonic()
+    raw, closed = b"", False
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall((f"POST /api/predict HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                      f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                      f"Content-Length: {len(body) + missing}\r\n\r\n").encode() + body)
+        try:
+            while True:
+                piece = sock.recv(65536)
+                if not piece:
+                    closed = True
+                    break
+                raw += piece
+        except OSError:
+            pass
+    seconds = time.monotonic() - started
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", raw)
+    status = int(match.group(1)) if match else None
+    text = raw.split(b"\r\n\r\n", 1)[1].decode("utf-8", "replace") if b"\r\n\r\n" in raw else ""
+    try:
+        line = first_line(str(json.loads(text).get("detail", text)))
+    except (ValueError, AttributeError):
+        line = first_line(text) or "no answer"
+    return status, line, round(seconds, 2), closed

@@ -1,5 +1,5 @@
 """Film to pixels: a film's header read before decoding (headers), decoding of every
-accepted format (decoding, dicom), the one imaging path from a decoded film to the model's
+accepted format (decoding, dicom; large films reduced as they are read, headers), the one imaging path from a decoded film to the model's
 input (transforms.prepare), and the check that a film is a hand radiograph (film_check,
 hand_search).
 

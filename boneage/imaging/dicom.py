@@ -113,8 +113,10 @@ def _geometry(dataset, name: str, max_pixels: int,
     rows = _number(dataset, "Rows", name, whole=True)
     columns = _number(dataset, "Columns", name, whole=True)
     if rows is None or columns is None:
-        raise ImageError(f"{name}: DICOM file holds no image (no pixel data); is it a report "
-                         "or a structured document rather than a radiograph?")
+        missing = " and ".join(f"{keyword} {_tag(keyword)}" for keyword, value
+                               in (("Rows", rows), ("Columns", columns)) if value is None)
+        raise ImageError(f"{name}: DICOM header has no {missing}, so the image size is unknown; "
+                         "the file is malformed (its pixels cannot be laid out)")
     frames = _number(dataset, "NumberOfFrames", name, 1, whole=True) or 1
     samples = _number(dataset, "SamplesPerPixel", name, 1, whole=True) or 1
     bits = _number(dataset, "BitsAllocated", name, 16, whole=True) or 16
@@ -131,19 +133,24 @@ def _geometry(dataset, name: str, max_pixels: int,
     return rows, columns, frames, samples, bits
 
 
-def _inflate(compressed: bytes, name: str, bound) -> bytes:
+def _inflate(compressed, name: str, bound):
     """Inflate a deflated data set (PS3.5 A.5) in bounded steps, never past what it needs.
 
     pydicom inflates the whole data set before reading a tag, so a few MB that inflate to
     GBs (a decompression bomb) would cost the memory before any size check. Here the first
     :data:`HEADER_BYTES` are inflated, ``bound(head)`` reads the header from them and says
     how many bytes the whole data set may take (or refuses), and inflation stops there.
+
+    ``bound`` also returns a :class:`_PixelReducer` for a film over
+    :data:`~boneage.imaging.headers.READ_PIXELS`: its pixel bytes are then reduced as they
+    are inflated and never held whole. Returns ``(buffer at its start, reducer or None)``: the
+    buffer holds the whole data set, or with a reducer everything before the pixel values.
     """
     import zlib
 
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    pieces: list[bytes] = []
-    total, limit, bounded = 0, HEADER_BYTES, False
+    sink = io.BytesIO()
+    total, limit, bounded, reducer = 0, HEADER_BYTES, False, None
 
     def too_much() -> ImageError:
         return ImageError(f"{name}: the deflated DICOM data set inflates to more than {limit:,} "
@@ -152,22 +159,71 @@ def _inflate(compressed: bytes, name: str, bound) -> bytes:
     try:
         while not inflater.eof:
             left = len(compressed)
-            piece = inflater.decompress(compressed, limit + 1 - total)
+            piece = inflater.decompress(compressed, min(limit + 1 - total, 16 * 1024 * 1024))
             compressed = inflater.unconsumed_tail
-            pieces.append(piece)
+            if reducer is None:
+                sink.write(piece)
+            else:
+                reducer.feed(piece)
             total += len(piece)
             if total > limit:
                 if bounded:
                     raise too_much()
-                pieces = [b"".join(pieces)]
-                limit, bounded = bound(pieces[0]), True
+                limit, reducer = bound(sink.getvalue())
+                bounded = True
                 if total > limit:
                     raise too_much()
+                if reducer is not None:  # the pixel bytes inflated so far go to it
+                    sink.seek(reducer.start)
+                    reducer.feed(sink.read())
+                    sink.seek(reducer.start)
+                    sink.truncate()
             elif not piece and (not compressed or len(compressed) == left):
                 raise ImageError(f"{name}: the deflated DICOM data set is truncated")
     except zlib.error as exc:
         raise ImageError(f"{name}: the deflated DICOM data set is corrupt ({exc})") from exc
-    return b"".join(pieces)
+    sink.seek(0)
+    return sink, reducer
+
+
+class _PixelReducer:
+    """Native 8/16-bit grey pixel values, reduced by ``factor`` a band of rows at a time as
+    their bytes arrive (:func:`boneage.imaging.headers.reduce_by`: the same box average as
+    on the whole array), so a deflated 100 M px film never exists at full size."""
+
+    def __init__(self, start: int, rows: int, columns: int, dtype: np.dtype, factor: int,
+                 mask: int | None, name: str):
+        self.start, self.rows, self.columns, self.dtype = start, rows, columns, dtype
+        self.factor, self.mask, self.name = factor, mask, name
+        self.band = factor * columns * dtype.itemsize  # bytes of one output row
+        self.needed = (rows // factor) * self.band  # whole bands; the rest is trimmed
+        self.pending = bytearray()
+        self.out = np.empty((rows // factor, columns // factor), dtype)
+        self.row = 0
+
+    def feed(self, data: bytes) -> None:
+        done = self.row * self.band
+        if done >= self.needed or not data:
+            return  # the trimmed rows and whatever follows the pixel data
+        self.pending += data[:self.needed - done - len(self.pending)]
+        whole = len(self.pending) // self.band
+        if whole:
+            from boneage.imaging.headers import reduce_by
+
+            values = np.frombuffer(self.pending, self.dtype, whole * self.band // self.dtype.itemsize)
+            values = values.reshape(whole * self.factor, self.columns)
+            if self.mask is not None:
+                values = values & self.mask
+            self.out[self.row:self.row + whole] = reduce_by(values, self.factor)
+            self.row += whole
+            del values
+            self.pending = self.pending[whole * self.band:]
+
+    def finish(self) -> np.ndarray:
+        if self.row * self.band < self.needed:
+            raise ImageError(f"{self.name}: the deflated DICOM data set is truncated (its pixel "
+                             "data ends early)")
+        return self.out
 
 
 def _inflation_bound(head: bytes, name: str, max_pixels: int, max_side: int) -> int:
@@ -194,7 +250,38 @@ def _inflation_bound(head: bytes, name: str, max_pixels: int, max_side: int) -> 
                          f"{HEADER_BYTES // (1024 * 1024)} MB of tags before any pixel data")
     rows, columns, frames, samples, bits = _geometry(header, name, max_pixels, max_side)
     pixels = -(-rows * columns * frames * samples * bits // 8)
-    return buffer.tell() + 16 + pixels + TRAILER_BYTES
+    at = buffer.tell()
+    return at + 16 + pixels + TRAILER_BYTES, _reducer_for(header, head, at, name)
+
+
+def _reducer_for(header, head: bytes, at: int, name: str) -> "_PixelReducer | None":
+    """A :class:`_PixelReducer` for the pixel data element at ``head[at:]`` when the film is
+    over READ_PIXELS and is one frame of native 8-bit unsigned or 16-bit grey values (the
+    layout every radiograph has); None otherwise (inflated whole, reduced after)."""
+    from boneage.imaging.headers import read_factor
+
+    element = head[at:at + 12]
+    if len(element) < 12:
+        return None
+    tag = (int.from_bytes(element[0:2], "little") << 16) | int.from_bytes(element[2:4], "little")
+    vr, length = element[4:6], int.from_bytes(element[8:12], "little")
+    try:
+        rows, columns = int(header.Rows), int(header.Columns)
+        bits, stored = int(header.BitsAllocated), int(header.get("BitsStored", header.BitsAllocated))
+        signed = int(header.get("PixelRepresentation", 0)) == 1
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+        samples = int(header.get("SamplesPerPixel", 1) or 1)
+    except Exception:  # noqa: BLE001 - an odd header: the ordinary path words the error
+        return None
+    factor = read_factor(columns, rows)
+    if factor == 1 or tag != 0x7FE00010 or vr not in (b"OB", b"OW") or frames != 1 \
+            or samples != 1 or bits not in (8, 16) or (bits == 8 and signed) \
+            or length != rows * columns * bits // 8 or not 1 <= stored <= bits \
+            or (signed and stored != bits):
+        return None
+    dtype = np.dtype({(8, False): "<u1", (16, False): "<u2", (16, True): "<i2"}[(bits, signed)])
+    mask = (1 << stored) - 1 if stored < bits else None  # unused high bits are not pixel
+    return _PixelReducer(at + 12, rows, columns, dtype, factor, mask, name)
 
 
 def _read(data: bytes, name: str, max_pixels: int, max_side: int):
@@ -225,13 +312,19 @@ def _read(data: bytes, name: str, max_pixels: int, max_side: int):
             # are decoded by pixel_array, after the size checks.
             return pydicom.dcmread(io.BytesIO(data))
         start = buffer.tell()
-        inflated = _inflate(data[start:], name,
-                            lambda head: _inflation_bound(head, name, max_pixels, max_side))
-        dataset = read_dataset(io.BytesIO(inflated), is_implicit_VR=False, is_little_endian=True)
+        inflated, reducer = _inflate(
+            memoryview(data)[start:], name,
+            lambda head: _inflation_bound(head, name, max_pixels, max_side))
+        if reducer is None:
+            dataset = _without_copying_pixels(inflated)
+        else:  # the pixels came reduced: the header, and the reduced pixels as its data
+            dataset = _with_reduced_pixels(inflated, reducer)
         out = FileDataset(name, dataset, preamble=data[:MAGIC_OFFSET],
                           file_meta=FileMetaDataset(file_meta), is_implicit_VR=False,
                           is_little_endian=True)
         out.set_original_encoding(False, True, dataset._character_set)
+        if reducer is not None:
+            out.boneage_reduced_by = reducer.factor  # said in the film's meta
         return out
     except ImageError:
         raise
@@ -246,6 +339,54 @@ def read_header(data: bytes, name: str, max_pixels: int, max_side: int):
     if not is_dicom(data):
         raise ImageError(f"{name}: not a DICOM Part 10 file (no 'DICM' after the preamble)")
     return _read(data, name, max_pixels, max_side)
+def _with_reduced_pixels(inflated: io.BytesIO, reducer: _PixelReducer):
+    """The header in ``inflated`` (everything before the pixel values) with the reducer's
+    pixels as its pixel data, Rows and Columns those of the reduced film."""
+    from pydicom.dataelem import DataElement
+    from pydicom.filereader import read_dataset
+
+    def at_pixels(tag, vr, length) -> bool:
+        return tag in _PIXEL_TAGS
+
+    pixels = reducer.finish()
+    dataset = read_dataset(inflated, is_implicit_VR=False, is_little_endian=True,
+                           stop_when=at_pixels)
+    dataset.Rows, dataset.Columns = pixels.shape
+    if reducer.mask is not None:  # masked already: what is stored now is all pixel
+        dataset.BitsStored = pixels.dtype.itemsize * 8
+        dataset.HighBit = pixels.dtype.itemsize * 8 - 1
+    dataset.add(DataElement(0x7FE00010, "OW" if pixels.dtype.itemsize == 2 else "OB",
+                            pixels.tobytes()))
+    return dataset
+
+
+def _without_copying_pixels(inflated: io.BytesIO):
+    """The data set in an inflated buffer, its (native) pixel data a view of that buffer
+    rather than a second copy of it; the elements after the pixel data (padding) are left
+    out. A layout this does not expect is parsed the ordinary way."""
+    import warnings
+
+    from pydicom.dataelem import DataElement
+    from pydicom.filereader import read_dataset
+
+    def at_pixels(tag, vr, length) -> bool:
+        return tag in _PIXEL_TAGS
+
+    dataset = read_dataset(inflated, is_implicit_VR=False, is_little_endian=True,
+                           stop_when=at_pixels)
+    position, buffer = inflated.tell(), inflated.getbuffer()
+    head = bytes(buffer[position:position + 12])
+    tag = (int.from_bytes(head[0:2], "little") << 16) | int.from_bytes(head[2:4], "little")
+    vr, length = head[4:6].decode("latin-1"), int.from_bytes(head[8:12], "little")
+    if len(head) == 12 and tag in _PIXEL_TAGS and vr in ("OB", "OW", "OF", "OD") \
+            and length != 0xFFFFFFFF and position + 12 + length <= len(buffer):
+        with warnings.catch_warnings():  # pydicom notes a memoryview value; it reads it
+            warnings.simplefilter("ignore")
+            dataset.add(DataElement(tag, vr, buffer[position + 12:position + 12 + length]))
+        return dataset
+    del buffer
+    inflated.seek(0)
+    return read_dataset(inflated, is_implicit_VR=False, is_little_endian=True)
 
 
 _JPEG_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
@@ -381,27 +522,32 @@ def read_dicom(data: bytes, name: str, max_pixels: int, max_side: int,
         centre = _number(dataset, "WindowCenter", name)
         width = _number(dataset, "WindowWidth", name)
     try:
-        dataset.pixel_array_options(index=0)  # a multi-frame file: the first frame only
+        # The first frame only; native pixels as a read-only view of the data set's bytes
+        # (no copy: they are reduced or converted below).
+        dataset.pixel_array_options(index=0, view_only=True)
         pixels = dataset.pixel_array
     except Exception as exc:  # missing codec, truncated pixel data, bad attributes
         syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
         raise ImageError(f"{name}: cannot read the DICOM pixels ({exc}); transfer syntax "
                          f"{getattr(syntax, 'name', syntax)}") from exc
+    factor = getattr(dataset, "boneage_reduced_by", 1)  # reduced as it was inflated
+    if pixels.ndim >= 2 and factor == 1:
+        from boneage.imaging.headers import read_factor, reduce_by
+
+        # A film over READ_PIXELS is box-averaged in its stored integers, before any float
+        # copy exists (the rescale and window are linear, so they commute with the average).
+        factor = read_factor(pixels.shape[1], pixels.shape[0])
+        if factor > 1:
+            pixels = reduce_by(pixels, factor)
+    if "PixelData" in dataset:
+        del dataset.PixelData  # the bytes the view was of: kept alive by ``pixels`` if needed
     if photometric.startswith("MONOCHROME"):
-        image = pixels.astype(np.float64) * slope + intercept
-        if centre is not None and width is not None and width >= 1:
-            # PS3.3 C.11.2.1.2.1, the default LINEAR function, onto [0, 1].
-            image = np.clip((image - (centre - 0.5)) / max(width - 1, 1e-6) + 0.5, 0.0, 1.0)
-        else:
-            low, high = float(image.min()), float(image.max())
-            image = (image - low) / (high - low) if high > low else np.zeros_like(image)
-        if photometric == "MONOCHROME1":
-            image = 1.0 - image
-        grey = image.astype(np.float32)
+        grey = _monochrome(pixels, slope, intercept, centre, width, photometric == "MONOCHROME1")
     elif pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
         import cv2
 
-        grey = cv2.cvtColor(pixels[..., :3].astype(np.float32), cv2.COLOR_RGB2GRAY)
+        grey = cv2.cvtColor(np.ascontiguousarray(pixels[..., :3]).astype(np.float32),
+                            cv2.COLOR_RGB2GRAY)
         low, high = float(grey.min()), float(grey.max())
         grey = (grey - low) / (high - low) if high > low else np.zeros_like(grey)
     else:
@@ -421,4 +567,39 @@ def read_dicom(data: bytes, name: str, max_pixels: int, max_side: int,
     }
     if sex and sex not in ("M", "F"):
         meta["sex_tag"] = sex  # 'O' (other) and the like: said so when sex is needed
+    if factor > 1:
+        meta["reduced_by"] = factor
     return grey, meta
+
+
+_BAND_ROWS = 256  # rows converted to float64 at a time: a few MB, whatever the film's size
+
+
+def _monochrome(pixels: np.ndarray, slope: float, intercept: float, centre: float | None,
+                width: float | None, invert: bool) -> np.ndarray:
+    """Stored values -> float32 grey in [0, 1]: the modality rescale, the VOI window (else the
+    film's own range), and MONOCHROME1's inversion, in float64 a band of rows at a time (the
+    same arithmetic as on the whole array, so the same float32 result, without a full-size
+    float64 copy)."""
+    windowed = centre is not None and width is not None and width >= 1
+    if not windowed:
+        low = high = None
+        for top in range(0, pixels.shape[0], _BAND_ROWS):
+            band = pixels[top:top + _BAND_ROWS].astype(np.float64) * slope + intercept
+            band_low, band_high = float(band.min()), float(band.max())
+            low = band_low if low is None else min(low, band_low)
+            high = band_high if high is None else max(high, band_high)
+    out = np.empty(pixels.shape, dtype=np.float32)
+    for top in range(0, pixels.shape[0], _BAND_ROWS):
+        band = pixels[top:top + _BAND_ROWS].astype(np.float64) * slope + intercept
+        if windowed:
+            # PS3.3 C.11.2.1.2.1, the default LINEAR function, onto [0, 1].
+            band = np.clip((band - (centre - 0.5)) / max(width - 1, 1e-6) + 0.5, 0.0, 1.0)
+        elif high > low:
+            band = (band - low) / (high - low)
+        else:
+            band = np.zeros_like(band)
+        if invert:
+            band = 1.0 - band
+        out[top:top + _BAND_ROWS] = band
+    return out

@@ -304,4 +304,4 @@ def _region(component: np.ndarray, norm: np.ndarray, edge: np.ndarray, smooth: n
     return {"ok": ok, "gaps": gaps, "local": local, "texture": texture,
             "smooth": background_smooth, "edges": background_edges,
             "area": area / frame, "solidity": solidity, "sides": int(sides),
-            "gap_open": gap_open}
+            "gap_open": gap_open, "mask": component}

@@ -65,7 +65,7 @@ def _predict(args: argparse.Namespace) -> int:
     failed = sum("error" in row for row in rows)
     if failed:
         print(f"{failed} of {len(rows)} films could not be read", file=sys.stderr)
-    return 1 if rows and failed == len(rows) else 0
+    return 1 if failed else 0  # a script must see that a film of its folder was not read
 
 
 CSV_COLUMNS = ["path", "sex", "sex_source", "boneage_months", "boneage_text", "spread_months",
@@ -88,7 +88,16 @@ def _write_csv(rows: list[dict]) -> None:
             row["models"] = " ".join(str(m) for m in row["models"])
         if "interval_months" in row:
             row["interval_low_months"], row["interval_high_months"] = row["interval_months"]
-        writer.writerow(row)
+        writer.writerow({key: csv_cell(value) for key, value in row.items()})
+
+
+def csv_cell(value):
+    """A CSV cell a spreadsheet shows as text: a string starting with =, +, -, @ (or a tab or
+    carriage return) would be run as a formula (a file named ``=HYPERLINK(...).png``), so it
+    gets a leading apostrophe (OWASP's advice). Numbers are left as numbers."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def _variant(args: argparse.Namespace) -> str:
@@ -111,12 +120,17 @@ def _check_release(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from boneage.interfaces.serve import check_origin, run_server
+
+    for origin in args.allow_origin or ():
+        check_origin(origin)  # before TensorFlow loads
     _check_release(args)
     _import_tensorflow(args)
-    from boneage.interfaces.serve import run_server
 
     run_server(args.model, host=args.host, port=args.port, model_format=args.format,
-               max_upload_mb=args.max_upload_mb, release_variant=_variant(args))
+               max_upload_mb=args.max_upload_mb, release_variant=_variant(args),
+               max_decoding=args.max_decoding, queue_timeout=args.queue_timeout,
+               body_timeout=args.body_timeout, allow_origins=args.allow_origin or ())
     return 0
 
 
@@ -160,6 +174,22 @@ def upload_megabytes(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} MB: give a size above 0 and at most "
                                          f"{MAX_UPLOAD_MB:g} MB")
     return value
+
+
+def _positive(kind, what: str):
+    """An argparse type: a finite ``kind`` above 0 (``what`` names it in the error)."""
+    import math
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: give {what} above 0")
+        return value
+
+    return parse
 
 
 def _verbose_flag(command: argparse.ArgumentParser) -> None:
@@ -218,6 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-upload-mb", type=upload_megabytes, default=20.0, metavar="MB",
                        help="largest upload accepted, with or without a Content-Length "
                             f"(default 20 MB, at most {MAX_UPLOAD_MB:g})")
+    serve.add_argument("--max-decoding", type=_positive(int, "a whole number of films"),
+                       default=2, metavar="N",
+                       help="films decoded and read at once (default 2); the others wait "
+                            "for a slot")
+    serve.add_argument("--queue-timeout", type=_positive(float, "a number of seconds"),
+                       default=15.0, metavar="S",
+                       help="how long an upload waits for a slot before a 503 with "
+                            "Retry-After (default 15 s)")
+    serve.add_argument("--body-timeout", type=_positive(float, "a number of seconds"),
+                       default=30.0, metavar="S",
+                       help="the whole upload must arrive within this, else 408 (default 30 s)")
+    serve.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                       help="let pages of this site (scheme://host[:port]) call the API, with "
+                            "CORS headers; repeat for several. Without it, requests made by "
+                            "pages of other origins are refused with 403")
     _verbose_flag(serve)
     serve.set_defaults(handler=_serve)
 

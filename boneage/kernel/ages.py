@@ -40,7 +40,16 @@ def describe(months: float) -> str:
 
 
 def parse_age(text: str | float | int) -> float:
-    """Parse '122', '10y2m', '10 years 2 months', '10y' or '7.5y' into months."""
+    """Parse '122', '10y2m', '10 years 2 months', '10y' or '7.5y' into months, 0 to 300."""
+    months = read_months(text)
+    if not 0 <= months <= 300:
+        raise UsageError(f"age {text!r} is {months:g} months, outside 0..300")
+    return months
+
+
+def read_months(text: str | float | int) -> float:
+    """:func:`parse_age` without its range: the caller checks the range it means (and says
+    which), so '300y' is not said to be outside some other range than the one that applies."""
     if isinstance(text, (int, float)):
         months = float(text)
     else:
@@ -54,6 +63,4 @@ def parse_age(text: str | float | int) -> float:
             raise UsageError(f"cannot read age {text!r}: months must be 0-11 when years are "
                              f"given (did you mean {months // 12:g}y{months % 12:g}m, or "
                              f"{months:g} months?)")
-    if not 0 <= months <= 300:
-        raise UsageError(f"age {text!r} is {months:g} months, outside 0..300")
     return months

@@ -48,6 +48,10 @@ class FetchParams(_Section):
     on_error: Literal["skip", "fail"] = Field(
         "fail", description="a bad label row: 'fail' stops the stage, 'skip' reports and drops it"
     )
+    sha256: str | None = Field(
+        None, description="for a URL source: the archive's SHA-256 (64 hex digits) or the URL "
+        "of a .sha256 file beside it; the download must match it"
+    )
 
 
 class PreprocessParams(_Section):

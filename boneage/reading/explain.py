@@ -106,11 +106,28 @@ class GradCam:
         return np.clip(cam, 0.0, 1.0), float(months.numpy())
 
 
-def to_original(cam: np.ndarray, geometry: Geometry, settings: ImagingSettings) -> np.ndarray:
-    """Map a model-input heatmap ``(size, size)`` back onto the decoded film ``(height, width)``:
-    undo the resize, the pad and the hand crop that :func:`boneage.imaging.transforms.prepare_with_geometry`
-    reported taking (``geometry``)."""
+HEATMAP_SIDE = 1024
+"""Long side (px) of the heatmap PNG: the film is shrunk to it before anything is blended, so
+drawing a heatmap costs a few MB whatever the film's size (issue 22)."""
+
+
+def output_shape(height: int, width: int, max_side: int = HEATMAP_SIDE) -> tuple[int, int]:
+    """(height, width) of a heatmap picture of a ``height x width`` film: the film's own size,
+    shrunk so that its long side is at most ``max_side``."""
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return height, width
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def to_original(cam: np.ndarray, geometry: Geometry, settings: ImagingSettings,
+                shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Map a model-input heatmap ``(size, size)`` back onto the decoded film: undo the resize,
+    the pad and the hand crop that :func:`boneage.imaging.transforms.prepare_with_geometry`
+    reported taking (``geometry``). The map is drawn at ``shape`` (the film's size scaled,
+    :func:`output_shape`), by default the film's own ``(height, width)``."""
     height, width = geometry.height, geometry.width
+    out_h, out_w = shape or (height, width)
     top, bottom, left, right = geometry.box
     crop_h, crop_w = bottom - top, right - left
     if settings.resize == "pad":
@@ -119,29 +136,54 @@ def to_original(cam: np.ndarray, geometry: Geometry, settings: ImagingSettings) 
         new_h, new_w = max(1, round(crop_h * scale)), max(1, round(crop_w * scale))
         y0, x0 = (size - new_h) // 2, (size - new_w) // 2
         cam = cam[y0:y0 + new_h, x0:x0 + new_w]
-    full = np.zeros((height, width), dtype=np.float32)
-    full[top:bottom, left:right] = cv2.resize(cam, (crop_w, crop_h), interpolation=cv2.INTER_LINEAR)
+    if (out_h, out_w) != (height, width):  # the crop box in the output's px
+        top, bottom = round(top * out_h / height), round(bottom * out_h / height)
+        left, right = round(left * out_w / width), round(right * out_w / width)
+    full = np.zeros((out_h, out_w), dtype=np.float32)
+    if bottom > top and right > left:
+        full[top:bottom, left:right] = cv2.resize(cam, (right - left, bottom - top),
+                                                  interpolation=cv2.INTER_LINEAR)
     return full
 
 
+def display_grey(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A decoded film as stored (uint8/uint16/float, grey or colour) -> uint8 grey at ``shape``
+    (height, width): shrunk first, in its own dtype, then converted, so no full-size float
+    or colour copy is made."""
+    from boneage.imaging.decoding import grey_plane
+
+    if pixels.shape[:2] != tuple(shape):
+        interpolation = cv2.INTER_AREA if pixels.shape[0] >= shape[0] else cv2.INTER_LINEAR
+        pixels = cv2.resize(pixels, (shape[1], shape[0]), interpolation=interpolation)
+    grey = grey_plane(pixels)
+    if grey.dtype == np.uint8:
+        return grey
+    scale = 255.0 / 65535.0 if grey.dtype == np.uint16 else 255.0
+    return np.clip(np.round(grey.astype(np.float32) * np.float32(scale)), 0, 255).astype(np.uint8)
+
+
 def overlay(grey: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """A BGR image: the film in grey with the heatmap (jet colours) blended where it is hot."""
+    """A BGR image: the film in grey with the heatmap (jet colours) blended where it is hot;
+    ``grey`` and ``cam`` of the same size (the picture's)."""
     if grey.dtype != np.uint8:
         grey = np.clip(np.round(grey * 255.0), 0, 255).astype(np.uint8)
     film = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
     colours = cv2.applyColorMap(np.round(cam * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    weight = (alpha * np.clip(cam, 0, 1) ** 0.5)[..., None]
+    weight = (np.float32(alpha) * np.sqrt(np.clip(cam, 0, 1).astype(np.float32)))[..., None]
     return np.round(film * (1 - weight) + colours * weight).astype(np.uint8)
 
 
-def explain_png(grey: np.ndarray, cam: np.ndarray, max_side: int = 1024) -> bytes:
-    """PNG bytes of :func:`overlay`, shrunk so the long side is at most ``max_side``."""
-    picture = overlay(grey, cam)
-    scale = max_side / max(picture.shape[:2])
-    if scale < 1:
-        picture = cv2.resize(picture, (round(picture.shape[1] * scale),
-                                       round(picture.shape[0] * scale)),
-                             interpolation=cv2.INTER_AREA)
+def explain_png(film: np.ndarray, cam: np.ndarray, max_side: int = HEATMAP_SIDE) -> bytes:
+    """PNG bytes of :func:`overlay` at most ``max_side`` px a side. ``film``: the decoded film as
+    stored (:attr:`boneage.imaging.decoding.Film.pixels`) or a model input; ``cam``: its heatmap
+    at any size (:func:`to_original` with ``shape=output_shape(...)`` avoids a full-size one).
+    The film is shrunk to the picture's size before the blend."""
+    shape = output_shape(*film.shape[:2], max_side=max_side)
+    if cam.shape != shape:
+        cam = cv2.resize(cam.astype(np.float32), (shape[1], shape[0]),
+                         interpolation=cv2.INTER_AREA if cam.shape[0] > shape[0]
+                         else cv2.INTER_LINEAR)
+    picture = overlay(display_grey(film, shape), cam)
     ok, buffer = cv2.imencode(".png", picture)
     if not ok:
         raise RuntimeError("could not encode the heatmap as PNG")

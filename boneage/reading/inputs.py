@@ -11,7 +11,7 @@ from pathlib import Path
 
 from boneage.kernel.artifacts import FILM_SUFFIXES, SEX_SPELLINGS
 from boneage.kernel.errors import DataError, ImageError, UsageError
-from boneage.kernel.ages import describe, parse_age
+from boneage.kernel.ages import describe, read_months
 
 
 # Bone age is read from about 1 month to 20 years: Greulich & Pyle's atlas runs from birth to
@@ -33,8 +33,10 @@ def parse_sex(value: str | bool | int) -> int:
 
 def parse_chronological_age(text: str | float | int) -> float:
     """The child's age in months ('122', '10y2m'), refused outside :data:`CHRONOLOGICAL_MONTHS`."""
-    months = parse_age(text)
+    months = read_months(text)
     low, high = CHRONOLOGICAL_MONTHS
+    if months != months or months in (float("inf"), float("-inf")):
+        raise UsageError(f"chronological age {text!r} is not a number of months")
     if not low <= months <= high:
         raise UsageError(f"chronological age {text!r} is {describe(months)}; bone age is "
                          f"assessed from 1 month to 20 years ({low:g} to {high:g} months)")
@@ -55,6 +57,21 @@ def parse_height_cm(text: str | float | int) -> float:
     if problem:
         raise UsageError(f"height {text!r}: {problem}; give the current height in centimetres")
     return cm
+def printable(text: str) -> str:
+    """``text`` on one line as people read it: control characters (a newline or an escape in
+    a file name) written as escapes (``\\n``), so one film's name cannot split a report or
+    forge a line of it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+def reason(path: str, error: str) -> str:
+    """An error message without the ``path: `` and ``not read: `` its caller is about to say."""
+    for prefix in (f"{path}: ", "not read: "):
+        error = error.removeprefix(prefix)
+    return error
 
 
 def expand_paths(paths: list[str | Path]) -> list[Path]:

@@ -23,7 +23,9 @@ from boneage.imaging.transforms import ImagingSettings, prepare, prepare_with_ge
 from boneage.reading.inputs import (
     heatmap_folder,
     parse_sex,
+    printable,
     read_film_bytes,
+    reason,
 )
 from boneage.learning.models import IMAGE_INPUT, OUTPUT, SEX_INPUT
 
@@ -205,10 +207,11 @@ class Reading:
         """The lines a radiologist reads for this film."""
         from boneage.kernel.ages import describe, format_months
 
+        path = printable(self.path)
         if self.error:
-            return f"{self.path}: not read: {self.error}"
+            return f"{path}: not read: {printable(reason(self.path, self.error))}"
         sex = "male" if self.male else "female"
-        lines = [f"{self.path}: bone age {describe(self.months)}"]
+        lines = [f"{path}: bone age {describe(self.months)}"]
         if self.per_model is not None and len(self.per_model) > 1:
             lines[0] += (f" +- {self.spread:.1f} months (SD between {len(self.per_model)} models: "
                          + ", ".join(f"{m:.1f}" for m in self.per_model) + ")")
@@ -244,7 +247,7 @@ class Reading:
         if self.adult_height is not None:
             lines.append(self.adult_height.text())
         if self.heatmap:
-            lines.append(f"  heatmap: {self.heatmap}")
+            lines.append(f"  heatmap: {printable(self.heatmap)}")
         if self.model is not None:
             lines.append(f"  model: {describe_model(self.model)}")
         return "\n".join(lines)
@@ -442,16 +445,19 @@ class Ensemble:
             return self._explainers
 
     def heatmap(self, film: Film, prepared: "Prepared", male: int, name: str = "image"):
-        """(Grad-CAM over the original film, over model 0's input), averaged over the models."""
-        from boneage.reading.explain import to_original
+        """(Grad-CAM over the original film, over model 0's input), averaged over the models;
+        the first at the heatmap picture's size (:func:`boneage.reading.explain.output_shape`),
+        never the film's full size."""
+        from boneage.reading.explain import output_shape, to_original
 
+        shape = output_shape(*film.pixels.shape[:2])
         maps, first_input = [], None
         for predictor, explainer in zip(self.predictors, self.explainers()):
             with self._lock:
                 cam, _ = explainer.heatmap(prepared[predictor.settings], male)
             first_input = cam if first_input is None else first_input
             maps.append(to_original(cam, prepared.geometries[predictor.settings],
-                                    predictor.settings))
+                                    predictor.settings, shape))
         return np.mean(maps, axis=0), first_input
 
     def predict_bytes(self, data: bytes, name: str, sex: str | None = None,
@@ -471,7 +477,7 @@ class Ensemble:
         png = None
         if explain:
             cam, _ = self.heatmap(film, prepared, reading.male, name)
-            png = explain_png(film.image, cam)
+            png = explain_png(film.pixels, cam)
         return reading, png
 
     def predict_paths(self, paths: list[Path], sex: str | None = None,
@@ -528,7 +534,7 @@ class Ensemble:
         cam, input_cam = self.heatmap(film, prepared, reading.male, str(path))
         stem = f"{index:05d}-{Path(path).stem}"
         target = out / f"{stem}.gradcam.png"
-        target.write_bytes(explain_png(film.image, cam))
+        target.write_bytes(explain_png(film.pixels, cam))
         first = prepared[self.predictors[0].settings]
         (out / f"{stem}.gradcam-input.png").write_bytes(explain_png(first, input_cam))
         return target

@@ -34,7 +34,7 @@ The package, one module per concern (this file: the public API and the orchestra
     layouts      which CSV and which image folder, in the layouts Kaggle/RSNA ship
     filmzip      writing films.zip, byte-reproducibly
     synthetic    phantom films rendered over a process pool
-    downloads    resumable HTTP download (If-Range sidecar, complete-download checks)
+    downloads    resumable HTTP download (If-Range sidecar, length, checksums, complete archive)
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def _fetch_real(
     if re.match(r"^https?://", source, re.IGNORECASE):
         ddir = Path(download_dir) if download_dir is not None else Path("data/downloads")
         _refuse_inside(ddir, out_dir, "download_dir")
-        path = download(source, ddir)
+        path = download(source, ddir, sha256=params.sha256)
         note = f"; it was downloaded from {source}: delete {path} to download it again"
     else:
         path = local_source(source)

@@ -128,11 +128,32 @@ class _Tree:
 
 
 class _FolderTree(_Tree):
+    """A folder source. Symbolic links inside it are followed only where they stay inside it
+    (as ``rsync --safe-links`` does): a link to a file or folder elsewhere (``/etc``, another
+    study's films, a loop back up) is left out and said so in the log, never read."""
+
     def __init__(self, root: Path):
         super().__init__()
         self.root = root
         self.label = str(root)
+        self._inside = Path(root).resolve()
+        self.links_out: list[tuple[str, str]] = []
         self._walk(root, ())
+        if self.links_out:
+            link, target = self.links_out[0]
+            log.warning("fetch: %d symbolic link(s) in %s lead outside it and were not "
+                        "followed (e.g. %s -> %s); copy those files into the folder to use them",
+                        len(self.links_out), root, link, target)
+
+    def _leaves(self, entry: os.DirEntry) -> bool:
+        """Whether ``entry`` is a symbolic link whose target lies outside the source folder."""
+        if not entry.is_symlink():
+            return False
+        target = Path(entry.path).resolve()
+        if target == self._inside or self._inside not in target.parents:
+            self.links_out.append((entry.path, str(target)))
+            return True
+        return False
 
     def _walk(self, path: Path, d: Dir) -> None:
         try:
@@ -141,6 +162,8 @@ class _FolderTree(_Tree):
         except OSError as exc:
             raise DataError(f"{path}: cannot list the folder: {exc}") from None
         for e in entries:
+            if self._leaves(e):
+                continue
             if e.is_dir():
                 if len(d) < _FOLDER_DEPTH and _wanted_dir(e.name):
                     self._walk(Path(e.path), (*d, e.name))

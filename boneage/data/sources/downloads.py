@@ -1,9 +1,14 @@
 """Resumable HTTP download of a source archive (``fetch.source: https://...``).
 
 A download streams to ``<name>.part`` beside a ``<name>.part.json`` sidecar that keeps the
-ETag/Last-Modified it started with; a cut-off one resumes with a Range request carrying that
-validator as ``If-Range``, so a file changed on the server is fetched again, not spliced.
-The part becomes the file only when it is whole (announced length, complete archive).
+ETag/Last-Modified, length and checksums it started with; a cut-off one resumes with a Range
+request carrying that validator as ``If-Range``, so a file changed on the server is fetched
+again, not spliced. Without a validator a download is never resumed: it starts over, and the
+log says why (issue 22: a same-size file changed between two attempts was spliced). The part
+becomes the file only when it is whole: the length announced at the start, the checksums the
+server announced (``Content-MD5``, ``Digest``, ``Repr-Digest``/``Content-Digest``), the SHA-256
+the user named (``fetch.sha256``: the digest, or the URL of a ``.sha256`` file beside the
+archive), and a complete archive.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ def _download_name(url: str) -> str:
     return name or "download"
 
 
-def download(url: str, download_dir: Path, *, timeout: float = 60.0) -> Path:
+def download(url: str, download_dir: Path, *, timeout: float = 60.0,
+             sha256: str | None = None) -> Path:
     """Download ``url`` into ``download_dir/<hash of url>/<name>``, resuming a ``.part``.
 
     The data streams to ``<name>.part`` and is renamed to ``<name>`` only once it is whole:
@@ -47,23 +53,133 @@ def download(url: str, download_dir: Path, *, timeout: float = 60.0) -> Path:
     ``<name>.part.json``: a file changed on the server comes back whole (HTTP 200) and
     replaces the part instead of being spliced onto it. The URL hash in the path stops two
     URLs that end in the same file name from sharing a cache entry. A finished file is
-    reused as is: delete it to download again.
+    reused as is (checked against ``sha256`` when given): delete it to download again.
+
+    ``sha256``: the archive's SHA-256 (64 hex digits), or the http(s) URL of a ``.sha256``
+    file that holds it (``sha256sum`` output); the download must match it.
     """
     key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
     folder = Path(download_dir) / key
     final = folder / _download_name(url)
+    expected = _expected_sha256(sha256, timeout) if sha256 else None
     if final.is_file():
+        if expected:
+            _check_sha256(final, expected, url, sha256)
         log.info("fetch: using the earlier download %s of %s", final, url)
         return final
     folder.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
     for _ in range(2):  # a second round only after the .part was found unusable
         if _download_once(url, part, timeout):
+            if expected:
+                _check_sha256(part, expected, url, sha256)
             os.replace(part, final)
             _sidecar(part).unlink(missing_ok=True)
             log.info("fetch: downloaded %s to %s (%d bytes)", url, final, final.stat().st_size)
             return final
     raise DataError(f"download of {url} could not be resumed or restarted")
+
+
+_HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _expected_sha256(given: str, timeout: float) -> str:
+    """``fetch.sha256`` as a lower-case digest: the digest itself, or read from the URL of a
+    ``.sha256`` file (its first word; ``sha256sum`` writes ``<digest>  <name>``)."""
+    text = given.strip()
+    if _HEX_SHA256.fullmatch(text):
+        return text.lower()
+    if not re.match(r"^https?://", text, re.IGNORECASE):
+        raise DataError(f"fetch.sha256 {given!r}: give the archive's SHA-256 (64 hex digits) "
+                        "or the http(s) URL of a .sha256 file holding it")
+    try:
+        request = urllib.request.Request(text, headers={"User-Agent": _USER_AGENT})
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            body = resp.read(64 * 1024).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise DataError(f"fetch.sha256: cannot read {text}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DataError(f"fetch.sha256: cannot read {text}: {reason}") from None
+    words = body.split()
+    if not words or not _HEX_SHA256.fullmatch(words[0]):
+        raise DataError(f"fetch.sha256: {text} does not start with a SHA-256 (64 hex digits); "
+                        f"it starts {body[:40]!r}")
+    return words[0].lower()
+
+
+def _file_digests(path: Path, algorithms) -> dict[str, str]:
+    hashes = {name: hashlib.new(name) for name in algorithms}
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(_CHUNK)
+            if not block:
+                break
+            for digest in hashes.values():
+                digest.update(block)
+    return {name: digest.hexdigest() for name, digest in hashes.items()}
+
+
+def _check_sha256(path: Path, expected: str, url: str, given: str) -> None:
+    actual = _file_digests(path, ["sha256"])["sha256"]
+    if actual != expected:
+        path.unlink(missing_ok=True)
+        _sidecar(path).unlink(missing_ok=True)
+        raise DataError(f"download of {url}: its SHA-256 is {actual}, not {expected} "
+                        f"(fetch.sha256 {given}); {path} was deleted: check the URL and the "
+                        "checksum, then run again")
+
+
+_DIGEST_NAMES = {"md5": "md5", "sha-256": "sha256", "sha256": "sha256", "sha-512": "sha512",
+                 "sha512": "sha512"}
+
+
+def _announced_digests(headers) -> dict[str, str]:
+    """The whole file's checksums a server announced in a full (200) answer, hex by hashlib
+    name: ``Content-MD5`` (base64), ``Digest`` (RFC 3230: ``SHA-256=<base64>``) and
+    ``Repr-Digest``/``Content-Digest`` (RFC 9530: ``sha-256=:<base64>:``). Unknown
+    algorithms and unparsable values are left out."""
+    import base64
+    import binascii
+
+    found: dict[str, str] = {}
+
+    def add(algorithm: str, value: str) -> None:
+        name = _DIGEST_NAMES.get(algorithm.strip().lower())
+        if name is None:
+            return
+        try:
+            raw = base64.b64decode(value.strip().strip(":"), validate=True)
+        except (binascii.Error, ValueError):
+            return
+        if len(raw) == hashlib.new(name).digest_size:
+            found[name] = raw.hex()
+
+    if headers.get("Content-MD5"):
+        add("md5", headers["Content-MD5"])
+    for field in ("Digest", "Repr-Digest", "Content-Digest"):
+        for item in (headers.get(field) or "").split(","):
+            if "=" in item:
+                algorithm, value = item.split("=", 1)
+                add(algorithm, value)
+    return found
+
+
+def _check_announced(url: str, part: Path, meta: dict | None) -> None:
+    """The whole part against the checksums the server announced when the download started."""
+    digests = (meta or {}).get("digests") or {}
+    if not digests:
+        return
+    actual = _file_digests(part, digests)
+    wrong = [name for name, value in digests.items() if actual[name] != value]
+    if wrong:
+        _discard(part)
+        name = wrong[0]
+        raise DataError(f"download of {url}: its {name} is {actual[name]}, not the "
+                        f"{digests[name]} the server announced; {part} was deleted: run again "
+                        "(if it happens again, the server or something between is corrupting "
+                        "the file)")
 
 
 def _sidecar(part: Path) -> Path:
@@ -84,13 +200,14 @@ def _started(part: Path, url: str) -> dict | None:
     return meta if isinstance(meta, dict) and meta.get("url") == url else None
 
 
-def _record_start(part: Path, url: str, headers, length: int | None) -> None:
+def _record_start(part: Path, url: str, headers, length: int | None) -> dict:
     etag = headers.get("ETag")
     if etag and etag.startswith("W/"):
         etag = None  # If-Range takes only a strong validator
     meta = {"url": url, "etag": etag, "last_modified": headers.get("Last-Modified"),
-            "length": length}
+            "length": length, "digests": _announced_digests(headers)}
     _sidecar(part).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    return meta
 
 
 def _download_once(url: str, part: Path, timeout: float) -> bool:
@@ -103,16 +220,17 @@ def _download_once(url: str, part: Path, timeout: float) -> bool:
         _discard(part)
         have = 0
     validator = meta and (meta.get("etag") or meta.get("last_modified"))
-    if have and not validator and meta and meta.get("length") is None:
-        log.warning("fetch: the server gave %s neither a validator nor a length, so a resume "
-                    "could splice two versions; starting over", url)
+    if have and not validator:
+        log.warning("fetch: the server gave %s neither an ETag nor a Last-Modified date, so a "
+                    "resume cannot be tied to the same file (one changed in between would be "
+                    "spliced onto the first %d bytes); downloading it again from the start",
+                    url, have)
         _discard(part)
         have = 0
     headers = {"User-Agent": _USER_AGENT}
     if have:
         headers["Range"] = f"bytes={have}-"
-        if validator:
-            headers["If-Range"] = validator
+        headers["If-Range"] = validator
     try:
         resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -120,7 +238,9 @@ def _download_once(url: str, part: Path, timeout: float) -> bool:
             total = _content_range_total(exc.headers.get("Content-Range", ""))
             exc.close()
             if total == have and meta.get("length") in (None, total):  # type: ignore[union-attr]
-                return _whole(url, part, total, have)
+                if _whole(url, part, total, have):
+                    _check_announced(url, part, meta)
+                    return True
             log.warning(
                 "fetch: partial download %s does not fit the server's file; starting over", part
             )
@@ -141,10 +261,12 @@ def _download_once(url: str, part: Path, timeout: float) -> bool:
             if total is None and length is not None:
                 total = have + length
             expected = meta.get("length")  # type: ignore[union-attr]
-            if start != have or (None not in (expected, total) and expected != total):
+            changed = _validator_changed(meta, resp.headers)  # type: ignore[arg-type]
+            if start != have or (None not in (expected, total) and expected != total) or changed:
                 log.warning(
-                    "fetch: server resumed %s at byte %s of %s, not %d of %s; starting over",
+                    "fetch: server resumed %s at byte %s of %s, not %d of %s%s; starting over",
                     url, start, total, have, expected,
+                    f", and its {changed} changed" if changed else "",
                 )
                 _discard(part)
                 return False
@@ -159,7 +281,7 @@ def _download_once(url: str, part: Path, timeout: float) -> bool:
                     url,
                 )
             have, total, mode = 0, length, "wb"
-            _record_start(part, url, resp.headers, length)
+            meta = _record_start(part, url, resp.headers, length)
         done = have
         try:
             with (
@@ -192,7 +314,22 @@ def _download_once(url: str, part: Path, timeout: float) -> bool:
             f"download of {url} was interrupted after {done} of {total} bytes; "
             f"{part} is kept and the next run resumes it"
         )
-    return _whole(url, part, total, done)
+    if not _whole(url, part, total, done):
+        return False
+    _check_announced(url, part, meta)
+    return True
+
+
+def _validator_changed(meta: dict, headers) -> str | None:
+    """'ETag' or 'Last-Modified' when a 206's validator differs from the one the download
+    started with (a server that ignored If-Range), else None."""
+    etag = headers.get("ETag")
+    if meta.get("etag") and etag and etag != meta["etag"]:
+        return "ETag"
+    modified = headers.get("Last-Modified")
+    if meta.get("last_modified") and modified and modified != meta["last_modified"]:
+        return "Last-Modified"
+    return None
 
 
 def _whole(url: str, part: Path, total: int | None, done: int) -> bool:
