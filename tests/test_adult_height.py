@@ -204,6 +204,7 @@ def stub_ensemble(bone_age_months: float = 100.0, Ensemble=None):
         from boneage.reading.predictor import Ensemble
 
     ensemble = Ensemble.__new__(Ensemble)
+    ensemble.synthetic = []  # a model of real films: the clinical outputs are given
     ensemble.predictors = [StubPredictor(bone_age_months)]
     ensemble.settings = [StubPredictor.settings]
     ensemble.weights = ensemble.intervals = None
