@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -203,15 +202,9 @@ def stub_ensemble(bone_age_months: float = 100.0, Ensemble=None):
     if Ensemble is None:
         from boneage.reading.predictor import Ensemble
 
-    ensemble = Ensemble.__new__(Ensemble)
-    ensemble.synthetic = []  # a model of real films: the clinical outputs are given
-    ensemble.predictors = [StubPredictor(bone_age_months)]
-    ensemble.settings = [StubPredictor.settings]
-    ensemble.weights = ensemble.intervals = None
-    ensemble.tta = 1
-    ensemble.identity = {"name": "stub", "version": "0"}
-    ensemble._explainers = []
-    ensemble._lock = threading.RLock()
+    ensemble = Ensemble.of_predictors([StubPredictor(bone_age_months)],
+                                      identity={"name": "stub", "version": "0"})
+    ensemble._explainers = []  # no Grad-CAM of a stand-in model
     return ensemble
 
 

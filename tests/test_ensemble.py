@@ -5,7 +5,6 @@ The stub models answer clearly different ages, so a mean replaced by the first m
 reading, a population SD for the sample SD, or a batch that mixes films up all fail here.
 """
 
-import threading
 
 import cv2
 import numpy as np
@@ -24,6 +23,7 @@ class StubModel:
 
     def __init__(self, base: float, settings: ImagingSettings):
         self.base, self.settings, self.model_dir = base, settings, f"stub-{base:g}"
+        self.card = {"name": "stub", "boneage_version": "0"}
 
     def predict_prepared(self, films, male):
         films = np.asarray(films, dtype=float)
@@ -32,12 +32,10 @@ class StubModel:
 
 
 def ensemble(bases=READINGS) -> Ensemble:
-    out = Ensemble.__new__(Ensemble)
     settings = [ImagingSettings(size=32, crop="none"), ImagingSettings(size=24, crop="hand")]
-    out.predictors = [StubModel(base, settings[i % 2]) for i, base in enumerate(bases)]
-    out.settings = list(dict.fromkeys(p.settings for p in out.predictors))
-    out._explainers = []
-    out._lock = threading.RLock()
+    out = Ensemble.of_predictors(
+        [StubModel(base, settings[i % 2]) for i, base in enumerate(bases)])
+    out._explainers = []  # no Grad-CAM of a stand-in model
     return out
 
 

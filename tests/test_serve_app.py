@@ -24,6 +24,10 @@ class StubPredictor:
     settings = ImagingSettings(crop="none", size=16)
     model_dir = "stub"
 
+    def __init__(self, synthetic: bool = False):
+        self.card = {"name": "stub", "boneage_version": "0",
+                     "data": {"source": "synthetic" if synthetic else "rsna"}}
+
     def predict_prepared(self, films, male):
         return np.full(len(films), 100.0)
 
@@ -34,15 +38,9 @@ Ensemble = predictor.Ensemble
 def stub_ensemble(model_dirs, model_format="keras", synthetic=False):
     """The real :class:`Ensemble` (reading, sex/age resolution, wording) over a stub model;
     ``synthetic``: as if its card said it was trained on synthetic films."""
-    ensemble = Ensemble.__new__(Ensemble)
-    ensemble.synthetic = ["stub"] if synthetic else []
-    ensemble.predictors = [StubPredictor()]
-    ensemble.settings = [StubPredictor.settings]
-    ensemble.weights = ensemble.intervals = None  # plain exports: equal weights, no interval
-    ensemble.tta = 1
-    ensemble.identity = {"name": "stub", "version": "0"}
-    ensemble._explainers = []
-    ensemble._lock = threading.RLock()
+    ensemble = Ensemble.of_predictors([StubPredictor(synthetic)],
+                                      identity={"name": "stub", "version": "0"})
+    ensemble._explainers = []  # no Grad-CAM of a stand-in model
     return ensemble
 
 

@@ -311,19 +311,33 @@ class Ensemble:
         ``--model`` exports are averaged with equal weight and carry no interval."""
         if not model_dirs:
             raise UsageError("give at least one --model directory")
-        self.predictors = [Predictor(d, model_format) for d in model_dirs]
+        self._setup([Predictor(d, model_format) for d in model_dirs], weights, intervals, tta,
+                    identity)
+
+    def _setup(self, predictors: list, weights, intervals, tta: int, identity: dict | None):
+        self.predictors = predictors
         # Models of synthetic films: every reading says so, and gives no clinical call
         # unless forced.
-        self.synthetic = [p.model_dir for p in self.predictors if trained_on_synthetic(p.card)]
-        self.settings = list(dict.fromkeys(p.settings for p in self.predictors))
+        self.synthetic = [p.model_dir for p in predictors if trained_on_synthetic(p.card)]
+        self.settings = list(dict.fromkeys(p.settings for p in predictors))
         self.weights = weights
         self.intervals = intervals
         self.tta = tta
-        self.identity = identity or export_identity(self.predictors)
+        self.identity = identity or export_identity(predictors)
         self._explainers = None
         # TFLite interpreters and Keras models are not safe to call from several threads at
         # once (the web app's thread pool); decoding and preparing still run in parallel.
         self._lock = threading.RLock()
+
+    @classmethod
+    def of_predictors(cls, predictors: list, *, weights=None, intervals=None, tta: int = 1,
+                      identity: dict | None = None) -> "Ensemble":
+        """An ensemble over predictors already loaded (or stand-ins with ``settings``, ``card``,
+        ``model_dir`` and ``predict_prepared``: how tests read films through the real
+        reading path without a trained model)."""
+        ensemble = cls.__new__(cls)
+        ensemble._setup(list(predictors), weights, intervals, tta, identity)
+        return ensemble
 
     @classmethod
     def from_release(cls, variant: str = "ensemble", model_format: str = "keras",
