@@ -354,9 +354,11 @@ def test_cli_csv_output(export_dir, films, capsys):
 
 def test_cli_reads_sex_and_age_from_dicom_tags(export_dir, films, tmp_path, capsys):
     pixels = cv2.imread(str(films[0]), cv2.IMREAD_GRAYSCALE)
-    (tmp_path / "tagged.dcm").write_bytes(_dicom_bytes(pixels, sex="F", age="007Y"))
-    (tmp_path / "untagged").write_bytes(_dicom_bytes(pixels))  # no suffix, no PatientSex
-    assert cli_main(["predict", str(tmp_path), "--json", "--model",
+    study = tmp_path / "study"  # DICOMs only: a PNG without --sex would stop the run at once
+    study.mkdir()
+    (study / "tagged.dcm").write_bytes(_dicom_bytes(pixels, sex="F", age="007Y"))
+    (study / "untagged").write_bytes(_dicom_bytes(pixels))  # no suffix, no PatientSex
+    assert cli_main(["predict", str(study), "--json", "--model",
                      str(export_dir / "boneage")]) == 1  # some films of the folder not read
     rows = {Path(r["path"]).name: r for r in json.loads(capsys.readouterr().out)}
     tagged = rows["tagged.dcm"]
@@ -364,7 +366,7 @@ def test_cli_reads_sex_and_age_from_dicom_tags(export_dir, films, tmp_path, caps
     assert tagged["chronological_months"] == 84 and "PatientAge" in tagged["age_source"]
     assert "sex unknown" in rows["untagged"]["error"]
     # the flag wins over the tag, and says so
-    assert cli_main(["predict", str(tmp_path / "tagged.dcm"), "--sex", "M", "--json",
+    assert cli_main(["predict", str(study / "tagged.dcm"), "--sex", "M", "--json",
                      "--model", str(export_dir / "boneage")]) == 0
     row = json.loads(capsys.readouterr().out)[0]
     assert row["sex"] == "M" and row["sex_source"] == "from --sex"
@@ -430,12 +432,12 @@ def test_the_baseline_median_is_the_training_films_median_never_the_test_films(e
     """The metrics' baseline predicts the median of the training films: taking it from the
     test films would leak their labels into the figure a model is compared against."""
     from boneage.data.splits import read_ids
-    from boneage.kernel.artifacts import SPLIT_FILES
+    from boneage.kernel.artifacts import SPLIT_FILES, read_evaluation
 
     store = open_store(export_dir / "prepared")
     median = {part: float(store.select(read_ids(export_dir / "split" / SPLIT_FILES[part]))
                           ["boneage"].median()) for part in ("train", "val", "test")}
     assert median["train"] != pytest.approx(median["test"])  # the sample tells them apart
     assert median["train"] != pytest.approx(median["val"])
-    metrics = json.loads((export_dir / "metrics" / "evaluate.json").read_text())
+    metrics = read_evaluation(export_dir / "metrics" / "evaluate.json")
     assert metrics["baseline_median"]["prediction_months"] == pytest.approx(median["train"])
