@@ -135,7 +135,7 @@ class Orthanc:
                                           "Query": {"StudyInstanceUID": study_uid}})
         return found
 
-    def wait_for(self, study_uid: str, count: int, timeout: float = 60) -> list[dict]:
+    def wait_for(self, study_uid: str, count: int, timeout: float = 180) -> list[dict]:
         """The study's instances once there are at least ``count`` of them."""
         deadline = time.monotonic() + timeout
         while True:
