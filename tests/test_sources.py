@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 import boneage
+import boneage.data
 from boneage.kernel.config import FetchParams, SyntheticParams
 from boneage.kernel.errors import DataError
 from boneage.data.sources import FetchReport, archives, downloads, fetch, filmzip, integrity
@@ -1079,7 +1080,8 @@ def fake_phantom(monkeypatch):
         module = types.ModuleType("boneage.data.phantom")
         module.generate = generate
         monkeypatch.setitem(sys.modules, "boneage.data.phantom", module)
-        monkeypatch.setattr(boneage, "phantom", module, raising=False)
+        # `from boneage.data import phantom` takes the package's attribute when it is set
+        monkeypatch.setattr(boneage.data, "phantom", module, raising=False)
 
     return install
 
