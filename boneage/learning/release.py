@@ -14,7 +14,6 @@ The folder holds ``release.json`` (what ``boneage predict`` loads), a Markdown m
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import shutil
@@ -36,6 +35,7 @@ from boneage.kernel.artifacts import (
     write_json,
 )
 from boneage.kernel.config import ReleaseParams
+from boneage.kernel.digests import sha256
 from boneage.kernel.errors import DataError
 from boneage.kernel.provenance import git_commit
 from boneage.learning.conformal import combine, coverage_report, fit_conformal
@@ -73,14 +73,6 @@ def fit_member_weights(predictions: np.ndarray, true: np.ndarray, kind: str) -> 
     if weights.sum() <= 0:
         return np.full(members, 1.0 / members)
     return weights / weights.sum()
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_external_set(folder: Path) -> pd.DataFrame:

@@ -9,13 +9,13 @@ is refused, never read.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from boneage.kernel.artifacts import RELEASE_JSON, RELEASE_SUMS
+from boneage.kernel.digests import sha256
 from boneage.kernel.errors import SetupError, UsageError
 from boneage.learning.conformal import ConformalIntervals
 
@@ -42,14 +42,6 @@ def release_dir() -> Path:
     return Path(configured) if configured else Path(__file__).resolve().parents[1] / "release"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_release(folder: Path) -> dict:
     """The release record, once every file listed in ``SHA256SUMS`` has its recorded sha256."""
     record_path, sums_path = folder / RELEASE_JSON, folder / RELEASE_SUMS
@@ -68,7 +60,7 @@ def verify_release(folder: Path) -> dict:
         path = folder / name
         if not path.is_file():
             raise SetupError(f"{path}: missing from the release; reinstall boneage or {HOW_TO_GET}")
-        actual = _sha256(path)
+        actual = sha256(path)
         if actual != expected:
             raise SetupError(f"{path}: sha256 {actual[:16]}... differs from the release's "
                              f"{expected[:16]}...: the file was changed or damaged; refusing "
