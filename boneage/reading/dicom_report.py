@@ -151,6 +151,10 @@ def capture_pixels(image: np.ndarray, lines: list[str], heatmap: np.ndarray | No
     from boneage.reading.explain import overlay
 
     grey = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+    if heatmap is not None and heatmap.shape != grey.shape:
+        # the heatmap comes at the picture's size (explain.output_shape), not the film's
+        grey = cv2.resize(grey, (heatmap.shape[1], heatmap.shape[0]),
+                          interpolation=cv2.INTER_AREA)
     picture = cv2.cvtColor(overlay(grey, heatmap), cv2.COLOR_BGR2RGB) \
         if heatmap is not None else grey
     scale = max_side / max(picture.shape[:2])
