@@ -31,6 +31,8 @@ def test_quantile_is_the_ceil_n_plus_one_rank():
     assert conformal_quantile(scores, 0.9) == 18
     assert conformal_quantile(scores[::-1], 0.9) == 18  # order does not matter
     assert conformal_quantile(np.array([3.0, 1.0]), 0.9) == 3  # too few: the largest
+    # n = 10: rank ceil(11 x 0.9) = 10, where the plain ceil(n x 0.9) would take the 9th
+    assert conformal_quantile(np.arange(1, 11, dtype=float), 0.9) == 10
 
 
 def test_intervals_cover_new_films_at_the_nominal_rate():
