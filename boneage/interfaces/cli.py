@@ -100,23 +100,15 @@ def csv_cell(value):
     return value
 
 
+def _check_release(args: argparse.Namespace) -> None:
+    """--model / --fast checked, and without --model the release verified, before TensorFlow."""
+    from boneage.reading.release import check_model_choice
+
+    check_model_choice(args.model, args.fast)
+
+
 def _variant(args: argparse.Namespace) -> str:
     return "fast" if args.fast else "ensemble"
-
-
-def _check_release(args: argparse.Namespace) -> None:
-    """Without --model, the shipped release must be there and intact: said in one line
-    before TensorFlow loads (seconds)."""
-    from boneage.kernel.errors import UsageError
-
-    if args.model:
-        if args.fast:
-            raise UsageError("--fast picks the release's fast member; it does not apply to "
-                             "--model exports")
-        return
-    from boneage.reading.release import load_release
-
-    load_release(_variant(args))
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -107,19 +107,15 @@ def add_commands(commands, verbose_flag) -> None:
 def _ensemble(args: argparse.Namespace):
     """The models that read: ``--model`` exports, else the shipped release (checked before
     TensorFlow loads, so a missing or damaged release is one line at once)."""
-    from boneage.kernel.errors import UsageError
-    from boneage.reading.release import load_release
+    from boneage.reading.release import check_model_choice
 
-    if args.model and args.fast:
-        raise UsageError("--fast picks the release's fast member; it does not apply to --model")
-    if not args.model:
-        load_release("fast" if args.fast else "ensemble")
+    variant = check_model_choice(args.model, args.fast)
     _import_tensorflow(args)
     from boneage.reading.predictor import Ensemble
 
     if args.model:
         return Ensemble(args.model, model_format=args.format)
-    return Ensemble.from_release("fast" if args.fast else "ensemble", args.format)
+    return Ensemble.from_release(variant, args.format)
 
 
 def _reader(args: argparse.Namespace):

@@ -99,3 +99,17 @@ def load_release(variant: str = "ensemble", folder: Path | None = None) -> Relea
     return ReleaseChoice([folder / by_name[name]["path"] for name in names], list(weights),
                          ConformalIntervals.from_dict(way["intervals"]),
                          int(record.get("tta", {}).get("passes", 1)), identity)
+
+
+def check_model_choice(model_dirs: list | None, fast: bool) -> str:
+    """What ``--model`` and ``--fast`` ask for, checked before TensorFlow loads (a missing or
+    damaged release is one line at once); the release variant to read with."""
+    variant = "fast" if fast else "ensemble"
+    if model_dirs:
+        if fast:
+            raise UsageError("--fast picks the release's fast member; it does not apply to "
+                             "--model exports")
+        return variant
+    load_release(variant)
+    return variant
+
