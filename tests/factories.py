@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import socket
 import zipfile
 from pathlib import Path
@@ -120,3 +121,48 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+DX = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+
+
+def dx_film(pixels: np.ndarray, *, sex: str | None = "M", age: str | None = "010Y",
+            study: str | None = None, **tags):
+    """A grey uint8/uint16 array wrapped as a DX film (synthetic patient data)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DX
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("film.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = DX, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality, ds.BodyPartExamined = "DX", "HAND"
+    ds.PatientName, ds.PatientID = "Doe^Jane", "PID-SECRET-4711"
+    ds.PatientBirthDate, ds.StudyDate, ds.StudyTime = "", "20240102", "101500"
+    ds.ReferringPhysicianName, ds.StudyID, ds.AccessionNumber = "", "1", "ACC1"
+    ds.SeriesNumber, ds.InstanceNumber = 1, 1
+    if sex:
+        ds.PatientSex = sex
+    if age:
+        ds.PatientAge = age
+    if pixels is not None:
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        bits = 16 if pixels.dtype == np.uint16 else 8
+        ds.BitsAllocated = ds.BitsStored = bits
+        ds.HighBit, ds.PixelRepresentation = bits - 1, 0
+        ds.PixelData = pixels.tobytes()
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def to_bytes(ds) -> bytes:
+    """A data set as the bytes of a DICOM Part 10 file."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

@@ -10,7 +10,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pydicom = pytest.importorskip("pydicom")
@@ -18,9 +17,8 @@ pynetdicom = pytest.importorskip("pynetdicom")
 hd = pytest.importorskip("highdicom")
 
 import orthanc_server  # noqa: E402
-from factories import free_ports, hand_radiograph, make_export  # noqa: E402
-from pydicom.dataset import FileDataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
+from factories import dx_film, free_ports, hand_radiograph, make_export, to_bytes  # noqa: E402
+from pydicom.uid import ExplicitVRLittleEndian  # noqa: E402
 
 from boneage.interfaces.cli import main as cli_main  # noqa: E402
 
@@ -28,47 +26,8 @@ pytestmark = pytest.mark.slow
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 FULLRES = SHARED / "rsna-bone-age-fullres-sample"
-DX = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 NODE_AE = "BONEAGE"
 SCU_AE = "TESTSCU"
-
-
-def dx_film(pixels: np.ndarray, *, sex: str | None = "M", age: str | None = "010Y",
-            study: str | None = None, **tags) -> FileDataset:
-    """A grey uint8/uint16 array wrapped as a DX film (synthetic patient data)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DX
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("film.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = DX, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = study or generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.Modality, ds.BodyPartExamined = "DX", "HAND"
-    ds.PatientName, ds.PatientID = "Doe^Jane", "PID-SECRET-4711"
-    ds.PatientBirthDate, ds.StudyDate, ds.StudyTime = "", "20240102", "101500"
-    ds.ReferringPhysicianName, ds.StudyID, ds.AccessionNumber = "", "1", "ACC1"
-    ds.SeriesNumber, ds.InstanceNumber = 1, 1
-    if sex:
-        ds.PatientSex = sex
-    if age:
-        ds.PatientAge = age
-    if pixels is not None:
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        bits = 16 if pixels.dtype == np.uint16 else 8
-        ds.BitsAllocated = ds.BitsStored = bits
-        ds.HighBit, ds.PixelRepresentation = bits - 1, 0
-        ds.PixelData = pixels.tobytes()
-    for keyword, value in tags.items():
-        setattr(ds, keyword, value)
-    return ds
-
-
-def to_bytes(ds) -> bytes:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -111,6 +111,22 @@ def test_the_fast_variant_reads_with_the_best_member_alone(tiny_release, films):
         alone.predict_paths(films[:1], sex="F")[0].months, abs=1e-4)
 
 
+def test_tta_reads_each_film_as_the_mean_of_its_own_passes(tiny_release, films):
+    """All passes of all films go through the model in one call; each film's reading must
+    still be the mean of its own passes (a mixed-up reshape would average across films)."""
+    from boneage.learning.tta import tta_films
+
+    member = Ensemble([tiny_release / "members" / "a"])
+    with_tta = Ensemble.of_predictors(member.predictors, tta=4)
+    readings = with_tta.predict_paths(films, sex="M")
+    predictor = member.predictors[0]
+    prepared = np.stack([predictor.prepare(path.read_bytes(), path.name) for path in films])
+    by_pass = np.array([predictor.predict_prepared(tta_films(prepared, index), 1.0)
+                        for index in range(4)])  # (passes, films), one call per pass
+    assert np.ptp(by_pass.mean(axis=0)) > 1e-3  # the films read differently
+    assert [r.months for r in readings] == pytest.approx(by_pass.mean(axis=0), abs=1e-3)
+
+
 def test_a_changed_weight_file_is_refused_in_one_line(tiny_release, tmp_path):
     copy = tmp_path / "release"
     shutil.copytree(tiny_release, copy)

@@ -373,6 +373,8 @@ class Ensemble:
         """Months, shape (films, models), for films already prepared by :meth:`prepare`
         (averaged over the release's test-time augmentation passes where it has them)."""
         out = np.zeros((len(prepared), len(self.predictors)))
+        males = np.broadcast_to(np.asarray(males, dtype=np.float32).reshape(-1),
+                                (len(prepared),))
         for column, predictor in enumerate(self.predictors):
             films = np.stack([p[predictor.settings] for p in prepared])
             passes = [films]
@@ -380,9 +382,11 @@ class Ensemble:
                 from boneage.learning.tta import tta_films
 
                 passes += [tta_films(films, index) for index in range(1, self.tta)]
+            # every pass in one model call (one call per pass cost a call's overhead each)
             with self._lock:
-                out[:, column] = np.mean([predictor.predict_prepared(variant, males)
-                                          for variant in passes], axis=0)
+                months = predictor.predict_prepared(np.concatenate(passes),
+                                                    np.tile(males, len(passes)))
+            out[:, column] = months.reshape(len(passes), len(prepared)).mean(axis=0)
         return out
 
     def resolve(self, path: str, film: Film, sex: str | None, chronological: float | None,
