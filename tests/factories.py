@@ -150,15 +150,20 @@ def dx_film(pixels: np.ndarray, *, sex: str | None = "M", age: str | None = "010
     if age:
         ds.PatientAge = age
     if pixels is not None:
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        bits = 16 if pixels.dtype == np.uint16 else 8
-        ds.BitsAllocated = ds.BitsStored = bits
-        ds.HighBit, ds.PixelRepresentation = bits - 1, 0
-        ds.PixelData = pixels.tobytes()
+        set_pixels(ds, pixels)
     for keyword, value in tags.items():
         setattr(ds, keyword, value)
     return ds
+
+
+def set_pixels(ds, pixels: np.ndarray, photometric: str = "MONOCHROME2") -> None:
+    """The image pixel module of one grey uint8/uint16 frame, uncompressed."""
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    bits = 16 if pixels.dtype == np.uint16 else 8
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit, ds.PixelRepresentation = bits - 1, 0
+    ds.PixelData = pixels.tobytes()
 
 
 def to_bytes(ds) -> bytes:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 pydicom = pytest.importorskip("pydicom")
+from factories import set_pixels, to_bytes  # noqa: E402
 from pydicom.dataset import FileDataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import (  # noqa: E402
     DeflatedExplicitVRLittleEndian,
@@ -43,14 +44,7 @@ def make_dicom(pixels: np.ndarray | None, *, photometric="MONOCHROME2", slope=No
     if age:
         ds.PatientAge = age
     if pixels is not None:
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = photometric
-        bits = 16 if pixels.dtype == np.uint16 else 8
-        ds.BitsAllocated = ds.BitsStored = bits
-        ds.HighBit = bits - 1
-        ds.PixelRepresentation = 0
-        ds.PixelData = pixels.tobytes()
+        set_pixels(ds, pixels, photometric)
     if slope is not None:
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     if centre is not None:
@@ -59,9 +53,7 @@ def make_dicom(pixels: np.ndarray | None, *, photometric="MONOCHROME2", slope=No
         ds.NumberOfFrames = frames
     if rows is not None:
         ds.Rows, ds.Columns = rows, columns
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return to_bytes(ds)
 
 
 def test_monochrome2_8bit_without_window_matches_the_png_of_the_same_pixels(hand_film, encode):
