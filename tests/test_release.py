@@ -20,7 +20,7 @@ from factories import hand_radiograph, make_store
 from boneage.interfaces.cli import main as cli_main
 from boneage.kernel.artifacts import RELEASE_JSON, RELEASE_SUMS
 from boneage.kernel.config import ReleaseParams, TrainParams, load_release as load_release_params
-from boneage.kernel.errors import SetupError
+from boneage.kernel.errors import DataError, SetupError
 from boneage.learning.conformal import ConformalIntervals, combine
 from boneage.reading.predictor import Ensemble
 from boneage.reading.release import RELEASE_ENV, load_release, verify_release
@@ -125,6 +125,44 @@ def test_tta_reads_each_film_as_the_mean_of_its_own_passes(tiny_release, films):
                         for index in range(4)])  # (passes, films), one call per pass
     assert np.ptp(by_pass.mean(axis=0)) > 1e-3  # the films read differently
     assert [r.months for r in readings] == pytest.approx(by_pass.mean(axis=0), abs=1e-3)
+
+
+def test_a_member_restored_from_the_release_exports_as_it_shipped(tiny_release, tmp_path):
+    """A machine without the trainer's DVC cache rebuilds a member's train output from the
+    release: the release stage's export of it then reads exactly as the shipped member."""
+    import keras
+
+    from boneage.learning.calibration import Calibration
+    from boneage.learning.export import calibrated_model, exportable_model, uncalibrated_model
+    from boneage.learning.release import restore_member
+
+    restored = restore_member(tiny_release, "a", tmp_path / "member_a")
+    summary = json.loads((restored / "training.json").read_text())
+    original = json.loads((tiny_release.parent / "a" / "training.json").read_text())
+    for key in ("params", "calibration", "imaging", "epochs_run", "n_train"):
+        assert summary[key] == original[key], key
+    assert summary["restored_from"] == "tiny 0.0.1 members/a"
+    rng = np.random.default_rng(0)
+    inputs = {"image": rng.uniform(0, 255, (3, 32, 32, 1)).astype("float32"),
+              "sex": np.array([[0.0], [1.0], [1.0]], "float32")}
+    shipped, _ = exportable_model(tiny_release.parent / "a")
+    again, _ = exportable_model(restored)
+    assert np.allclose(again.predict_on_batch(inputs), shipped.predict_on_batch(inputs),
+                       atol=1e-4)
+    # The calibration comes off (and goes back on) whatever its coefficients.
+    raw = keras.saving.load_model(tiny_release.parent / "a" / "model.keras")
+    doubled = calibrated_model(raw, {"kind": "linear", "female": {"slope": 2.0, "intercept": 1.0},
+                                     "male": {"slope": 2.0, "intercept": 1.0}})
+    assert isinstance(doubled.get_layer("boneage_months"), Calibration)
+    assert uncalibrated_model(doubled) is raw and uncalibrated_model(raw) is raw
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_release, broken)
+    with open(broken / "members" / "a" / "model.keras", "ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(DataError, match="sha256"):
+        restore_member(broken, "a", tmp_path / "other")
+    with pytest.raises(DataError, match="no member 'z'"):
+        restore_member(tiny_release, "z", tmp_path / "other")
 
 
 def test_a_changed_weight_file_is_refused_in_one_line(tiny_release, tmp_path):

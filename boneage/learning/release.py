@@ -19,6 +19,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 
@@ -27,11 +28,16 @@ from boneage.data.splits import read_ids
 from boneage.data.store import open_store
 from boneage.kernel.ages import format_months
 from boneage.kernel.artifacts import (
+    CARD_JSON,
     CARD_MD,
+    EXPORT_KERAS,
     RELEASE_JSON,
     RELEASE_MEMBERS,
     RELEASE_SUMS,
     SPLIT_FILES,
+    TRAINED_MODEL,
+    TRAINING_SUMMARY,
+    read_json,
     write_json,
 )
 from boneage.kernel.config import ReleaseParams
@@ -40,7 +46,7 @@ from boneage.kernel.errors import DataError
 from boneage.kernel.provenance import git_commit
 from boneage.learning.conformal import combine, coverage_report, fit_conformal
 from boneage.learning.evaluation import evaluate_predictions, predict_store
-from boneage.learning.export import exportable_model, write_export
+from boneage.learning.export import exportable_model, uncalibrated_model, write_export
 from boneage.learning.tta import TTA_TRANSFORMS
 
 log = logging.getLogger(__name__)
@@ -372,3 +378,48 @@ def release_markdown(record: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def restore_member(release_folder: str | Path, name: str, out_dir: str | Path) -> Path:
+    """Member ``name``'s train stage output rebuilt from a shipped release.
+
+    A member's train output lives only in the DVC cache of the machine that trained it; on any
+    other machine the release stage could not be rerun (to add a member, or refit the
+    intervals) without retraining every member. The shipped export holds the trained weights:
+    this takes its calibration layer off again, and writes the training summary the train
+    stage wrote (params, calibration, the commit it was trained at). The optimizer state and
+    the per-epoch history are not in a release, so a restored member cannot resume training.
+    """
+    release_folder, out_dir = Path(release_folder), Path(out_dir)
+    record = read_json(release_folder / RELEASE_JSON, "release")
+    member = next((m for m in record["members"] if m["name"] == name), None)
+    if member is None:
+        raise DataError(f"{release_folder / RELEASE_JSON}: no member {name!r} (members: "
+                        f"{', '.join(m['name'] for m in record['members'])})")
+    member_dir = release_folder / member["path"]
+    for file in (CARD_JSON, EXPORT_KERAS):
+        relative = f"{member['path']}/{file}"
+        if sha256(member_dir / file) != record["files"].get(relative):
+            raise DataError(f"{member_dir / file}: sha256 differs from {RELEASE_JSON}'s; "
+                            "restore from an unchanged release")
+    card = read_json(member_dir / CARD_JSON, "release")
+    model = uncalibrated_model(keras.saving.load_model(member_dir / EXPORT_KERAS))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(out_dir / TRAINED_MODEL)
+    training = card["training"]
+    write_json(out_dir / TRAINING_SUMMARY, {
+        "best_epoch": training.get("best_epoch"),
+        "epochs_run": training.get("epochs_run"),
+        "train_seconds": training.get("train_seconds"),
+        "n_train": card["data"].get("n_train"),
+        "n_val": card["data"].get("n_val"),
+        "cpu_count": training.get("cpu_count"),
+        "calibration": card.get("calibration") or {"kind": "none"},
+        "imaging": card["imaging"],
+        "params": training.get("params"),
+        "git_commit": member.get("trained_at_commit"),
+        "restored_from": f"{record['name']} {record['version']} {member['path']}",
+    })
+    log.info("member %s restored from %s %s into %s (weights as trained; no optimizer state)",
+             name, record["name"], record["version"], out_dir)
+    return out_dir
