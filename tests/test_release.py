@@ -133,8 +133,8 @@ def test_a_member_restored_from_the_release_exports_as_it_shipped(tiny_release, 
     import keras
 
     from boneage.learning.calibration import Calibration
-    from boneage.learning.export import calibrated_model, exportable_model, uncalibrated_model
-    from boneage.learning.release import restore_member
+    from boneage.learning.export import calibrated_model, exportable_model
+    from boneage.learning.release import restore_member, uncalibrated_model
 
     restored = restore_member(tiny_release, "a", tmp_path / "member_a")
     summary = json.loads((restored / "training.json").read_text())

@@ -116,18 +116,6 @@ def calibrated_model(model: keras.Model, calibration: dict | None) -> keras.Mode
                        name=f"{model.name}_calibrated")
 
 
-def uncalibrated_model(model: keras.Model) -> keras.Model:
-    """What :func:`calibrated_model` wrapped: the exported model without its calibration layer
-    (``model`` itself where it has none)."""
-    if not isinstance(model.get_layer(OUTPUT), Calibration):
-        return model
-    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if len(inner) != 1:
-        raise ValueError(f"model {model.name!r}: a calibration layer over {len(inner)} models; "
-                         "expected the one calibrated_model wraps")
-    return inner[0]
-
-
 SYNTHETIC_LIMITATION = ("trained on synthetic films (boneage.data.phantom): not for real "
                         "radiographs; predict and serve say so on every reading and give no "
                         "clinical call unless forced")

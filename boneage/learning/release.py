@@ -46,7 +46,9 @@ from boneage.kernel.errors import DataError
 from boneage.kernel.provenance import git_commit
 from boneage.learning.conformal import combine, coverage_report, fit_conformal
 from boneage.learning.evaluation import evaluate_predictions, predict_store
-from boneage.learning.export import exportable_model, uncalibrated_model, write_export
+from boneage.learning.calibration import Calibration
+from boneage.learning.export import exportable_model, write_export
+from boneage.learning.models import OUTPUT
 from boneage.learning.tta import TTA_TRANSFORMS
 
 log = logging.getLogger(__name__)
@@ -378,6 +380,18 @@ def release_markdown(record: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def uncalibrated_model(model: keras.Model) -> keras.Model:
+    """What :func:`boneage.learning.export.calibrated_model` wrapped: the exported model
+    without its calibration layer (``model`` itself where it has none)."""
+    if not isinstance(model.get_layer(OUTPUT), Calibration):
+        return model
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(inner) != 1:
+        raise ValueError(f"model {model.name!r}: a calibration layer over {len(inner)} models; "
+                         "expected the one calibrated_model wraps")
+    return inner[0]
 
 
 def restore_member(release_folder: str | Path, name: str, out_dir: str | Path) -> Path:
