@@ -94,6 +94,29 @@ def folder_throughput(paths: list[Path], ensemble, variant: str) -> dict:
             "cli_films_per_s": len(paths) / cli, "cli_vs_direct": direct / cli}
 
 
+def targets(result: dict) -> dict:
+    """Issue 23's targets, each with the measured figure and whether it is met."""
+    ensemble, fast = result["ensemble"], result["fast"]
+    coverage = ensemble["test"]["coverage_90"]
+    bands = {label: band["coverage"] for label, band in coverage["by_age_band"].items()
+             if band["n"] >= 100}
+
+    def check(figure, low=None, high=None):
+        met = (low is None or figure >= low) and (high is None or figure <= high)
+        return {"figure": figure, "low": low, "high": high, "met": bool(met)}
+
+    return {
+        "ensemble_mae_months": check(ensemble["test"]["mae_months"], high=8.5),
+        "single_mae_months": check(fast["test"]["mae_months"], high=9.0),
+        "fullres_ratio": check(ensemble["fullres_sample"]["ratio_to_test"], high=1.5),
+        "coverage_overall": check(coverage["overall"], 0.88, 0.92),
+        **{f"coverage_{label}": check(value, 0.85, 0.95) for label, value in bands.items()},
+        "ensemble_p50_ms": check(ensemble["latency_ms_p50_fullres"], high=300),
+        "single_p50_ms": check(fast["latency_ms_p50_fullres"], high=60),
+        "folder_cli_vs_direct": check(ensemble["folder"]["cli_vs_direct"], low=0.8),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", type=Path, default=ROOT / "release/data/split/test.txt")
@@ -143,9 +166,12 @@ def main() -> None:
                    "single_mae_months": fast_test["mae_months"],
                    "mae_by_age_band": ensemble_test["mae_by_age_band"],
                    "coverage_90": ensemble_test["coverage_90"]})
+    result["targets"] = targets(result)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({key: result[key] for key in ("mae_months", "single_mae_months")}
-                     | {"coverage": ensemble_test["coverage_90"]["overall"]}, indent=2))
+                     | {"coverage": ensemble_test["coverage_90"]["overall"],
+                        "not_met": [name for name, t in result["targets"].items()
+                                    if not t["met"]]}, indent=2))
 
 
 if __name__ == "__main__":
