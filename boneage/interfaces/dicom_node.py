@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR Storage
 CAPTURE_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
+SEND_BATCH = 32  # results queued by at most this many films go over one association
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
 
 
@@ -147,34 +148,55 @@ class ResultSender:
 
     def _run(self) -> None:
         while True:
-            item = self.queue.get()
+            # Every result already queued goes over one association: a new association per
+            # film kept results 17 s behind the readings under load (bench/hospital.py).
+            items = [self.queue.get()]
+            while len(items) < SEND_BATCH and items[-1] is not None:
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                if item is None:
-                    return
-                name, datasets = item
-                self._deliver(name, datasets)
+                work = [item for item in items if item is not None]
+                if work:
+                    self._deliver(work)
             except Exception:  # noqa: BLE001 - the sender must outlive one bad result
                 log.exception("sender: unexpected error")
             finally:
-                self.queue.task_done()
+                for _ in items:
+                    self.queue.task_done()
+            if items[-1] is None:
+                return
 
-    def _deliver(self, name: str, datasets: list) -> None:
-        left = list(datasets)
+    def _deliver(self, work: list[tuple[str, list]]) -> None:
+        """Send each film's results (``(name, datasets)`` pairs), retrying what was not
+        stored; what is still not stored after the last attempt is spooled."""
+        totals = {name: len(datasets) for name, datasets in work}
+        pending = [(name, list(datasets)) for name, datasets in work]
         error = "no destination set (--destination)"
         if self.settings.destination is not None:
             for attempt in range(self.settings.send_attempts):
-                left, error = self._send(left)
-                if not left:
-                    self.counters.add(sent=len(datasets))
-                    log.info("%s: %d result(s) stored at %s", name, len(datasets),
+                left, error = self._send([d for _, datasets in pending for d in datasets])
+                failed = {id(dataset) for dataset in left}
+                still = []
+                for name, datasets in pending:
+                    remaining = [d for d in datasets if id(d) in failed]
+                    if remaining:
+                        still.append((name, remaining))
+                        continue
+                    self.counters.add(sent=totals[name])
+                    log.info("%s: %d result(s) stored at %s", name, totals[name],
                              self.settings.destination)
+                pending = still
+                if not pending:
                     return
                 if attempt + 1 < self.settings.send_attempts:
                     time.sleep(self.settings.retry_seconds * (attempt + 1))
-        self.counters.add(sent=len(datasets) - len(left), undelivered=len(left))
-        spooled = self._spool(left)
-        log.error("%s: %d result(s) not delivered (%s)%s", name, len(left), error,
-                  f"; written to {spooled}" if spooled else "")
+        for name, left in pending:
+            self.counters.add(sent=totals[name] - len(left), undelivered=len(left))
+            spooled = self._spool(left)
+            log.error("%s: %d result(s) not delivered (%s)%s", name, len(left), error,
+                      f"; written to {spooled}" if spooled else "")
 
     def _send(self, datasets: list) -> tuple[list, str | None]:
         """C-STORE each; returns (those not stored, why)."""
