@@ -42,6 +42,14 @@ def tiny_release(tmp_path_factory):
     for name, seed in (("a", 1), ("b", 2)):
         run_training(store, split, TrainParams(width=4, epochs=1, batch_size=8, warmup_epochs=0,
                                                seed=seed, precision="float32"), tmp / name)
+    # One epoch's calibration is rarely kept; member a gets a real one, so the release's
+    # export of it carries a calibration layer (restore_member must take it off again).
+    summary_path = tmp / "a" / "training.json"
+    summary = json.loads(summary_path.read_text())
+    summary["calibration"] = {"kind": "linear", "applied": True,
+                              "female": {"slope": 1.05, "intercept": 3.0},
+                              "male": {"slope": 0.95, "intercept": -2.0}}
+    summary_path.write_text(json.dumps(summary))
     params = ReleaseParams(name="tiny", version="0.0.1", member_weights="equal",
                            min_band_films=10, interval_bands_months=[0, 120, 240],
                            age_bands_months=[0, 120, 240])
@@ -149,6 +157,10 @@ def test_a_member_restored_from_the_release_exports_as_it_shipped(tiny_release, 
     again, _ = exportable_model(restored)
     assert np.allclose(again.predict_on_batch(inputs), shipped.predict_on_batch(inputs),
                        atol=1e-4)
+    # The restored train output is the raw model, as the train stage saved it.
+    trained = keras.saving.load_model(tiny_release.parent / "a" / "model.keras")
+    assert np.allclose(keras.saving.load_model(restored / "model.keras").predict_on_batch(inputs),
+                       trained.predict_on_batch(inputs), atol=1e-4)
     # The calibration comes off (and goes back on) whatever its coefficients.
     raw = keras.saving.load_model(tiny_release.parent / "a" / "model.keras")
     doubled = calibrated_model(raw, {"kind": "linear", "female": {"slope": 2.0, "intercept": 1.0},
