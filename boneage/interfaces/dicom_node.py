@@ -171,29 +171,28 @@ class ResultSender:
     def _deliver(self, work: list[tuple[str, list]]) -> None:
         """Send each film's results (``(name, datasets)`` pairs), retrying what was not
         stored; what is still not stored after the last attempt is spooled."""
-        totals = {name: len(datasets) for name, datasets in work}
-        pending = [(name, list(datasets)) for name, datasets in work]
+        # By position in ``work``: the same film sent twice is two entries with one name.
+        pending = {index: list(datasets) for index, (_, datasets) in enumerate(work)}
         error = "no destination set (--destination)"
         if self.settings.destination is not None:
             for attempt in range(self.settings.send_attempts):
-                left, error = self._send([d for _, datasets in pending for d in datasets])
+                left, error = self._send([d for datasets in pending.values() for d in datasets])
                 failed = {id(dataset) for dataset in left}
-                still = []
-                for name, datasets in pending:
-                    remaining = [d for d in datasets if id(d) in failed]
-                    if remaining:
-                        still.append((name, remaining))
-                        continue
-                    self.counters.add(sent=totals[name])
-                    log.info("%s: %d result(s) stored at %s", name, totals[name],
-                             self.settings.destination)
-                pending = still
+                for index in list(pending):
+                    pending[index] = [d for d in pending[index] if id(d) in failed]
+                    if not pending[index]:
+                        del pending[index]
+                        name, datasets = work[index]
+                        self.counters.add(sent=len(datasets))
+                        log.info("%s: %d result(s) stored at %s", name, len(datasets),
+                                 self.settings.destination)
                 if not pending:
                     return
                 if attempt + 1 < self.settings.send_attempts:
                     time.sleep(self.settings.retry_seconds * (attempt + 1))
-        for name, left in pending:
-            self.counters.add(sent=totals[name] - len(left), undelivered=len(left))
+        for index, left in pending.items():
+            name, datasets = work[index]
+            self.counters.add(sent=len(datasets) - len(left), undelivered=len(left))
             spooled = self._spool(left)
             log.error("%s: %d result(s) not delivered (%s)%s", name, len(left), error,
                       f"; written to {spooled}" if spooled else "")
