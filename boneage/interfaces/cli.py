@@ -35,18 +35,36 @@ def _predict(args: argparse.Namespace) -> int:
     require_sex(paths, args.sex)
     explain = heatmap_folder(args.explain) if args.explain is not None else None
     _check_release(args)
+    choice = None
+    if not args.model:
+        from boneage.reading.release import load_release
 
-    _import_tensorflow(args)
-    from boneage.reading.predictor import Ensemble
+        choice = load_release(_variant(args))
+    # A folder's films are read up to the models' input in a background thread while
+    # TensorFlow imports and the models load (seconds the films used to wait for).
+    films = None
+    if explain is None and len(paths) > 1:
+        films = _prefetch(args.model or choice.model_dirs, paths, args.sex, chronological,
+                          args.force, height)
+    try:
+        _import_tensorflow(args)
+        from boneage.reading.predictor import Ensemble
+
+        ensemble = (Ensemble(args.model, model_format=args.format) if args.model
+                    else Ensemble.from_choice(choice, args.format))
+        if films is not None and films.settings != ensemble.settings:
+            films.close()  # never expected: the cards were read twice and differ
+            films = None
+        readings = ensemble.predict_paths(paths, sex=args.sex, chronological=chronological,
+                                          batch_size=args.batch_size,
+                                          progress=len(paths) > 20,
+                                          explain_dir=explain, force=args.force,
+                                          height_cm=height, films=films)
+    finally:
+        if films is not None:
+            films.close()
     from boneage.reading.standards import RULE
 
-    ensemble = (Ensemble(args.model, model_format=args.format) if args.model
-                else Ensemble.from_release(_variant(args), args.format))
-    readings = ensemble.predict_paths(paths, sex=args.sex, chronological=chronological,
-                                      batch_size=args.batch_size,
-                                      progress=len(paths) > 20,
-                                      explain_dir=explain, force=args.force,
-                                      height_cm=height)
     rows = [r.to_dict() for r in readings]
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
@@ -66,6 +84,21 @@ def _predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(rows)} films could not be read", file=sys.stderr)
     return 1 if failed else 0  # a script must see that a film of its folder was not read
+
+
+def _prefetch(model_dirs, paths, sex, chronological, force, height):
+    """The films prepared ahead in a background thread (:class:`Prefetch`), with the imaging
+    settings they were prepared for; None when an export's card cannot be read here (the
+    models' own loading then says what is wrong)."""
+    from boneage.reading.preparation import FilmPreparation, Prefetch, card_settings
+
+    try:
+        preparation = FilmPreparation(card_settings(model_dirs))
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    films = Prefetch(preparation.prepare_paths(paths, sex, chronological, force, height))
+    films.settings = preparation.settings
+    return films
 
 
 CSV_COLUMNS = ["path", "sex", "sex_source", "boneage_months", "boneage_text", "spread_months",

@@ -9,40 +9,40 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from boneage.kernel.errors import DataError, ImageError, UsageError
 from boneage.kernel.artifacts import CARD_JSON, EXPORT_KERAS, EXPORT_SAVEDMODEL, EXPORT_TFLITE
+from boneage.kernel.errors import DataError, ImageError, UsageError
 from boneage.learning.export import SIGNATURE
 from boneage.imaging.decoding import Film, read_film
-from boneage.imaging.film_check import check_read_film
-from boneage.imaging.transforms import ImagingSettings, prepare, prepare_with_geometry
-from boneage.reading.inputs import (
-    heatmap_folder,
-    parse_sex,
-    printable,
-    read_film_bytes,
-    reason,
-)
+from boneage.imaging.transforms import ImagingSettings, prepare
+from boneage.reading.inputs import heatmap_folder
 from boneage.learning.models import IMAGE_INPUT, OUTPUT, SEX_INPUT
+from boneage.reading.preparation import (  # noqa: F401  (re-exported: the reading's names)
+    FilmPreparation,
+    Prefetch,
+    Prepared,
+    PreparedFilm,
+)
+from boneage.reading.readings import (  # noqa: F401  (re-exported: the reading's names)
+    AGE_FROM_DICOM,
+    CALL_WITHHELD,
+    CLI,
+    FORM,
+    SEX_FROM_DICOM,
+    SYNTHETIC_WARNING,
+    Reading,
+    Wording,
+    describe_model,
+    trained_on_synthetic,
+)
 
 log = logging.getLogger(__name__)
 
 FORMAT_FILES = {"keras": EXPORT_KERAS, "savedmodel": EXPORT_SAVEDMODEL, "tflite": EXPORT_TFLITE}
-
-SYNTHETIC_WARNING = "trained on synthetic films: not for real radiographs"
-CALL_WITHHELD = ("no difference, SD score or call: the model was trained on synthetic films "
-                 "(force shows them)")
-
-
-def trained_on_synthetic(card: dict) -> bool:
-    """Whether a model card's data is the built-in synthetic films (``data.source``)."""
-    data = card.get("data") or {}
-    return bool(data.get("synthetic")) or str(data.get("source") or "").strip().lower() \
-        == "synthetic"
 
 
 class Predictor:
@@ -115,156 +115,6 @@ class Predictor:
         return np.asarray(self._run(image, sex), dtype=float).reshape(-1)
 
 
-SEX_FROM_DICOM = "from the DICOM PatientSex tag"
-AGE_FROM_DICOM = "from the DICOM PatientAge tag"
-
-
-@dataclass(frozen=True)
-class Wording:
-    """Where a reading says sex and age came from, and how it asks for a missing sex: in
-    the command line's flags or in the web form's fields."""
-
-    sex_given: str
-    age_given: str
-    ask_sex: str
-    height_given: str = "given"
-    ask_age: str = "give the chronological age"
-
-
-CLI = Wording("from --sex", "from --chronological-age", "pass --sex M or F",
-              "from --height-cm", "pass --chronological-age")
-FORM = Wording("from the form", "from the form", "choose the sex (M or F) in the form",
-               "from the form", "type the chronological age in the form")
-
-
-@dataclass
-class Reading:
-    """One film's result as people and programs read it."""
-
-    path: str
-    months: float | None = None  # the ensemble mean
-    per_model: list[float] | None = None
-    spread: float | None = None  # SD between models (a rough uncertainty); None for one model
-    male: int | None = None
-    sex_source: str | None = None
-    chronological_months: float | None = None
-    age_source: str | None = None
-    assessment: object | None = None  # boneage.reading.standards.Assessment
-    heatmap: str | None = None  # path of the Grad-CAM PNG
-    error: str | None = None
-    checks: dict | None = None  # the film check's verdict (boneage.imaging.film_check)
-    interval: tuple[float, float] | None = None  # calibrated prediction interval, months
-    coverage: float | None = None  # its nominal coverage (0.9)
-    refer: bool = False  # the interval is unusually wide: a radiologist should read the film
-    refer_width: float | None = None  # the width above which a reading is referred
-    model: dict | None = None  # which model read the film: name, version, data, MAE
-    height: object | None = None  # boneage.reading.adult_height.Height: the current height
-    adult_height: object | None = None  # boneage.reading.adult_height.AdultHeight
-    warning: str | None = None  # SYNTHETIC_WARNING for a model of synthetic films
-
-    def to_dict(self) -> dict:
-        from boneage.kernel.ages import format_months
-
-        row: dict = {"path": self.path}
-        if self.checks is not None:
-            row["checks"] = self.checks
-        if self.error:
-            row["error"] = self.error
-            return row
-        if self.warning:
-            row["warning"] = self.warning
-        row.update({
-            "sex": "M" if self.male else "F",
-            "sex_source": self.sex_source,
-            "boneage_months": round(self.months, 1),
-            "boneage_text": format_months(self.months),
-        })
-        if self.per_model is not None and len(self.per_model) > 1:
-            row["models"] = [round(m, 1) for m in self.per_model]
-            row["spread_months"] = round(self.spread, 1)
-        if self.interval is not None:
-            row["interval_months"] = [round(self.interval[0], 1), round(self.interval[1], 1)]
-            row["interval_text"] = (f"{format_months(self.interval[0])} to "
-                                    f"{format_months(self.interval[1])}")
-            row["interval_coverage"] = self.coverage
-            row["refer_to_radiologist"] = self.refer
-        if self.model is not None:
-            row["model"] = self.model
-            row["model_text"] = describe_model(self.model)
-        if self.chronological_months is not None:
-            row["chronological_months"] = round(self.chronological_months, 1)
-            row["chronological_text"] = format_months(self.chronological_months)
-            row["age_source"] = self.age_source
-            if self.assessment is not None:
-                row.update(self.assessment.to_dict())
-        if self.adult_height is not None:
-            row.update(self.adult_height.to_dict())
-        if self.heatmap:
-            row["heatmap"] = self.heatmap
-        return row
-
-    def text(self) -> str:
-        """The lines a radiologist reads for this film."""
-        from boneage.kernel.ages import describe, format_months
-
-        path = printable(self.path)
-        if self.error:
-            return f"{path}: not read: {printable(reason(self.path, self.error))}"
-        sex = "male" if self.male else "female"
-        lines = [f"{path}: bone age {describe(self.months)}"]
-        if self.per_model is not None and len(self.per_model) > 1:
-            lines[0] += (f" +- {self.spread:.1f} months (SD between {len(self.per_model)} models: "
-                         + ", ".join(f"{m:.1f}" for m in self.per_model) + ")")
-        if self.interval is not None:
-            low, high = self.interval
-            lines.append(f"  {self.coverage:.0%} interval: {low:.1f} to {high:.1f} months "
-                         f"({format_months(low)} to {format_months(high)})")
-            if self.refer:
-                lines.append(f"  the interval is unusually wide (over {self.refer_width:.0f} "
-                             "months): a radiologist should read this film")
-        lines.append(f"  sex: {sex} ({self.sex_source})")
-        if self.warning:
-            lines.insert(1, f"  WARNING: {self.warning}")
-        checks = self.checks or {}
-        if checks.get("forced"):
-            doubts = list(checks.get("reasons", []))
-            if checks.get("inverted"):
-                doubts.append("it looks inverted")
-            lines.append("  WARNING: read on request (force) although the film check refused "
-                         "it: " + "; ".join(doubts))
-        a = self.assessment
-        if self.chronological_months is not None:
-            lines.append(f"  chronological age: {describe(self.chronological_months)} "
-                         f"({self.age_source})")
-            if a is None:
-                lines.append(f"  {CALL_WITHHELD}")
-            else:
-                sign = "+" if a.difference_months >= 0 else "-"
-                lines.append(f"  difference: {sign}{abs(a.difference_months):.1f} months "
-                             f"({sign}{format_months(abs(a.difference_months))}), "
-                             f"{a.z:+.1f} SD (G&P SD {a.sd_months:.1f} months at this age): "
-                             f"{a.call.upper()}")
-        if self.adult_height is not None:
-            lines.append(self.adult_height.text())
-        if self.heatmap:
-            lines.append(f"  heatmap: {printable(self.heatmap)}")
-        if self.model is not None:
-            lines.append(f"  model: {describe_model(self.model)}")
-        return "\n".join(lines)
-
-
-def describe_model(model: dict) -> str:
-    """One line naming the model that read a film: name, version, data and test MAE."""
-    kind = model.get("variant", "")
-    if model.get("members", 1) > 1:
-        kind = f"ensemble of {model['members']}"
-    text = f"{model.get('name')} {model.get('version')}" + (f" ({kind})" if kind else "")
-    if model.get("data"):
-        text += f", trained on {model['data']}"
-    if model.get("test_mae_months") is not None:
-        text += (f"; test MAE {model['test_mae_months']:.1f} months"
-                 + (f" on {model['n_test']} films" if model.get("n_test") else ""))
-    return text
 
 
 def export_identity(predictors: list["Predictor"]) -> dict:
@@ -286,17 +136,7 @@ def export_identity(predictors: list["Predictor"]) -> dict:
     return identity
 
 
-class Prepared(dict):
-    """One film's model inputs: imaging settings -> uint8 ``(size, size)`` array, and in
-    ``geometries`` where each came from in the film (:class:`boneage.imaging.transforms.Geometry`), so
-    Grad-CAM maps its heatmap back through the crop that was taken, without preparing again."""
-
-    def __init__(self, prepared: dict):
-        super().__init__({settings: array for settings, (array, _) in prepared.items()})
-        self.geometries = {settings: geometry for settings, (_, geometry) in prepared.items()}
-
-
-class Ensemble:
+class Ensemble(FilmPreparation):
     """One or more exported models read as one: the mean, and the SD between them.
 
     Each film is decoded once; each distinct set of imaging settings in the models' cards
@@ -345,29 +185,13 @@ class Ensemble:
         """The model that ships with boneage, checked file by file (boneage.reading.release)."""
         from boneage.reading.release import load_release
 
-        choice = load_release(variant, folder)
+        return cls.from_choice(load_release(variant, folder), model_format)
+
+    @classmethod
+    def from_choice(cls, choice, model_format: str = "keras") -> "Ensemble":
+        """The release as :func:`boneage.reading.release.load_release` verified it."""
         return cls(choice.model_dirs, model_format, weights=choice.weights,
                    intervals=choice.intervals, tta=choice.tta, identity=choice.identity)
-
-    def read(self, data: bytes, name: str = "image", force: bool = False) -> Film:
-        """Decode a film; a DICOM's header is judged first (refused unless ``force``)."""
-        return read_film(data, name, force=force)
-
-    def check(self, film: Film, name: str, reading: "Reading", force: bool = False) -> Film:
-        """The film check (:func:`boneage.imaging.film_check.check_read_film`), its verdict kept on
-        ``reading``; after sex and age are resolved, so a missing sex is asked for first."""
-        try:
-            film = check_read_film(film, name, force=force)
-        except ImageError as exc:
-            reading.checks = getattr(exc, "checks", None)
-            raise
-        reading.checks = film.meta.get("checks")
-        return film
-
-    def prepare(self, film: Film) -> "Prepared":
-        """The film prepared for each distinct imaging setting of the models, with where
-        each input came from in the film (for the heatmap)."""
-        return Prepared({s: prepare_with_geometry(film, s) for s in self.settings})
 
     def predict_prepared(self, prepared: list[dict], males: np.ndarray) -> np.ndarray:
         """Months, shape (films, models), for films already prepared by :meth:`prepare`
@@ -388,36 +212,6 @@ class Ensemble:
                                                     np.tile(males, len(passes)))
             out[:, column] = months.reshape(len(passes), len(prepared)).mean(axis=0)
         return out
-
-    def resolve(self, path: str, film: Film, sex: str | None, chronological: float | None,
-                reading: Reading, wording: Wording = CLI, height_cm: float | None = None) -> None:
-        """Fill in sex, chronological age and height from the flags (or form), else the DICOM
-        tags (PatientSex, PatientAge, PatientSize)."""
-        from boneage.reading.adult_height import Height, height_from_dicom
-        from boneage.reading.standards import assess  # noqa: F401  (fail early if missing)
-
-        if sex is not None:
-            reading.male, reading.sex_source = parse_sex(sex), wording.sex_given
-        elif film.meta.get("sex"):
-            reading.male, reading.sex_source = parse_sex(film.meta["sex"]), SEX_FROM_DICOM
-        elif film.meta.get("sex_tag"):
-            raise ImageError(f"{path}: sex unknown: PatientSex is {film.meta['sex_tag']!r} "
-                             f"(not M or F); {wording.ask_sex}")
-        elif film.meta.get("format") == "dicom":
-            raise ImageError(f"{path}: sex unknown: the DICOM file has no PatientSex tag; "
-                             f"{wording.ask_sex}")
-        else:
-            raise ImageError(f"{path}: sex unknown: {wording.ask_sex} (only a DICOM file "
-                             "records the patient's sex)")
-        if chronological is not None:
-            reading.chronological_months = float(chronological)
-            reading.age_source = wording.age_given
-        elif film.meta.get("age_months") is not None:
-            reading.chronological_months = float(film.meta["age_months"])
-            reading.age_source = AGE_FROM_DICOM
-        reading.height = (Height(float(height_cm), wording.height_given, None, wording.ask_age)
-                          if height_cm is not None
-                          else height_from_dicom(film.meta.get("patient_size"), wording.ask_age))
 
     def finish(self, reading: Reading, months: np.ndarray, force: bool = False) -> None:
         """The mean (and spread) of the models' ``months``, and the clinical call where a
@@ -501,10 +295,32 @@ class Ensemble:
     def predict_paths(self, paths: list[Path], sex: str | None = None,
                       chronological: float | dict | None = None, batch_size: int = 32,
                       progress: bool = False, explain_dir: Path | None = None,
-                      force: bool = False, height_cm: float | None = None) -> list[Reading]:
+                      force: bool = False, height_cm: float | None = None,
+                      films: Iterable[PreparedFilm] | None = None) -> list[Reading]:
         """Predict many films in batches; an unreadable file, or one that does not look like a
         hand radiograph (unless ``force``), is reported and skipped. ``chronological``: one
-        age for every film, or ``{str(path): months}`` per film."""
+        age for every film, or ``{str(path): months}`` per film. ``films``: the same paths
+        already on their way through :meth:`prepare_paths` (a :class:`Prefetch` started
+        before the models loaded); by default they are prepared here, in a background thread
+        while the models read the batch before (one by one when heatmaps are drawn)."""
+        if explain_dir is not None:
+            explain_dir = heatmap_folder(explain_dir)
+        own = None
+        if films is None:
+            films = self.prepare_paths(paths, sex, chronological, force, height_cm,
+                                       keep_films=explain_dir is not None)
+            if explain_dir is None and len(paths) > 1:
+                # the next films are prepared while the models read a batch
+                films = own = Prefetch(films)
+        try:
+            return self._read_prepared(films, len(paths), batch_size, progress, explain_dir,
+                                       force)
+        finally:
+            if own is not None:
+                own.close()
+
+    def _read_prepared(self, films: Iterable[PreparedFilm], count: int, batch_size: int,
+                       progress: bool, explain_dir: Path | None, force: bool) -> list[Reading]:
         from tqdm import tqdm
 
         readings: list[Reading] = []
@@ -518,31 +334,25 @@ class Ensemble:
                     self.finish(reading, row, force)
                 batch.clear()
 
-        if explain_dir is not None:
-            explain_dir = heatmap_folder(explain_dir)
-        for index, path in enumerate(tqdm(paths, desc="predict", unit="film",
-                                          disable=not progress)):
-            reading = Reading(str(path))
+        for item in tqdm(films, total=count, desc="predict", unit="film",
+                         disable=not progress):
+            reading = item.reading
             readings.append(reading)
-            try:
-                data = read_film_bytes(path)
-                film = self.read(data, str(path), force)
-                age = (chronological.get(str(path)) if isinstance(chronological, dict)
-                       else chronological)
-                self.resolve(str(path), film, sex, age, reading, CLI, height_cm)
-                film = self.check(film, str(path), reading, force)
-                prepared = self.prepare(film)
-                if explain_dir is not None:
-                    reading.heatmap = str(self._write_heatmaps(film, prepared, reading, path,
-                                                               index, explain_dir))
-            except (ImageError, OSError) as exc:
-                reading.error = str(exc)
-                log.warning("skipping %s", exc)
+            if reading.error is None and explain_dir is not None:
+                try:
+                    reading.heatmap = str(self._write_heatmaps(
+                        item.film, item.prepared, reading, item.path, item.index, explain_dir))
+                except (ImageError, OSError) as exc:
+                    reading.error = str(exc)
+            if reading.error is not None:
+                log.warning("skipping %s", reading.error)
                 continue
-            batch.append((reading, prepared))
+            batch.append((reading, item.prepared))
             if len(batch) >= batch_size:
                 flush()
         flush()
+        if len(readings) != count:
+            raise RuntimeError(f"{count} films given, {len(readings)} read")
         return readings
 
     def _write_heatmaps(self, film: Film, prepared: Prepared, reading: Reading, path: Path,
