@@ -18,6 +18,8 @@ ID; error messages are built with that name too.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +62,72 @@ def film_name(dataset) -> str:
     return f"SOP {uid}" if uid else "a DICOM without SOP Instance UID"
 
 
+class MicroBatcher:
+    """The models read films that arrive together from several threads (the node's
+    associations) in one call: each member's call costs about as much for 1 film as for 8 at
+    96 px, and the node called them once per film (22 ms of its 136 ms a film, profiled).
+
+    The first caller waits ``wait_seconds`` for others to join, then reads every film
+    queued (up to ``max_batch`` a call) until none is left; the others wait for their row.
+    One caller alone pays only the wait.
+    """
+
+    def __init__(self, ensemble, max_batch: int = 8, wait_seconds: float = 0.004):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.ensemble, self.max_batch, self.wait_seconds = ensemble, max_batch, wait_seconds
+        self._lock = threading.Lock()
+        self._pending: list[_Request] = []
+        self._leading = False
+        self.calls = 0  # model calls made (the tests and the bench read it)
+
+    def predict(self, prepared, male: int) -> np.ndarray:
+        """One film's months by model, shape (models,)."""
+        request = _Request(prepared, male)
+        with self._lock:
+            self._pending.append(request)
+            lead = not self._leading
+            self._leading = self._leading or lead
+        if lead:
+            if self.wait_seconds > 0:
+                time.sleep(self.wait_seconds)
+            self._drain()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.months
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                batch = self._pending[:self.max_batch]
+                del self._pending[:self.max_batch]
+                if not batch:
+                    self._leading = False
+                    return
+            try:
+                months = self.ensemble.predict_prepared([r.prepared for r in batch],
+                                                        np.array([r.male for r in batch]))
+                self.calls += 1
+                for request, row in zip(batch, months):
+                    request.months = row
+            except BaseException as exc:  # noqa: BLE001 - each waiting film gets the error
+                for request in batch:
+                    request.error = exc
+            finally:
+                for request in batch:
+                    request.done.set()
+
+
+@dataclass
+class _Request:
+    prepared: object
+    male: int
+    months: np.ndarray | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
 class DicomReader:
     """Reads received DICOM films with an :class:`~boneage.reading.predictor.Ensemble` and
     words each answer as DICOM objects."""
@@ -70,6 +138,7 @@ class DicomReader:
         from boneage.reading.predictor import Wording
 
         self.ensemble = ensemble
+        self.batcher = MicroBatcher(ensemble)
         self.force = force
         self.explain = explain
         self.max_dataset_bytes = max_dataset_bytes
@@ -106,8 +175,7 @@ class DicomReader:
                 self.ensemble.resolve(name, film, None, None, reading, self.wording)
                 film = self.ensemble.check(film, name, reading, self.force)
                 prepared = self.ensemble.prepare(film)
-                self.ensemble.finish(reading, self.ensemble.predict_prepared(
-                    [prepared], np.array([reading.male]))[0])
+                self.ensemble.finish(reading, self.batcher.predict(prepared, reading.male))
                 if self.explain:
                     heatmap, _ = self.ensemble.heatmap(film, prepared, reading.male, name)
                 status = "read"
