@@ -79,6 +79,15 @@ def peak_rss_mb(pid: int) -> float | None:
     return int(match.group(1)) / 1024 if match else None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used (/proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_for_line(log: Path, pattern: str, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -177,6 +186,8 @@ def node_phase(films, args, work: Path) -> dict:
         batches = [wrap(films, args.films) for _ in range(args.associations)]
         datasets = [ds for batch in batches for ds in batch]
         expected = 2 + 2 * len(datasets)
+        cpu_before = {"node": cpu_seconds(node.pid), "orthanc": cpu_seconds(orthanc.process.pid),
+                      "sender_bench": time.process_time()}
         started = time.perf_counter()
         threads = [threading.Thread(target=send_association,
                                     args=(node_port, batch, statuses, lock))
@@ -190,6 +201,8 @@ def node_phase(films, args, work: Path) -> dict:
         while count_instances(orthanc) < expected and time.monotonic() < deadline:
             time.sleep(0.1)
         stored = time.perf_counter() - started
+        cpu_after = {"node": cpu_seconds(node.pid), "orthanc": cpu_seconds(orthanc.process.pid),
+                     "sender_bench": time.process_time()}
         peak = peak_rss_mb(node.pid)
         node.send_signal(signal.SIGTERM)
         node.wait(120)
@@ -212,6 +225,11 @@ def node_phase(films, args, work: Path) -> dict:
         "seconds_all_answered": round(answered, 2),
         "seconds_all_results_in_pacs": round(stored, 2),
         "films_per_second": round(len(datasets) / stored, 3),
+        # where the 2 cores went, in CPU ms a film: the node, the PACS storing its results,
+        # and this script sending the films (the modality)
+        "cpu_ms_per_film": {key: round(1000 * (cpu_after[key] - cpu_before[key]) / len(datasets),
+                                       1) for key in cpu_before
+                            if cpu_before[key] is not None and cpu_after[key] is not None},
         "peak_rss_mb": round(peak, 1) if peak else None,
         "patient_name_or_id_in_log": any(secret in text for secret in SECRETS),
         "node_months": node_months(text, uids),
@@ -238,13 +256,18 @@ def predict_phase(datasets, node_months: dict, work: Path) -> dict:
 
     def run(path: Path) -> tuple[float, list]:
         started = time.perf_counter()
+        children = os.times()
         done = subprocess.run([str(BONEAGE), "predict", str(path), "--json"],
                               capture_output=True, text=True)
         seconds = time.perf_counter() - started
+        after = os.times()
+        cpu[path.name] = (after.children_user + after.children_system
+                          - children.children_user - children.children_system)
         if done.returncode != 0:
             raise RuntimeError(f"boneage predict failed ({done.returncode}): {done.stderr[-2000:]}")
         return seconds, json.loads(done.stdout)
 
+    cpu: dict[str, float] = {}
     run(single)  # the first start-up reads the libraries from disk: not counted
     all_seconds, rows = run(folder)
     one_seconds, _ = run(single)
@@ -257,6 +280,8 @@ def predict_phase(datasets, node_months: dict, work: Path) -> dict:
         "seconds_one_film": round(one_seconds, 2),
         "films_per_second_with_startup": round(films / all_seconds, 3),
         "films_per_second_without_startup": round((films - 1) / (all_seconds - one_seconds), 3),
+        "cpu_ms_per_film_without_startup": round(
+            1000 * (cpu["films"] - cpu["single"]) / (films - 1), 1),
         "node_vs_predict_max_abs_months": round(max(differences), 2) if differences else None,
         "compared": len(differences),
     }
