@@ -44,7 +44,6 @@ class Prepared(dict):
         self.geometries = {settings: geometry for settings, (_, geometry) in prepared.items()}
 
 
-
 def card_settings(model_dirs: Iterable[str | Path]) -> list[ImagingSettings]:
     """The imaging settings each export's card records, read without loading its model."""
     return [ImagingSettings.from_dict(json.loads((Path(d) / CARD_JSON).read_text())["imaging"])

@@ -13,6 +13,7 @@ SYNTHETIC_WARNING = "trained on synthetic films: not for real radiographs"
 CALL_WITHHELD = ("no difference, SD score or call: the model was trained on synthetic films "
                  "(force shows them)")
 
+
 def trained_on_synthetic(card: dict) -> bool:
     """Whether a model card's data is the built-in synthetic films (``data.source``)."""
     data = card.get("data") or {}
