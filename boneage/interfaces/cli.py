@@ -34,9 +34,10 @@ def _predict(args: argparse.Namespace) -> int:
     chronological = chronological_ages(args.chronological_age, paths)
     require_sex(paths, args.sex)
     explain = heatmap_folder(args.explain) if args.explain is not None else None
-    _check_release(args)
     choice = None
-    if not args.model:
+    if args.model:
+        _check_release(args)
+    else:  # verified once, before TensorFlow: a missing or damaged release is one line at once
         from boneage.reading.release import load_release
 
         choice = load_release(_variant(args))
