@@ -43,9 +43,9 @@ def _predict(args: argparse.Namespace) -> int:
         choice = load_release(_variant(args))
     # A folder's films are read up to the models' input in a background thread while
     # TensorFlow imports and the models load (seconds the films used to wait for).
-    films = None
+    films, settings = None, None
     if explain is None and len(paths) > 1:
-        films = _prefetch(args.model or choice.model_dirs, paths, args.sex, chronological,
+        films, settings = _prefetch(args.model or choice.model_dirs, paths, args.sex, chronological,
                           args.force, height)
     try:
         _import_tensorflow(args)
@@ -53,7 +53,7 @@ def _predict(args: argparse.Namespace) -> int:
 
         ensemble = (Ensemble(args.model, model_format=args.format) if args.model
                     else Ensemble.from_choice(choice, args.format))
-        if films is not None and films.settings != ensemble.settings:
+        if films is not None and settings != ensemble.settings:
             films.close()  # never expected: the cards were read twice and differ
             films = None
         readings = ensemble.predict_paths(paths, sex=args.sex, chronological=chronological,
@@ -88,18 +88,17 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _prefetch(model_dirs, paths, sex, chronological, force, height):
-    """The films prepared ahead in a background thread (:class:`Prefetch`), with the imaging
-    settings they were prepared for; None when an export's card cannot be read here (the
-    models' own loading then says what is wrong)."""
+    """The films prepared ahead in a background thread (:class:`Prefetch`) and the imaging
+    settings they are prepared for; (None, None) when an export's card cannot be read here
+    (the models' own loading then says what is wrong)."""
     from boneage.reading.preparation import FilmPreparation, Prefetch, card_settings
 
     try:
         preparation = FilmPreparation(card_settings(model_dirs))
     except (OSError, KeyError, TypeError, ValueError):
-        return None
-    films = Prefetch(preparation.prepare_paths(paths, sex, chronological, force, height))
-    films.settings = preparation.settings
-    return films
+        return None, None
+    return (Prefetch(preparation.prepare_paths(paths, sex, chronological, force, height)),
+            preparation.settings)
 
 
 CSV_COLUMNS = ["path", "sex", "sex_source", "boneage_months", "boneage_text", "spread_months",
