@@ -16,6 +16,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("models/trained"))
     parser.add_argument("--live", type=Path, default=Path("metrics/train"))
     parser.add_argument("--member", help="train the ensemble member members.<MEMBER>")
+    parser.add_argument("--teacher", type=Path,
+                        help="the teach stage's output: targets for train.distill_weight")
     add_verbose_flag(parser)
     args = parser.parse_args()
 
@@ -24,7 +26,12 @@ def main() -> None:
 
     params = (load_member(args.member, args.params) if args.member
               else load_section("train", args.params))
-    run_training(args.store, args.split, params, args.out, args.live)
+    teacher = None
+    if args.teacher is not None:
+        from boneage.learning.distillation import read_teacher_targets
+
+        teacher = read_teacher_targets(args.teacher)
+    run_training(args.store, args.split, params, args.out, args.live, teacher=teacher)
 
 
 if __name__ == "__main__":

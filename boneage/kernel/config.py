@@ -170,6 +170,9 @@ class TrainParams(_Section):
         "none", description="none | mirrored (this machine's GPUs) | multi_worker (TF_CONFIG)"
     )
     scale_lr: bool = Field(True, description="multiply lr by the number of replicas")
+    distill_weight: float = Field(
+        0.0, ge=0, le=1, description="share of each training film's target taken from the "
+        "teachers' reading (release pipeline's teacher stage, --teacher); 0 = labels only")
 
 
 class EvaluateParams(_Section):

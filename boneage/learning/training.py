@@ -23,13 +23,16 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from boneage.kernel.artifacts import TRAINED_MODEL, TRAINING_SUMMARY, write_json
 from boneage.learning.calibration import fit_calibration
 from boneage.kernel.config import TrainParams
+from boneage.kernel.errors import ParamsError
 from boneage.kernel.provenance import git_commit
 from boneage.learning.datasets import make_dataset, shard_by_data
+from boneage.learning.distillation import blend_targets
 from boneage.learning.models import IMAGE_INPUT, SEX_INPUT
 from boneage.learning.precision import (
     BF16_MIN_SPEEDUP,  # noqa: F401  (importable from here too, as bench/perf_children does)
@@ -114,8 +117,13 @@ def fit_epochs(model: keras.Model, train_data: tf.data.Dataset, val_data: tf.dat
 
 def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: TrainParams, *,
           out_dir: str | Path, callbacks: list | None = None, verbose: int = 2,
-          strategy: tf.distribute.Strategy | None = None) -> TrainResult:
+          strategy: tf.distribute.Strategy | None = None,
+          teacher: pd.Series | None = None) -> TrainResult:
     """Fit a model on ``train_ids``, keep the weights of the best validation MAE.
+
+    With ``train.distill_weight`` > 0 the training targets blend the labels with ``teacher``
+    (the teacher stage's readings by film id, :mod:`boneage.learning.distillation`); the
+    validation films keep their labels.
 
     Under a ``tf.distribute`` strategy every replica takes ``batch_size`` films per step,
     so the global batch is ``batch_size x replicas`` (see :func:`peak_lr` for the lr).
@@ -128,6 +136,19 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
     seed_everything(params.seed)
     train_rows, train_age, train_male = _labels(store, train_ids)
     val_rows, val_age, val_male = _labels(store, val_ids)
+    if params.distill_weight > 0:
+        if teacher is None:
+            raise ParamsError(f"train.distill_weight is {params.distill_weight}, but no teacher "
+                              "targets were given (stages/train.py --teacher DIR)")
+        label_age = train_age
+        train_age = blend_targets(train_ids, train_age, teacher, params.distill_weight)
+        log.info("distillation: targets %.0f %% teachers' reading, %.0f %% label (they differ "
+                 "by %.2f months on average)", 100 * params.distill_weight,
+                 100 * (1 - params.distill_weight),
+                 np.abs(train_age - label_age).mean() / params.distill_weight)
+    elif teacher is not None:
+        raise ParamsError("teacher targets were given (--teacher) but train.distill_weight is 0: "
+                          "set it in the member's params or drop --teacher")
     mean, std = target_scaling(params, train_age)
     log.info("training on %d films, validating on %d; target mean %.1f sd %.1f months",
              len(train_ids), len(val_ids), mean, std)
@@ -213,19 +234,22 @@ def predict_films(model: keras.Model, images: np.ndarray, rows: np.ndarray, male
 
 def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainParams,
                  out_dir: str | Path, live_dir: str | Path | None = None, *,
-                 strategy: tf.distribute.Strategy | None = None) -> TrainResult:
+                 strategy: tf.distribute.Strategy | None = None,
+                 teacher: pd.Series | None = None) -> TrainResult:
     """The train stage: data from the store and split, curves to dvclive, model to ``out_dir``.
 
     With ``train.distribute: multi_worker`` every worker runs this; only the chief writes
     ``out_dir`` and ``live_dir``, the others write to a temporary folder they delete.
     """
     strategy = strategy or make_strategy(params.distribute)
+    commit = git_commit()  # at the start: the code may move on during an hour of training
     store = open_store(store_dir)
     train_ids, val_ids = training_ids(split_dir, params.fold)
     if not is_chief(strategy):
         scratch = Path(tempfile.mkdtemp(prefix="boneage-worker-"))
         try:
-            return train(store, train_ids, val_ids, params, out_dir=scratch, strategy=strategy)
+            return train(store, train_ids, val_ids, params, out_dir=scratch, strategy=strategy,
+                         teacher=teacher)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     callbacks = []
@@ -237,7 +261,7 @@ def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainPara
         live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
         callbacks.append(DVCLiveCallback(live=live))
     result = train(store, train_ids, val_ids, params, out_dir=out_dir, callbacks=callbacks,
-                   strategy=strategy)
+                   strategy=strategy, teacher=teacher)
     out_dir = Path(out_dir)
     result.model.save(out_dir / TRAINED_MODEL)
     # Fitted on the validation films with the best epoch's model: evaluate and export apply it.
@@ -265,7 +289,7 @@ def run_training(store_dir: str | Path, split_dir: str | Path, params: TrainPara
         "history": result.history,
         "imaging": store.settings.to_dict(),
         "params": params.model_dump(mode="json"),
-        "git_commit": git_commit(),  # the code it was trained at, for the model card
+        "git_commit": commit,  # the code it was trained at, for the model card
     }
     write_json(out_dir / TRAINING_SUMMARY, summary)
     if live is not None:
