@@ -57,7 +57,8 @@ def import_tensorflow_quietly() -> None:
     TensorFlow's C++ start-up lines (absl's "All log messages before absl::InitializeLog",
     oneDNN and CUDA probing, ``failed call to cuInit``) are written by native code straight
     to fd 2, past Python's logging and ``TF_CPP_MIN_LOG_LEVEL``. If the import fails, what
-    it wrote is shown before the error. A no-op once TensorFlow is imported.
+    it wrote is shown before the error. TensorFlow's Python warnings (its retracing notes) are
+    kept to errors. A no-op once TensorFlow is imported.
     """
     if "tensorflow" in sys.modules:
         return
@@ -71,6 +72,9 @@ def import_tensorflow_quietly() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # the CUDA probe runs here, not at first use
+            # Its Python warnings too: an ensemble's members each trace their predict
+            # function once, which TensorFlow calls "excessive retracing" after five.
+            logging.getLogger("tensorflow").setLevel(logging.ERROR)
         except BaseException:
             os.dup2(saved, 2)
             sink.seek(0)
