@@ -71,6 +71,20 @@ def make_store(tmp_path: Path, count: int = 40, size: int = 32, seed: int = 0):
     return tmp_path / "prepared", tmp_path / "split"
 
 
+def train_members(tmp_path: Path, store_dir: Path, split_dir: Path,
+                  seeds: dict[str, int]) -> dict[str, Path]:
+    """One-epoch tiny models (width 4, float32) trained on the store, one per name: members
+    or teachers of an ensemble; returns name -> train stage output folder."""
+    from boneage.kernel.config import TrainParams
+    from boneage.learning.training import run_training
+
+    for name, seed in seeds.items():
+        run_training(store_dir, split_dir,
+                     TrainParams(width=4, epochs=1, batch_size=8, warmup_epochs=0, seed=seed,
+                                 precision="float32"), tmp_path / name)
+    return {name: tmp_path / name for name in seeds}
+
+
 def make_export(tmp_path: Path, count: int = 40, size: int = 32, width: int = 4, seed: int = 0,
                 train_seed: int = 42,
                 formats: tuple[str, ...] = ("keras", "savedmodel", "tflite"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from factories import make_store
+from factories import make_store, train_members
 
 from boneage.data.splits import read_ids
 from boneage.kernel.artifacts import SPLIT_FILES
@@ -40,13 +40,9 @@ def test_a_bad_teacher_file_names_its_row(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from boneage.learning.training import run_training
-
     tmp = tmp_path_factory.mktemp("distil")
     store, split = make_store(tmp, count=80, size=32)
-    for name, seed in (("a", 1), ("b", 2)):
-        run_training(store, split, TrainParams(width=4, epochs=1, batch_size=8, warmup_epochs=0,
-                                               seed=seed, precision="float32"), tmp / name)
+    train_members(tmp, store, split, {"a": 1, "b": 2})
     return tmp, store, split
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from factories import hand_radiograph, make_store
+from factories import hand_radiograph, make_store, train_members
 
 from boneage.interfaces.cli import main as cli_main
 from boneage.kernel.artifacts import RELEASE_JSON, RELEASE_SUMS
-from boneage.kernel.config import ReleaseParams, TrainParams, load_release as load_release_params
+from boneage.kernel.config import ReleaseParams, load_release as load_release_params
 from boneage.kernel.errors import DataError, SetupError
 from boneage.learning.conformal import ConformalIntervals, combine
 from boneage.reading.predictor import Ensemble
@@ -35,13 +35,10 @@ FULLRES = ROOT.parent / "shared" / "datasets" / "rsna-bone-age-fullres-sample"
 @pytest.fixture(scope="module")
 def tiny_release(tmp_path_factory):
     from boneage.learning.release import build_release
-    from boneage.learning.training import run_training
 
     tmp = tmp_path_factory.mktemp("release")
     store, split = make_store(tmp, count=80, size=32)
-    for name, seed in (("a", 1), ("b", 2)):
-        run_training(store, split, TrainParams(width=4, epochs=1, batch_size=8, warmup_epochs=0,
-                                               seed=seed, precision="float32"), tmp / name)
+    train_members(tmp, store, split, {"a": 1, "b": 2})
     # One epoch's calibration is rarely kept; member a gets a real one, so the release's
     # export of it carries a calibration layer (restore_member must take it off again).
     summary_path = tmp / "a" / "training.json"
