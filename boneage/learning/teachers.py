@@ -16,6 +16,7 @@ import pandas as pd
 from boneage.data.splits import read_ids
 from boneage.data.store import open_store
 from boneage.kernel.artifacts import SPLIT_FILES
+from boneage.learning.conformal import combine
 from boneage.learning.distillation import TEACHER_TARGETS
 from boneage.learning.evaluation import predict_store
 from boneage.learning.export import exportable_model
@@ -40,10 +41,8 @@ def teacher_targets(member_dirs: dict[str, Path], store_dir: str | Path,
         readings.append(predicted["predicted"].to_numpy(float))
         log.info("teacher %s: training MAE %.2f months", name,
                  np.abs(readings[-1] - predicted["boneage"].to_numpy(float)).mean())
-    stacked = np.column_stack(readings)
     out = frame[["id", "boneage"]].copy()
-    out["teacher"] = stacked.mean(axis=1)
-    out["spread"] = stacked.std(axis=1)
+    out["teacher"], out["spread"] = combine(np.column_stack(readings))  # as the release does
     log.info("teachers %s: mean training MAE %.2f months against the labels, spread %.2f",
              ", ".join(member_dirs), np.abs(out["teacher"] - out["boneage"]).mean(),
              out["spread"].mean())
