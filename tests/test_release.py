@@ -174,17 +174,79 @@ def test_a_member_restored_from_the_release_exports_as_it_shipped(tiny_release, 
         restore_member(tiny_release, "z", tmp_path / "other")
 
 
-def test_a_changed_weight_file_is_refused_in_one_line(tiny_release, tmp_path):
+@pytest.mark.parametrize("weight_file", ["model.keras", "model.tflite"])
+def test_a_changed_weight_file_is_refused_in_one_line(tiny_release, tmp_path, weight_file):
     copy = tmp_path / "release"
     shutil.copytree(tiny_release, copy)
-    weights = copy / "members" / "a" / "model.keras"
+    weights = copy / "members" / "a" / weight_file
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(SetupError) as error:
         load_release(folder=copy)
     message = str(error.value)
-    assert "members/a/model.keras" in message and "sha256" in message and "\n" not in message
+    assert f"members/a/{weight_file}" in message and "sha256" in message and "\n" not in message
+
+
+def test_each_member_ships_a_tflite_file_checked_against_keras(tiny_release):
+    record = json.loads((tiny_release / RELEASE_JSON).read_text())
+    sums = (tiny_release / RELEASE_SUMS).read_text()
+    n_val = record["data"]["n_val"]
+    for member in record["members"]:
+        assert (tiny_release / member["path"] / "model.tflite").is_file()
+        assert f"{member['path']}/model.tflite" in sums
+        check = member["runtime_checks"]["tflite"]
+        assert check["films"] == n_val and check["runtime"].startswith("LiteRT")
+        assert 0 <= check["mean_abs_diff_months"] <= check["max_abs_diff_months"] <= 0.05
+    assert "## Runtimes" in (tiny_release / "MODEL_CARD.md").read_text()
+
+
+def test_the_release_reads_through_litert_as_keras_does(tiny_release, films):
+    litert = Ensemble.from_release(folder=tiny_release)
+    keras_read = Ensemble.from_release(folder=tiny_release, model_format="keras")
+    assert {p.format for p in litert.predictors} == {"tflite"}
+    assert {p.format for p in keras_read.predictors} == {"keras"}
+    for lite, reference in zip(litert.predict_paths(films, sex="F"),
+                               keras_read.predict_paths(films, sex="F")):
+        assert lite.months == pytest.approx(reference.months, abs=0.05)
+        assert lite.interval == pytest.approx(reference.interval, abs=0.05)
+
+
+def test_a_tflite_file_that_reads_differently_is_not_shipped(tiny_release):
+    from boneage.data.splits import read_ids
+    from boneage.data.store import open_store
+    from boneage.learning.evaluation import predict_store
+    from boneage.learning.release import check_runtime
+    from boneage.learning.runtimes import RunnerModel, load_runner
+
+    member = tiny_release / "members" / "a"
+    store = open_store(tiny_release.parent / "prepared")
+    ids = read_ids(tiny_release.parent / "split" / "val.txt")
+    reference = predict_store(RunnerModel(load_runner(member / "model.keras", "keras")), store,
+                              ids)
+    assert check_runtime(member, store, ids, reference)["max_abs_diff_months"] <= 0.05
+    column = reference.columns.get_loc("predicted")
+    reference.iloc[3, column] += 0.2  # one film, as a skewed runtime would read it
+    with pytest.raises(DataError) as error:
+        check_runtime(member, store, ids, reference)
+    message = str(error.value)
+    assert f"film {reference['id'].iloc[3]} 0.2" in message and "not shipping" in message
+
+
+@pytest.mark.parametrize("model_format, imports_tensorflow", [("auto", False), ("keras", True)])
+def test_predict_with_the_release_imports_tensorflow_only_for_keras(
+        tiny_release, films, model_format, imports_tensorflow):
+    """LiteRT reads the release's TFLite files: no TensorFlow start-up, and none of its or
+    LiteRT's native lines (the XNNPACK delegate's) in the terminal."""
+    code = ("import sys, json; from boneage.interfaces.cli import main; rc = main(sys.argv[1:]); "
+            "print(json.dumps([rc, 'tensorflow' in sys.modules]))")
+    result = subprocess.run(
+        [sys.executable, "-c", code, "predict", *map(str, films), "--sex", "F", "--format",
+         model_format], capture_output=True, text=True, timeout=300,
+        env={**os.environ, RELEASE_ENV: str(tiny_release)})
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [0, imports_tensorflow]
+    assert result.stdout.count("bone age") == len(films)
+    assert result.stderr == ""
 
 
 def test_a_changed_interval_is_refused_too(tiny_release, tmp_path):
@@ -228,6 +290,12 @@ def test_without_a_release_predict_fails_in_one_line_before_tensorflow(tmp_path,
         env={**os.environ, RELEASE_ENV: str(tmp_path / "none")})
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [2, False]
     assert result.stderr.count("\n") == 1 and "no released model" in result.stderr
+
+
+def test_a_release_without_its_keras_files_is_refused_as_a_param():
+    with pytest.raises(ValueError, match="must include keras"):
+        ReleaseParams(formats=["tflite"])
+    assert ReleaseParams(formats=["keras", "tflite", "keras"]).formats == ["keras", "tflite"]
 
 
 def test_release_params_name_existing_members(tmp_path):

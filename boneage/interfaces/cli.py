@@ -48,11 +48,15 @@ def _predict(args: argparse.Namespace) -> int:
         films, settings = _prefetch(args.model or choice.model_dirs, paths, args.sex, chronological,
                           args.force, height)
     try:
-        _import_tensorflow(args)
+        from boneage.learning.runtimes import needs_tensorflow, resolve_format
+
+        model_format = resolve_format(args.model or choice.model_dirs, args.format)
+        if needs_tensorflow(model_format) or explain is not None:  # Grad-CAM needs Keras
+            _import_tensorflow(args)
         from boneage.reading.predictor import Ensemble
 
-        ensemble = (Ensemble(args.model, model_format=args.format) if args.model
-                    else Ensemble.from_choice(choice, args.format))
+        ensemble = (Ensemble(args.model, model_format=model_format) if args.model
+                    else Ensemble.from_choice(choice, model_format))
         if films is not None and settings != ensemble.settings:
             films.close()  # never expected: the cards were read twice and differ
             films = None
@@ -244,8 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--fast", action="store_true",
                          help="read with the release's best single member instead of the "
                               "whole ensemble")
-    predict.add_argument("--format", default="keras", choices=["keras", "savedmodel", "tflite"],
-                         help="which exported file to run (default keras)")
+    predict.add_argument("--format", default="auto",
+                         choices=["auto", "keras", "savedmodel", "tflite"],
+                         help="which exported file to run (default auto: TFLite through "
+                              "LiteRT, without TensorFlow's start-up, where every model has "
+                              "one; else keras)")
     predict.add_argument("--explain", type=Path, metavar="OUTDIR",
                          help="write a Grad-CAM heatmap PNG per film here")
     predict.add_argument("--force", action="store_true",

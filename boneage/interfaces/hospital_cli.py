@@ -47,8 +47,10 @@ def _model_flags(command: argparse.ArgumentParser) -> None:
                               "boneage (docs/release.md); several: an ensemble")
     command.add_argument("--fast", action="store_true",
                          help="read with the release's best single member")
-    command.add_argument("--format", default="keras", choices=["keras", "savedmodel", "tflite"],
-                         help="which exported file to run (default keras)")
+    command.add_argument("--format", default="auto",
+                         choices=["auto", "keras", "savedmodel", "tflite"],
+                         help="which exported file to run (default auto: TFLite through "
+                              "LiteRT where every model has one, else keras)")
     command.add_argument("--force", action="store_true",
                          help="read films the header or the film check refuses as not a "
                               "hand radiograph (the SR says so)")
@@ -109,13 +111,22 @@ def _ensemble(args: argparse.Namespace):
     TensorFlow loads, so a missing or damaged release is one line at once)."""
     from boneage.reading.release import check_model_choice
 
+    from boneage.learning.runtimes import needs_tensorflow, resolve_format
+
     variant = check_model_choice(args.model, args.fast)
-    _import_tensorflow(args)
+    if args.model:
+        model_format = resolve_format(args.model, args.format)
+    else:
+        from boneage.reading.release import load_release
+
+        model_format = resolve_format(load_release(variant).model_dirs, args.format)
+    if needs_tensorflow(model_format) or args.explain:  # Grad-CAM needs Keras
+        _import_tensorflow(args)
     from boneage.reading.predictor import Ensemble
 
     if args.model:
-        return Ensemble(args.model, model_format=args.format)
-    return Ensemble.from_release(variant, args.format)
+        return Ensemble(args.model, model_format=model_format)
+    return Ensemble.from_release(variant, model_format)
 
 
 def _reader(args: argparse.Namespace):

@@ -53,6 +53,15 @@ EXPORT_SAVEDMODEL = "saved_model"
 EXPORT_TFLITE = "model.tflite"
 CARD_JSON = "model_card.json"  # imaging settings, metrics, backbone: what predict reads
 CARD_MD = "MODEL_CARD.md"
+EXPORT_FILES = {"keras": EXPORT_KERAS, "savedmodel": EXPORT_SAVEDMODEL, "tflite": EXPORT_TFLITE}
+
+# The exported model's inputs and output, by name, in every format (the Keras model's, the
+# SavedModel's and the TFLite file's serving signature): image (N, S, S, 1) float 0..255,
+# sex (N, 1) 1 = male; months (N, 1).
+IMAGE_INPUT = "image"
+SEX_INPUT = "sex"
+OUTPUT = "boneage_months"
+SIGNATURE = "serving_default"
 
 # The released model (release stage -> boneage/release/): release.json (members, weights,
 # intervals, metrics, data), MODEL_CARD.md, SHA256SUMS and one export folder per member.

@@ -234,6 +234,19 @@ class ReleaseParams(_Section):
     age_bands_months: list[float] = Field(
         default_factory=lambda: [0, 24, 60, 120, 156, 192, 240],
         description="the bands the metrics and coverage are reported in")
+    formats: list[Literal["keras", "tflite"]] = Field(
+        default_factory=lambda: ["keras", "tflite"], description="the files each member ships: "
+        "keras (always: Grad-CAM and restore_member read it) and tflite (read through LiteRT "
+        "without TensorFlow; checked against the Keras reading on the validation films)")
+
+    @field_validator("formats")
+    @classmethod
+    def _keras_ships(cls, formats: list[str]) -> list[str]:
+        if "keras" not in formats:
+            raise ValueError(f"release.formats must include keras (Grad-CAM and the "
+                             f"distillation's teachers read it), got {formats}")
+        return list(dict.fromkeys(formats))
+
     trained_at: dict[str, str] = Field(
         default_factory=dict, description="member -> git commit it was trained at, for members "
         "whose training.json predates the recorded commit")

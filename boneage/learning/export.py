@@ -14,6 +14,7 @@ import json
 import logging
 import platform
 import shutil
+import tempfile
 from pathlib import Path
 
 import keras
@@ -25,6 +26,7 @@ from boneage.kernel.artifacts import (
     EXPORT_KERAS,
     EXPORT_SAVEDMODEL,
     EXPORT_TFLITE,
+    SIGNATURE,
     TRAINED_MODEL,
     read_evaluation,
     read_json,
@@ -45,8 +47,6 @@ from boneage.learning.recipe import build_for
 from boneage.kernel.ages import format_months
 
 log = logging.getLogger(__name__)
-
-SIGNATURE = "serving_default"
 
 
 def export_savedmodel(model: keras.Model, path: Path, input_size: int) -> None:
@@ -270,11 +270,16 @@ def write_export(model: keras.Model, training: dict, store_info: dict, metrics: 
     # The keras file always ships: it is what predict loads by default and Grad-CAM needs.
     model.save(out_dir / EXPORT_KERAS)
     written.append(EXPORT_KERAS)
-    if "savedmodel" in formats or "tflite" in formats:
+    if "savedmodel" in formats:
         export_savedmodel(model, out_dir / EXPORT_SAVEDMODEL, size)
         written.append(EXPORT_SAVEDMODEL)
     if "tflite" in formats:
-        export_tflite(out_dir / EXPORT_SAVEDMODEL, out_dir / EXPORT_TFLITE)
+        if "savedmodel" in formats:
+            export_tflite(out_dir / EXPORT_SAVEDMODEL, out_dir / EXPORT_TFLITE)
+        else:  # converted from a SavedModel that does not ship (the release's members)
+            with tempfile.TemporaryDirectory() as tmp:
+                export_savedmodel(model, Path(tmp) / EXPORT_SAVEDMODEL, size)
+                export_tflite(Path(tmp) / EXPORT_SAVEDMODEL, out_dir / EXPORT_TFLITE)
         written.append(EXPORT_TFLITE)
     card = model_card(training=training, store_info=store_info, metrics=metrics, formats=written)
     write_json(out_dir / CARD_JSON, card)

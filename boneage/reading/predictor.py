@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from boneage.kernel.artifacts import CARD_JSON, EXPORT_KERAS, EXPORT_SAVEDMODEL, EXPORT_TFLITE
+from boneage.kernel.artifacts import CARD_JSON, EXPORT_FILES
 from boneage.kernel.errors import DataError, ImageError, UsageError
-from boneage.learning.export import SIGNATURE
 from boneage.imaging.decoding import Film, read_film
 from boneage.imaging.transforms import ImagingSettings, prepare
+from boneage.learning.runtimes import AUTO, load_runner, resolve_format
 from boneage.reading.inputs import heatmap_folder
-from boneage.learning.models import IMAGE_INPUT, OUTPUT, SEX_INPUT
 from boneage.reading.preparation import (  # noqa: F401  (re-exported: the reading's names)
     FilmPreparation,
     Prefetch,
@@ -42,13 +41,16 @@ from boneage.reading.readings import (  # noqa: F401  (re-exported: the reading'
 
 log = logging.getLogger(__name__)
 
-FORMAT_FILES = {"keras": EXPORT_KERAS, "savedmodel": EXPORT_SAVEDMODEL, "tflite": EXPORT_TFLITE}
+FORMAT_FILES = EXPORT_FILES  # format -> the file an export folder holds it in
 
 
 class Predictor:
-    """An exported model plus the imaging settings its card records."""
+    """An exported model plus the imaging settings its card records.
 
-    def __init__(self, model_dir: str | Path, model_format: str = "keras"):
+    ``model_format``: which of the export's files runs (:mod:`boneage.learning.runtimes`);
+    ``auto`` is its TFLite file through LiteRT where it has one, else its Keras file."""
+
+    def __init__(self, model_dir: str | Path, model_format: str = AUTO):
         self.model_dir = Path(model_dir)
         card_path = self.model_dir / CARD_JSON
         if not card_path.is_file():
@@ -56,51 +58,14 @@ class Predictor:
                             "directory (models/boneage after `dvc repro`)?")
         self.card = json.loads(card_path.read_text())
         self.settings = ImagingSettings.from_dict(self.card["imaging"])
-        if model_format not in FORMAT_FILES:
-            raise UsageError(f"model format must be one of {sorted(FORMAT_FILES)}, got "
-                             f"{model_format!r}")
+        model_format = resolve_format([self.model_dir], model_format)
         target = self.model_dir / FORMAT_FILES[model_format]
         if not target.exists():
             raise DataError(f"{target}: this export has no {model_format} model "
                             f"(it has {self.card.get('formats')})")
         self.format = model_format
-        self._load(target)
-
-    def _load(self, target: Path) -> None:
-        if self.format == "keras":
-            import keras
-
-            import boneage.learning.calibration  # noqa: F401  (registers the custom layers)
-            import boneage.learning.models  # noqa: F401  (registers the custom layers)
-
-            self.model = keras.saving.load_model(target)
-            self._run = lambda image, sex: self.model.predict_on_batch(
-                {IMAGE_INPUT: image, SEX_INPUT: sex})
-        elif self.format == "savedmodel":
-            import tensorflow as tf
-
-            loaded = tf.saved_model.load(str(target))
-            signature = loaded.signatures[SIGNATURE]
-            self._loaded = loaded
-            self._run = lambda image, sex: signature(
-                **{IMAGE_INPUT: tf.constant(image), SEX_INPUT: tf.constant(sex)})[OUTPUT].numpy()
-        else:
-            import warnings
-
-            import tensorflow as tf
-
-            with warnings.catch_warnings():  # tf.lite's deprecation notice is not for our users
-                warnings.simplefilter("ignore")
-                interpreter = tf.lite.Interpreter(model_path=str(target))
-            runner = interpreter.get_signature_runner(SIGNATURE)
-            self._interpreter = interpreter
-
-            def run(image, sex):
-                outputs = [runner(**{IMAGE_INPUT: image[i:i + 1], SEX_INPUT: sex[i:i + 1]})[OUTPUT]
-                           for i in range(len(image))]
-                return np.concatenate(outputs, axis=0)
-
-            self._run = run
+        self._run = load_runner(target, model_format)
+        self.model = getattr(self._run, "model", None)  # the Keras model, in the keras format
 
     def prepare(self, data: bytes, name: str = "image") -> np.ndarray:
         """Film bytes -> this model's uint8 input, through the one imaging path."""
@@ -143,7 +108,7 @@ class Ensemble(FilmPreparation):
     gets its own prepared input through the one imaging path (:func:`boneage.imaging.transforms.prepare`).
     """
 
-    def __init__(self, model_dirs: list[str | Path], model_format: str = "keras", *,
+    def __init__(self, model_dirs: list[str | Path], model_format: str = AUTO, *,
                  weights: list[float] | None = None, intervals=None, tta: int = 1,
                  identity: dict | None = None):
         """``weights``, ``intervals`` (:class:`boneage.learning.conformal.ConformalIntervals`),
@@ -151,6 +116,8 @@ class Ensemble(FilmPreparation):
         ``--model`` exports are averaged with equal weight and carry no interval."""
         if not model_dirs:
             raise UsageError("give at least one --model directory")
+        # one format for every model: TFLite only where all of them have it
+        model_format = resolve_format([Path(d) for d in model_dirs], model_format)
         self._setup([Predictor(d, model_format) for d in model_dirs], weights, intervals, tta,
                     identity)
 
@@ -180,7 +147,7 @@ class Ensemble(FilmPreparation):
         return ensemble
 
     @classmethod
-    def from_release(cls, variant: str = "ensemble", model_format: str = "keras",
+    def from_release(cls, variant: str = "ensemble", model_format: str = AUTO,
                      folder: Path | None = None) -> "Ensemble":
         """The model that ships with boneage, checked file by file (boneage.reading.release)."""
         from boneage.reading.release import load_release
@@ -188,7 +155,7 @@ class Ensemble(FilmPreparation):
         return cls.from_choice(load_release(variant, folder), model_format)
 
     @classmethod
-    def from_choice(cls, choice, model_format: str = "keras") -> "Ensemble":
+    def from_choice(cls, choice, model_format: str = AUTO) -> "Ensemble":
         """The release as :func:`boneage.reading.release.load_release` verified it."""
         return cls(choice.model_dirs, model_format, weights=choice.weights,
                    intervals=choice.intervals, tta=choice.tta, identity=choice.identity)
