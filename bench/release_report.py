@@ -75,8 +75,20 @@ def latency_ms(ensemble, path: Path, repeats: int) -> float:
     return statistics.median(times)
 
 
+def cli_seconds(target: Path, variant: str, model_format: str) -> float:
+    """Wall seconds of `boneage predict TARGET` (a film or a folder), start-up included."""
+    command = [sys.executable, "-m", "boneage.interfaces.cli", "predict", str(target),
+               "--sex", "F", "--json", "--force", "--format", model_format,
+               *(["--fast"] if variant == "fast" else [])]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def folder_throughput(paths: list[Path], ensemble, variant: str) -> dict:
-    """films/s of `boneage predict FOLDER` against Ensemble.predict_paths on the same films."""
+    """films/s of `boneage predict FOLDER` against Ensemble.predict_paths on the same films
+    (both in the format the release reads by default), and the same command with
+    ``--format keras`` (TensorFlow's start-up) as the baseline of the same run."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "films"
         folder.mkdir()
@@ -85,13 +97,16 @@ def folder_throughput(paths: list[Path], ensemble, variant: str) -> dict:
         start = time.perf_counter()
         ensemble.predict_paths(sorted(folder.iterdir()), sex="F", force=True)
         direct = time.perf_counter() - start
-        command = [sys.executable, "-m", "boneage.interfaces.cli", "predict", str(folder),
-                   "--sex", "F", "--json", "--force", *(["--fast"] if variant == "fast" else [])]
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        cli = time.perf_counter() - start
-    return {"films": len(paths), "direct_films_per_s": len(paths) / direct,
-            "cli_films_per_s": len(paths) / cli, "cli_vs_direct": direct / cli}
+        cli = cli_seconds(folder, variant, "auto")
+        cli_keras = cli_seconds(folder, variant, "keras")
+        one = cli_seconds(paths[0], variant, "auto")
+        one_keras = cli_seconds(paths[0], variant, "keras")
+    return {"films": len(paths), "format": ensemble.predictors[0].format,
+            "direct_films_per_s": len(paths) / direct,
+            "cli_films_per_s": len(paths) / cli, "cli_vs_direct": direct / cli,
+            "cli_keras_films_per_s": len(paths) / cli_keras,
+            "cli_vs_cli_keras": cli_keras / cli,
+            "cli_one_film_seconds": one, "cli_one_film_seconds_keras": one_keras}
 
 
 def targets(result: dict) -> dict:
@@ -149,15 +164,23 @@ def main() -> None:
               "train_seconds": sum(m.get("train_seconds") or 0 for m in record["members"]),
               "tta_passes": record["tta"]["passes"]}
     for variant in ("ensemble", "fast"):
-        ensemble = Ensemble.from_release(variant)
-        read = figures(read_all(ensemble, test, folder), bands)
+        ensemble = Ensemble.from_release(variant)  # the format predict reads by default
+        keras_ensemble = Ensemble.from_release(variant, "keras")
+        read_frame = read_all(ensemble, test, folder)
+        read = figures(read_frame, bands)
+        keras_frame = read_all(keras_ensemble, test, folder)
+        difference = (read_frame["predicted"] - keras_frame["predicted"]).abs()
+        fullres_film = args.fullres / "boneage-training-dataset" / f"{fullres['id'][0]}.png"
         full = figures(read_all(ensemble, fullres, args.fullres / "boneage-training-dataset"),
                        bands)
         result[variant] = {
             "test": read, "fullres_sample": {"n": full["n"], "mae_months": full["mae_months"],
                                              "ratio_to_test": full["mae_months"] / read["mae_months"]},
-            "latency_ms_p50_fullres": latency_ms(
-                ensemble, args.fullres / "boneage-training-dataset" / f"{fullres['id'][0]}.png", 20),
+            "format": ensemble.predictors[0].format,
+            "keras_agreement": {"test_mae_months_keras": figures(keras_frame, bands)["mae_months"],
+                                "max_abs_diff_months": float(difference.max())},
+            "latency_ms_p50_fullres": latency_ms(ensemble, fullres_film, 20),
+            "latency_ms_p50_fullres_keras": latency_ms(keras_ensemble, fullres_film, 20),
             "folder": folder_throughput([folder / f"{i}.png" for i in
                                          labels["id"][:args.folder_films]], ensemble, variant),
         }

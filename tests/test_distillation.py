@@ -28,7 +28,7 @@ def test_blended_targets_follow_the_ids_and_the_weight():
 
 
 def test_a_bad_teacher_file_names_its_row(tmp_path):
-    with pytest.raises(DataError, match="run the teacher stage"):
+    with pytest.raises(DataError, match="run the teach stage"):
         read_teacher_targets(tmp_path)
     path = tmp_path / "targets.csv"
     path.write_text("id,boneage,teacher\n001,10,12.5\n002,20,oops\n")
@@ -101,3 +101,30 @@ def test_the_student_learns_the_blended_targets_and_validates_on_labels(tiny):
         offset(0.5, teacher=None)
     with pytest.raises(ParamsError, match="distill_weight is 0"):
         offset(0.0)
+
+
+@pytest.mark.slow
+def test_a_student_weighs_its_films_by_their_labelled_age(tiny, monkeypatch):
+    """train.age_weighting makes rare ages count more: the rarity is the label's, not the
+    blended target's (teachers 60 months off would move every film to another band)."""
+    from boneage.data.store import open_store
+    from boneage.learning import training
+
+    tmp, store_dir, split = tiny
+    store = open_store(store_dir)
+    train_ids = read_ids(split / SPLIT_FILES["train"])
+    labels = store.select(train_ids).set_index("id")["boneage"].astype(float)
+    seen = []
+    real = training.age_weights
+
+    def recording(ages, kind):
+        seen.append(np.asarray(ages, float).copy())
+        return real(ages, kind)
+
+    monkeypatch.setattr(training, "age_weights", recording)
+    params = TrainParams(width=4, epochs=1, batch_size=8, warmup_epochs=0, seed=3,
+                         precision="float32", distill_weight=0.5,
+                         age_weighting="inverse_density")
+    training.train(store, train_ids, read_ids(split / SPLIT_FILES["val"]), params,
+                   out_dir=tmp / "weighted", verbose=0, teacher=labels + 60.0)
+    np.testing.assert_allclose(seen[-1], labels.loc[train_ids].to_numpy())

@@ -2,7 +2,7 @@
 train stage needs; the teach stage that writes the readings is :mod:`boneage.learning.teachers`).
 
 The RSNA labels are single readings by radiologists who disagree with each other by 7-8 months
-RMS; an ensemble's reading of a training film is a smoother target. The teacher stage reads
+RMS; an ensemble's reading of a training film is a smoother target. The teach stage reads
 every *training* film with the trained members (each as it ships: float32, calibrated), in one
 plain pass, and writes their mean; the student's train stage then fits
 
@@ -26,14 +26,14 @@ TEACHER_TARGETS = "targets.csv"  # id, boneage (the label), teacher (the members
 
 
 def read_teacher_targets(path: str | Path) -> pd.Series:
-    """The teachers' mean reading by film id, from the teacher stage's ``targets.csv`` (or its
+    """The teachers' mean reading by film id, from the teach stage's ``targets.csv`` (or its
     folder)."""
     path = Path(path)
     if path.is_dir():
         path = path / TEACHER_TARGETS
     if not path.is_file():
-        raise DataError(f"{path}: no teacher targets; run the teacher stage first "
-                        "(release/dvc.yaml: teacher)")
+        raise DataError(f"{path}: no teacher targets; run the teach stage first "
+                        "(release/dvc.yaml: teach)")
     frame = pd.read_csv(path, dtype={"id": str})
     missing = {"id", "teacher"} - set(frame.columns)
     if missing:
@@ -60,6 +60,6 @@ def blend_targets(ids: list[str], labels: np.ndarray, teacher: pd.Series,
     missing = [film for film in ids if film not in teacher.index]
     if missing:
         raise DataError(f"the teacher targets have no reading of {len(missing)} training "
-                        f"film(s), e.g. {missing[:3]}; rerun the teacher stage on this split")
+                        f"film(s), e.g. {missing[:3]}; rerun the teach stage on this split")
     readings = teacher.loc[list(ids)].to_numpy(float)
     return (1.0 - weight) * np.asarray(labels, float) + weight * readings

@@ -122,7 +122,7 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
     """Fit a model on ``train_ids``, keep the weights of the best validation MAE.
 
     With ``train.distill_weight`` > 0 the training targets blend the labels with ``teacher``
-    (the teacher stage's readings by film id, :mod:`boneage.learning.distillation`); the
+    (the teach stage's readings by film id, :mod:`boneage.learning.distillation`); the
     validation films keep their labels.
 
     Under a ``tf.distribute`` strategy every replica takes ``batch_size`` films per step,
@@ -136,11 +136,11 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
     seed_everything(params.seed)
     train_rows, train_age, train_male = _labels(store, train_ids)
     val_rows, val_age, val_male = _labels(store, val_ids)
+    label_age = train_age  # the radiologists' labels, whatever the training targets become
     if params.distill_weight > 0:
         if teacher is None:
             raise ParamsError(f"train.distill_weight is {params.distill_weight}, but no teacher "
                               "targets were given (stages/train.py --teacher DIR)")
-        label_age = train_age
         train_age = blend_targets(train_ids, train_age, teacher, params.distill_weight)
         log.info("distillation: targets %.0f %% teachers' reading, %.0f %% label (they differ "
                  "by %.2f months on average)", 100 * params.distill_weight,
@@ -170,7 +170,8 @@ def train(store: FilmStore, train_ids: list[str], val_ids: list[str], params: Tr
         model.compile(optimizer=make_optimizer(params, steps, replicas, model),
                       loss=make_loss(params),
                       metrics=[keras.metrics.MeanAbsoluteError(name="mae")], jit_compile=False)
-    weights = age_weights(train_age, params.age_weighting)
+    # how rare each film's age is, by its label (a student's blended target is not its age)
+    weights = age_weights(label_age, params.age_weighting)
     if weights is not None:
         log.info("age weighting %s: film weights %.2f..%.2f (mean 1)", params.age_weighting,
                  weights.min(), weights.max())
