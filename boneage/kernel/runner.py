@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from boneage.kernel.errors import EXIT_USER_ERROR, BoneAgeError
 
@@ -63,18 +64,27 @@ def import_tensorflow_quietly() -> None:
     if "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # later native warnings too
+    with native_output_hidden():
+        import keras  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe runs here, not at first use
+        # Its Python warnings too: an ensemble's members each trace their predict
+        # function once, which TensorFlow calls "excessive retracing" after five.
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+@contextmanager
+def native_output_hidden():
+    """fd 2 sent to a temporary file for the block: native libraries (TensorFlow's start-up,
+    LiteRT's "Created TensorFlow Lite XNNPACK delegate for CPU") write straight to it, past
+    Python, into a clinician's terminal. What they wrote is shown if the block fails."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:
-            import keras  # noqa: F401
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # the CUDA probe runs here, not at first use
-            # Its Python warnings too: an ensemble's members each trace their predict
-            # function once, which TensorFlow calls "excessive retracing" after five.
-            logging.getLogger("tensorflow").setLevel(logging.ERROR)
+            yield
         except BaseException:
             os.dup2(saved, 2)
             sink.seek(0)

@@ -14,18 +14,15 @@ float32) and gives months (N,), so the imaging path in front of it is one and th
 from __future__ import annotations
 
 import logging
-import os
-import sys
-import tempfile
 import warnings
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from boneage.kernel.artifacts import EXPORT_FILES, IMAGE_INPUT, OUTPUT, SEX_INPUT, SIGNATURE
 from boneage.kernel.errors import DataError, UsageError
+from boneage.kernel.runner import native_output_hidden
 
 log = logging.getLogger(__name__)
 
@@ -64,27 +61,6 @@ def needs_tensorflow(model_format: str) -> bool:
     """Whether reading ``model_format`` imports TensorFlow (TFLite does not where LiteRT is
     installed)."""
     return model_format != "tflite" or not litert_available()
-
-
-@contextmanager
-def native_output_hidden():
-    """fd 2 sent to a temporary file: native libraries' start-up lines (LiteRT's "Created
-    TensorFlow Lite XNNPACK delegate for CPU") bypass Python and would land in a clinician's
-    terminal. What was written is shown if the block fails."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode("utf-8", "replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def load_runner(path: Path, model_format: str, num_threads: int | None = None) -> Runner:
