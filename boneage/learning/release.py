@@ -253,7 +253,7 @@ def build_release(member_dirs: dict[str, Path], store_dir: str | Path, split_dir
         "version": params.version,
         "created_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "boneage_version": __version__,
-        "assembled_at_commit": git_commit(repository),
+        "assembled_at_commit": git_commit(repository, ignore=[out_dir]),
         "task": "bone age (months) from a left-hand radiograph and sex, with a "
                 f"{params.coverage:.0%} prediction interval",
         "intended_use": INTENDED_USE,
