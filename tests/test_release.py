@@ -292,6 +292,25 @@ def test_without_a_release_predict_fails_in_one_line_before_tensorflow(tmp_path,
     assert result.stderr.count("\n") == 1 and "no released model" in result.stderr
 
 
+def test_serve_reads_the_release_through_litert_and_explains_with_keras(tiny_release, films,
+                                                                          monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from boneage.interfaces.serve import create_app
+
+    monkeypatch.setenv(RELEASE_ENV, str(tiny_release))
+    with TestClient(create_app(None)) as client:
+        assert client.get("/healthz").json()["format"] == "tflite"
+        answer = client.post("/api/predict", files={"file": ("film.png", films[0].read_bytes())},
+                             data={"sex": "F"})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+    reference = Ensemble.from_release(folder=tiny_release, model_format="keras").predict_paths(
+        films[:1], sex="F")[0]
+    assert body["boneage_months"] == pytest.approx(reference.months, abs=0.1)
+    assert body["model"]["name"] == "tiny" and body["heatmap_png"].startswith("data:image/png")
+
+
 def test_a_release_without_its_keras_files_is_refused_as_a_param():
     with pytest.raises(ValueError, match="must include keras"):
         ReleaseParams(formats=["tflite"])

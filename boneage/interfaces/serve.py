@@ -302,9 +302,14 @@ def create_app(model_dirs: list[str | Path] | None, model_format: str = "auto",
         model_dirs = [Path(d) for d in model_dirs]
         chosen = pick_format(model_dirs, model_format)
         ensemble = Ensemble(model_dirs, model_format=chosen)
-    else:
-        chosen = "keras" if model_format == "auto" else model_format
-        ensemble = Ensemble.from_release(release_variant, chosen)
+    else:  # the release: its TFLite files through LiteRT under auto (57 ms a film against
+        # Keras's 105 in bench/release_report.py); Grad-CAM still reads the Keras files
+        from boneage.learning.runtimes import resolve_format
+        from boneage.reading.release import load_release
+
+        choice = load_release(release_variant)
+        chosen = resolve_format(choice.model_dirs, model_format)
+        ensemble = Ensemble.from_choice(choice, chosen)
         model_dirs = [p.model_dir for p in ensemble.predictors]
     limit = int(max_upload_mb * MB)
     # Warm up: the first call of each model (and of Grad-CAM) builds its graph.
