@@ -311,6 +311,26 @@ def test_serve_reads_the_release_through_litert_and_explains_with_keras(tiny_rel
     assert body["model"]["name"] == "tiny" and body["heatmap_png"].startswith("data:image/png")
 
 
+def test_the_dicom_commands_verify_the_release_once_and_read_it_through_litert(
+        tiny_release, monkeypatch):
+    import argparse
+
+    from boneage.interfaces.hospital_cli import _ensemble
+    from boneage.reading import release
+
+    calls = []
+    real = release.load_release
+    monkeypatch.setattr(release, "load_release",
+                        lambda *args, **kwargs: calls.append(args) or real(*args, **kwargs))
+    monkeypatch.setenv(RELEASE_ENV, str(tiny_release))
+    args = argparse.Namespace(model=None, fast=False, format="auto", explain=False,
+                              verbose=False)
+    ensemble = _ensemble(args)
+    assert len(calls) == 1  # every file's sha256 read once (41 ms for the shipped 23 MB)
+    assert [p.format for p in ensemble.predictors] == ["tflite", "tflite"]
+    assert ensemble.identity["name"] == "tiny"
+
+
 def test_a_release_without_its_keras_files_is_refused_as_a_param():
     with pytest.raises(ValueError, match="must include keras"):
         ReleaseParams(formats=["tflite"])

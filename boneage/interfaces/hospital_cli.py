@@ -109,24 +109,22 @@ def add_commands(commands, verbose_flag) -> None:
 def _ensemble(args: argparse.Namespace):
     """The models that read: ``--model`` exports, else the shipped release (checked before
     TensorFlow loads, so a missing or damaged release is one line at once)."""
-    from boneage.reading.release import check_model_choice
-
     from boneage.learning.runtimes import needs_tensorflow, resolve_format
+    from boneage.reading.release import check_model_choice, load_release
 
-    variant = check_model_choice(args.model, args.fast)
+    choice = None
     if args.model:
-        model_format = resolve_format(args.model, args.format)
-    else:
-        from boneage.reading.release import load_release
-
-        model_format = resolve_format(load_release(variant).model_dirs, args.format)
+        check_model_choice(args.model, args.fast)  # --fast does not apply to --model
+    else:  # verified once: its sha256s are read here and nowhere after
+        choice = load_release("fast" if args.fast else "ensemble")
+    model_format = resolve_format(args.model or choice.model_dirs, args.format)
     if needs_tensorflow(model_format) or args.explain:  # Grad-CAM needs Keras
         _import_tensorflow(args)
     from boneage.reading.predictor import Ensemble
 
     if args.model:
         return Ensemble(args.model, model_format=model_format)
-    return Ensemble.from_release(variant, model_format)
+    return Ensemble.from_choice(choice, model_format)
 
 
 def _reader(args: argparse.Namespace):

@@ -67,12 +67,12 @@ def _header(scope, name: bytes) -> str | None:
 
 def pick_format(model_dirs: list[Path], requested: str = "auto") -> str:
     """The requested format, or for 'auto' the fastest one every export has."""
-    from boneage.reading.predictor import FORMAT_FILES
+    from boneage.kernel.artifacts import EXPORT_FILES
 
     if requested != "auto":
         return requested
     for model_format in FORMAT_PREFERENCE:
-        if all((Path(d) / FORMAT_FILES[model_format]).exists() for d in model_dirs):
+        if all((Path(d) / EXPORT_FILES[model_format]).exists() for d in model_dirs):
             return model_format
     return "keras"  # the one every export ships; Predictor names what is missing
 

@@ -13,6 +13,7 @@ float32) and gives months (N,), so the imaging path in front of it is one and th
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Callable
@@ -63,7 +64,7 @@ def needs_tensorflow(model_format: str) -> bool:
     return model_format != "tflite" or not litert_available()
 
 
-def load_runner(path: Path, model_format: str, num_threads: int | None = None) -> Runner:
+def load_runner(path: Path, model_format: str) -> Runner:
     """A function (image, sex) -> months for the exported file at ``path``."""
     path = Path(path)
     if model_format not in EXPORT_FILES:
@@ -74,7 +75,7 @@ def load_runner(path: Path, model_format: str, num_threads: int | None = None) -
         return _keras_runner(path)
     if model_format == "savedmodel":
         return _savedmodel_runner(path)
-    return _tflite_runner(path, num_threads)
+    return _tflite_runner(path)
 
 
 def _keras_runner(path: Path) -> Runner:
@@ -106,23 +107,23 @@ def _savedmodel_runner(path: Path) -> Runner:
     return run
 
 
-def _tflite_interpreter(path: Path, num_threads: int | None):
+def _tflite_interpreter(path: Path):
     if litert_available():
         from ai_edge_litert.interpreter import Interpreter
 
-        return Interpreter(model_path=str(path), num_threads=num_threads)
+        return Interpreter(model_path=str(path))
     import tensorflow as tf
 
     with warnings.catch_warnings():  # tf.lite's deprecation notice is not for our users
         warnings.simplefilter("ignore")
-        return tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
+        return tf.lite.Interpreter(model_path=str(path))
 
 
-def _tflite_runner(path: Path, num_threads: int | None) -> Runner:
+def _tflite_runner(path: Path) -> Runner:
     """The TFLite file's serving signature; a batch of any size in one call (the signature
     runner resizes its inputs to the batch)."""
     with native_output_hidden():
-        interpreter = _tflite_interpreter(path, num_threads)
+        interpreter = _tflite_interpreter(path)
         runner = interpreter.get_signature_runner(SIGNATURE)
         inputs = runner.get_input_details()
         size = int(inputs[IMAGE_INPUT]["shape_signature"][1])
@@ -139,6 +140,7 @@ def _tflite_runner(path: Path, num_threads: int | None) -> Runner:
     return run
 
 
+@functools.cache
 def tflite_runtime() -> str:
     """What reads TFLite files here: LiteRT and its version, or TensorFlow's tf.lite."""
     if litert_available():

@@ -41,9 +41,6 @@ from boneage.reading.readings import (  # noqa: F401  (re-exported: the reading'
 
 log = logging.getLogger(__name__)
 
-FORMAT_FILES = EXPORT_FILES  # format -> the file an export folder holds it in
-
-
 class Predictor:
     """An exported model plus the imaging settings its card records.
 
@@ -59,7 +56,7 @@ class Predictor:
         self.card = json.loads(card_path.read_text())
         self.settings = ImagingSettings.from_dict(self.card["imaging"])
         model_format = resolve_format([self.model_dir], model_format)
-        target = self.model_dir / FORMAT_FILES[model_format]
+        target = self.model_dir / EXPORT_FILES[model_format]
         if not target.exists():
             raise DataError(f"{target}: this export has no {model_format} model "
                             f"(it has {self.card.get('formats')})")
