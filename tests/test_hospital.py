@@ -349,3 +349,54 @@ def test_hospital_commands_check_their_flags(capsys):
     assert "1 to 16 ASCII characters" in capsys.readouterr().err
     assert cli_main(["dicomweb", "--url", "ftp://x", "--once"]) == 2
     assert "http(s)" in capsys.readouterr().err
+    for flag, value in (("--workers", "0"), ("--send-associations", "many")):
+        with pytest.raises(SystemExit):
+            cli_main(["dicom-node", flag, value])
+        assert "1 to 64" in capsys.readouterr().err
+
+
+def test_workers_auto_is_one_reader_process_per_core_at_most_four(monkeypatch):
+    from boneage.interfaces import hospital_cli
+
+    for cores, expected in ((1, 1), (2, 2), (16, 4), (None, 1)):
+        monkeypatch.setattr(hospital_cli.os, "cpu_count", lambda cores=cores: cores)
+        assert hospital_cli._workers("auto") == expected
+    assert hospital_cli._workers("3") == 3
+
+
+def test_a_node_with_two_reader_processes_answers_as_one_reading_in_process(pacs, model_dir,
+                                                                            tmp_path):
+    """``--workers 2``: the films are read in two processes; the SR in the PACS holds the
+    reading the node's own process gives, and the capture comes with it."""
+    from boneage.interfaces.dicom_node import Destination, DicomNode, NodeSettings
+    from boneage.reading.dicom_reading import DicomReader
+    from boneage.reading.predictor import Ensemble
+    from boneage.reading.reader_pool import ReaderPool, ReaderSpec
+
+    orthanc, _ = pacs
+    (port,) = free_ports(1)
+    pool = ReaderPool(ReaderSpec(model_dirs=(model_dir,), model_format="keras"), workers=2)
+    assert len(set(pool.start())) == 2  # two processes, each with its models
+    settings = NodeSettings(ae_title=NODE_AE, port=port, allowed_callers=(SCU_AE,),
+                            destination=Destination(orthanc_server.AE_TITLE, "127.0.0.1",
+                                                    orthanc.dicom_port),
+                            spool=tmp_path / "spool", retry_seconds=0.2)
+    second = DicomNode(pool, settings)
+    second.start()
+    try:
+        films = [dx_film(hand_radiograph(age, male, seed=30 + age // 12), sex="MF"[1 - male])
+                 for age, male in ((48, 0), (110, 1), (150, 1))]
+        statuses = send(port, *films)
+        assert [s.Status for s in statuses] == [0x0000] * 3
+        in_process = DicomReader(Ensemble([model_dir]))
+        for ds in films:
+            found = results_of(orthanc, ds.StudyInstanceUID, count=2)
+            assert sorted(found) == ["OT", "SR"]
+            values = sr_values(found["SR"][0])
+            expected = in_process.answer(to_bytes(ds)).reading.months
+            assert values["Bone age (Greulich and Pyle), estimated"] == pytest.approx(
+                expected, abs=0.051)  # the SR holds months to 0.1
+    finally:
+        second.stop()
+        pool.close()
+    assert second.counters.read == 3 and pool.restarts == 0

@@ -3,6 +3,7 @@ pynetdicom Storage SCP: every queued film's results over one association, a refu
 retried and then spooled, the other films' results counted as stored."""
 
 import threading
+import time
 
 import pytest
 from factories import free_ports
@@ -39,14 +40,22 @@ def store_scp():
     refuses the UIDs in ``refuse``."""
     from pynetdicom import AE, evt
 
-    seen = {"associations": 0, "stored": [], "refuse": set()}
+    seen = {"associations": 0, "stored": [], "refuse": set(), "open": 0, "most_open": 0,
+            "store_seconds": 0.0}
     lock = threading.Lock()
 
     def on_open(event):
         with lock:
             seen["associations"] += 1
+            seen["open"] += 1
+            seen["most_open"] = max(seen["most_open"], seen["open"])
+
+    def on_close(event):
+        with lock:
+            seen["open"] -= 1
 
     def on_store(event):
+        time.sleep(seen["store_seconds"])  # a PACS writing the object before it answers
         uid = str(event.request.AffectedSOPInstanceUID)
         if uid in seen["refuse"]:
             return 0xA700
@@ -60,7 +69,9 @@ def store_scp():
     port = free_ports(1)[0]
     server = ae.start_server(("127.0.0.1", port), block=False,
                              evt_handlers=[(evt.EVT_C_STORE, on_store),
-                                           (evt.EVT_ESTABLISHED, on_open)])
+                                           (evt.EVT_ESTABLISHED, on_open),
+                                           (evt.EVT_RELEASED, on_close),
+                                           (evt.EVT_ABORTED, on_close)])
     yield port, seen
     server.shutdown()
 
@@ -101,3 +112,21 @@ def test_results_put_while_the_sender_is_busy_are_all_stored(store_scp, tmp_path
     sender.stop()
     assert len(seen["stored"]) == 40 and counters.sent == 40
     assert seen["associations"] < 40  # films queued together shared an association
+
+
+def test_results_go_over_several_associations_at_once(store_scp):
+    """A C-STORE waits for the PACS to store the object: one association at a time kept the
+    results 26 s behind the readings in bench/hospital.py."""
+    port, seen = store_scp
+    seen["store_seconds"] = 0.05
+    counters = Counters()
+    sender = ResultSender(NodeSettings(destination=Destination("PACS", "127.0.0.1", port),
+                                       send_associations=3), counters)
+    for index in range(24):
+        sender.put(f"SOP film{index}", [result(SR_SOP_CLASS)])
+    assert sender.join(timeout=60)
+    sender.stop()
+    assert len(seen["stored"]) == 24 and counters.sent == 24
+    assert seen["most_open"] >= 2
+    with pytest.raises(ValueError, match="at least 1"):
+        ResultSender(NodeSettings(send_associations=0), Counters())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,30 @@ def _megabytes(text: str) -> float:
     if not 0 < value <= 4096:
         raise argparse.ArgumentTypeError(f"{text!r} MB: give a size above 0, at most 4096")
     return value
+
+
+def _count(text: str, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of {what}, 1 to 64")
+    return value
+
+
+MAX_AUTO_WORKERS = 4  # --workers auto: one per core, at most this many (each loads the models)
+
+
+def _workers(text: str) -> int:
+    """``auto``: one reader process per core, at most MAX_AUTO_WORKERS; 1: the node's own."""
+    if text == "auto":
+        return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+    return _count(text, "processes")
+
+
+def _associations(text: str) -> int:
+    return _count(text, "associations")
 
 
 def _model_flags(command: argparse.ArgumentParser) -> None:
@@ -78,6 +103,11 @@ def add_commands(commands, verbose_flag) -> None:
     node.add_argument("--destination", metavar="AE@HOST:PORT",
                       help="where the SR and capture are sent by C-STORE, e.g. "
                            "ORTHANC@127.0.0.1:4242")
+    node.add_argument("--workers", type=_workers, default="auto", metavar="N",
+                      help="processes that read films, each with its own models (default "
+                           "auto: one per core, at most 4; 1: the node's own process)")
+    node.add_argument("--send-associations", type=_associations, default=4, metavar="N",
+                      help="associations sending results to --destination at once (default 4)")
     node.add_argument("--spool", type=Path, metavar="DIR",
                       help="write results that cannot be delivered here (default: logged only)")
     verbose_flag(node)
@@ -106,33 +136,49 @@ def add_commands(commands, verbose_flag) -> None:
     web.set_defaults(handler=_dicomweb)
 
 
-def _ensemble(args: argparse.Namespace):
-    """The models that read: ``--model`` exports, else the shipped release (checked before
-    TensorFlow loads, so a missing or damaged release is one line at once)."""
-    from boneage.learning.runtimes import needs_tensorflow, resolve_format
+def _reader_spec(args: argparse.Namespace):
+    """What reads: ``--model`` exports, else the shipped release (verified here, once: a
+    missing or damaged release is one line at once, before TensorFlow or any worker loads)."""
+    import logging
+
+    from boneage.learning.runtimes import resolve_format
+    from boneage.reading.reader_pool import ReaderSpec
     from boneage.reading.release import check_model_choice, load_release
 
     choice = None
     if args.model:
         check_model_choice(args.model, args.fast)  # --fast does not apply to --model
-    else:  # verified once: its sha256s are read here and nowhere after
+    else:  # its sha256s are read here and nowhere after
         choice = load_release("fast" if args.fast else "ensemble")
-    model_format = resolve_format(args.model or choice.model_dirs, args.format)
-    if needs_tensorflow(model_format) or args.explain:  # Grad-CAM needs Keras
-        _import_tensorflow(args)
-    from boneage.reading.predictor import Ensemble
+    return ReaderSpec(model_dirs=tuple(args.model or ()), choice=choice,
+                      model_format=resolve_format(args.model or choice.model_dirs, args.format),
+                      force=getattr(args, "force", False), explain=args.explain,
+                      max_dataset_bytes=int(getattr(args, "max_dataset_mb", 256.0) * 1024 * 1024),
+                      verbose=args.verbose,
+                      log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()))
 
-    if args.model:
-        return Ensemble(args.model, model_format=model_format)
-    return Ensemble.from_choice(choice, model_format)
+
+def _ensemble(args: argparse.Namespace):
+    """The models that read, in this process."""
+    return _reader_spec(args).build().ensemble
 
 
 def _reader(args: argparse.Namespace):
-    from boneage.reading.dicom_reading import DicomReader
+    """The node's reader: in this process, or ``--workers`` processes (each film's SR,
+    capture and reading are pure Python: one process uses one core)."""
+    spec = _reader_spec(args)
+    workers = getattr(args, "workers", 1)
+    if workers == 1:
+        return spec.build()
+    from boneage.reading.reader_pool import ReaderPool
 
-    return DicomReader(_ensemble(args),
-                       force=args.force, explain=args.explain,
-                       max_dataset_bytes=int(args.max_dataset_mb * 1024 * 1024))
+    pool = ReaderPool(spec, workers)
+    try:
+        pool.start()  # every worker has its models before the node listens
+    except BaseException:
+        pool.close()
+        raise
+    return pool
 
 
 def _dicom_node(args: argparse.Namespace) -> int:
@@ -145,7 +191,7 @@ def _dicom_node(args: argparse.Namespace) -> int:
     reader = _reader(args)
     settings = NodeSettings(ae_title=args.ae_title, host=args.host, port=args.port,
                             allowed_callers=tuple(args.allow), destination=destination,
-                            spool=args.spool)
+                            spool=args.spool, send_associations=args.send_associations)
     node = DicomNode(reader, settings)
     node.start()
     stop = threading.Event()
@@ -153,10 +199,13 @@ def _dicom_node(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     print(f"boneage: DICOM node {args.ae_title} listening on {args.host}:{node.port}; "
           f"results to {destination or 'nowhere (no --destination)'}"
-          + (f"; callers allowed: {', '.join(args.allow)}" if args.allow else ""), flush=True)
+          + (f"; callers allowed: {', '.join(args.allow)}" if args.allow else "")
+          + (f"; {args.workers} reader processes" if args.workers > 1 else ""), flush=True)
     stop.wait()
     print("boneage: stopping (sending what is queued)", flush=True)
     node.stop()
+    if hasattr(reader, "close"):
+        reader.close()
     print(f"boneage: {node.counters.to_dict()}", flush=True)
     return 0
 
@@ -199,12 +248,3 @@ def _dicomweb(args: argparse.Namespace) -> int:
           f"{args.state}", flush=True)
     worker.run(args.interval, stop)
     return 0
-
-
-def _import_tensorflow(args: argparse.Namespace) -> None:
-    if args.verbose:
-        import tensorflow  # noqa: F401
-    else:
-        from boneage.kernel.runner import import_tensorflow_quietly
-
-        import_tensorflow_quietly()

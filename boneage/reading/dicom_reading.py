@@ -133,12 +133,12 @@ class DicomReader:
     words each answer as DICOM objects."""
 
     def __init__(self, ensemble, *, force: bool = False, explain: bool = False,
-                 max_dataset_bytes: int = MAX_DATASET_BYTES):
+                 max_dataset_bytes: int = MAX_DATASET_BYTES, batch_wait_seconds: float = 0.004):
         from boneage.reading.dicom_report import ModelIdentity
         from boneage.reading.predictor import Wording
 
         self.ensemble = ensemble
-        self.batcher = MicroBatcher(ensemble)
+        self.batcher = MicroBatcher(ensemble, wait_seconds=batch_wait_seconds)
         self.force = force
         self.explain = explain
         self.max_dataset_bytes = max_dataset_bytes
