@@ -11,10 +11,11 @@ DICOMweb plugin), each process as a hospital runs it (issue 24, part 6):
 3. **Restart**: ``boneage dicomweb`` is killed (SIGKILL) mid-batch and started again on its
    state file; nothing may be lost (every film one SR and one capture in the PACS) and the
    re-reads are counted.
-4. **Memory**: the peak RSS (VmHWM) of the node and of each worker process.
+4. **Memory**: the peak RSS (VmHWM) of the node (with its reader processes, summed) and of
+   each DICOMweb worker process.
 5. **Privacy**: neither log holds the patient's name or ID.
 
-    python bench/hospital.py                      # ~10 minutes on 2 cores
+    python bench/hospital.py                      # ~10 minutes on 2 cores (--workers 2)
     python bench/hospital.py --films 5 --associations 2 --worker-films 6   # a quick check
 
 Writes bench/results/hospital.json. Needs ``orthanc`` and ``orthanc-dicomweb`` (Debian) and
@@ -77,6 +78,26 @@ def peak_rss_mb(pid: int) -> float | None:
         return None
     match = re.search(r"VmHWM:\s+(\d+) kB", text)
     return int(match.group(1)) / 1024 if match else None
+
+
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (the node's reader processes under ``--workers``)."""
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                stack.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                pass
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of a process and its live descendants."""
+    seconds = [cpu_seconds(member) for member in process_tree(pid)]
+    return sum(s for s in seconds if s is not None) if seconds[0] is not None else None
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -165,14 +186,17 @@ def log_counts(log: Path, pattern: str) -> Counter:
     return Counter(re.findall(r"SOP ([0-9.]+)" + pattern, text))
 
 
-def node_phase(films, args, work: Path) -> dict:
+def node_phase(films, args, work: Path, workers: int) -> dict:
     """4 associations x 50 films into the node; the node's results into Orthanc."""
     node_port = free_ports(1)[0]
+    work = work / f"node-{workers}"
+    work.mkdir(parents=True, exist_ok=True)
     orthanc = orthanc_server.Orthanc(work / "orthanc-node",
                                      {"boneage": (NODE_AE, "127.0.0.1", node_port)})
     orthanc.start()
     log = work / "node.log"
-    node = start(["dicom-node", "--port", str(node_port), "--allow", SCU_AE,
+    node = start(["dicom-node", "--workers", str(workers),
+                  "--port", str(node_port), "--allow", SCU_AE,
                   "--destination", f"{orthanc_server.AE_TITLE}@127.0.0.1:{orthanc.dicom_port}",
                   "--spool", str(work / "spool")], log)
     try:
@@ -186,7 +210,7 @@ def node_phase(films, args, work: Path) -> dict:
         batches = [wrap(films, args.films) for _ in range(args.associations)]
         datasets = [ds for batch in batches for ds in batch]
         expected = 2 + 2 * len(datasets)
-        cpu_before = {"node": cpu_seconds(node.pid), "orthanc": cpu_seconds(orthanc.process.pid),
+        cpu_before = {"node": tree_cpu_seconds(node.pid), "orthanc": cpu_seconds(orthanc.process.pid),
                       "sender_bench": time.process_time()}
         started = time.perf_counter()
         threads = [threading.Thread(target=send_association,
@@ -201,9 +225,10 @@ def node_phase(films, args, work: Path) -> dict:
         while count_instances(orthanc) < expected and time.monotonic() < deadline:
             time.sleep(0.1)
         stored = time.perf_counter() - started
-        cpu_after = {"node": cpu_seconds(node.pid), "orthanc": cpu_seconds(orthanc.process.pid),
+        cpu_after = {"node": tree_cpu_seconds(node.pid), "orthanc": cpu_seconds(orthanc.process.pid),
                      "sender_bench": time.process_time()}
         peak = peak_rss_mb(node.pid)
+        reader_peaks = [peak_rss_mb(pid) for pid in process_tree(node.pid)[1:]]
         node.send_signal(signal.SIGTERM)
         node.wait(120)
         holdings = results_by_study(orthanc)
@@ -230,7 +255,11 @@ def node_phase(films, args, work: Path) -> dict:
         "cpu_ms_per_film": {key: round(1000 * (cpu_after[key] - cpu_before[key]) / len(datasets),
                                        1) for key in cpu_before
                             if cpu_before[key] is not None and cpu_after[key] is not None},
+        "workers": workers,
         "peak_rss_mb": round(peak, 1) if peak else None,
+        # the reader processes (and multiprocessing's resource tracker) under --workers > 1
+        "child_peak_rss_mb": [round(p, 1) for p in reader_peaks if p],
+        "total_peak_rss_mb": round((peak or 0) + sum(p for p in reader_peaks if p), 1),
         "patient_name_or_id_in_log": any(secret in text for secret in SECRETS),
         "node_months": node_months(text, uids),
         "_datasets": datasets,
@@ -361,6 +390,8 @@ def main() -> int:
     parser.add_argument("--associations", type=int, default=4)
     parser.add_argument("--films", type=int, default=50, help="films per association")
     parser.add_argument("--worker-films", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="the node's reader processes (default: one per core)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "hospital.json")
     args = parser.parse_args()
     why = orthanc_server.missing()
@@ -373,7 +404,12 @@ def main() -> int:
     films = sample_films()
     with tempfile.TemporaryDirectory(prefix="boneage-hospital-") as tmp:
         work = Path(tmp)
-        node = node_phase(films, args, work)
+        # the node in its own process first (--workers 1): the baseline of the same run
+        in_process = node_phase(films, args, work, 1) if args.workers > 1 else None
+        if in_process:
+            in_process.pop("_datasets"), in_process.pop("node_months")
+            print("node --workers 1:", json.dumps(in_process), flush=True)
+        node = node_phase(films, args, work, args.workers)
         datasets = node.pop("_datasets")
         months = node.pop("node_months")
         print("node:", json.dumps(node), flush=True)
@@ -382,13 +418,15 @@ def main() -> int:
         worker = worker_phase(films, args, work)
         print("worker:", json.dumps(worker), flush=True)
     node_ratio = node["films_per_second"] / predict["films_per_second_without_startup"]
-    peaks = [node["peak_rss_mb"], *worker["peak_rss_mb"]]
+    peaks = [node["total_peak_rss_mb"], *worker["peak_rss_mb"]]
     result = {
         "machine": f"{os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
         "model": "the shipped release (default)",
         "films": "36 RSNA full-res sample films (2080x1600 8-bit and the like), wrapped as DX",
-        "node": node, "predict": predict, "worker": worker,
+        "node": node, "node_in_process": in_process, "predict": predict, "worker": worker,
+        "node_workers_vs_in_process": round(
+            node["films_per_second"] / in_process["films_per_second"], 3) if in_process else None,
         "node_vs_predict_throughput": round(node_ratio, 3),
         "node_vs_predict_throughput_with_startup": round(
             node["films_per_second"] / predict["films_per_second_with_startup"], 3),
