@@ -16,6 +16,9 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=Path("data/prepared"))
     parser.add_argument("--split", type=Path, default=Path("data/split"))
     parser.add_argument("--out", type=Path, default=Path("../boneage/release"))
+    parser.add_argument("--pipeline", type=Path, default=Path("dvc.yaml"),
+                        help="the release pipeline, whose stages the card's rebuild command "
+                             "unfreezes")
     args = parser.parse_args()
 
     params, names = load_release(args.params)
@@ -24,13 +27,14 @@ def main() -> None:
         raise ParamsError(f"release.members is {names}, but the stage was given "
                           f"{sorted(given)} (--member NAME=DIR); edit release/dvc.yaml")
 
-    from boneage.learning.release import build_release
+    from boneage.learning.release import build_release, pipeline_stages
 
     build_release({name: Path(given[name]) for name in names}, args.store, args.split, params,
                   args.out, split_params=load_section("split", args.params).model_dump(),
                   repository=Path.cwd(),
                   external_sets={name: Path(folder) for name, folder in
-                                 params.external_tests.items()})
+                                 params.external_tests.items()},
+                  pipeline_stages=pipeline_stages(args.pipeline))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ def tiny_release(tmp_path_factory):
                            min_band_films=10, interval_bands_months=[0, 120, 240],
                            age_bands_months=[0, 120, 240])
     build_release({"a": tmp / "a", "b": tmp / "b"}, store, split, params, tmp / "release",
-                  split_params={"seed": 1})
+                  split_params={"seed": 1},
+                  pipeline_stages=["fetch", "member_a", "teach", "member_b", "release"])
     return tmp / "release"
 
 
@@ -344,6 +345,21 @@ def test_release_params_name_existing_members(tmp_path):
         load_release_params(params)
     params.write_text("members:\n  a: {seed: 1}\nrelease:\n  coverage: 0.9\n")
     assert load_release_params(params)[1] == ["a"]
+
+
+def test_the_cards_rebuild_command_unfreezes_every_stage_of_the_pipeline(tiny_release):
+    """Teach stages included: a stage left frozen would keep its old output in a rebuild
+    on new code (release 1.4.0's card left out `teach`)."""
+    from boneage.learning.release import pipeline_stages
+
+    record = json.loads((tiny_release / RELEASE_JSON).read_text())
+    assert record["rebuild"].split(" && ")[0] == (
+        "dvc unfreeze release/dvc.yaml:fetch release/dvc.yaml:member_a "
+        "release/dvc.yaml:teach release/dvc.yaml:member_b release/dvc.yaml:release")
+    stages = pipeline_stages(ROOT / "release" / "dvc.yaml")
+    assert "teach" in stages and stages[-1] == "release"
+    assert {f"member_{name}" for name in load_release_params(ROOT / "release" / "params.yaml")[1]
+            } <= set(stages)
 
 
 @pytest.mark.shared_data

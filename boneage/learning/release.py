@@ -155,12 +155,26 @@ def check_runtime(export_dir: Path, store, ids: list[str], reference: pd.DataFra
             "mean_abs_diff_months": float(difference.mean())}
 
 
+def pipeline_stages(dvc_yaml: str | Path) -> list[str] | None:
+    """The stage names of the release pipeline (its dvc.yaml), in order, teach stages
+    included: what the card's rebuild command unfreezes. None when the file is absent."""
+    import yaml
+
+    path = Path(dvc_yaml)
+    if not path.is_file():
+        return None
+    return list((yaml.safe_load(path.read_text()) or {}).get("stages", {})) or None
+
+
 def build_release(member_dirs: dict[str, Path], store_dir: str | Path, split_dir: str | Path,
                   params: ReleaseParams, out_dir: str | Path, split_params: dict | None = None,
                   repository: Path | None = None,
-                  external_sets: dict[str, Path] | None = None) -> dict:
+                  external_sets: dict[str, Path] | None = None,
+                  pipeline_stages: list[str] | None = None) -> dict:
     """The release stage: the members in ``member_dirs`` (name -> train stage output) into
-    ``out_dir``, written whole or not at all."""
+    ``out_dir``, written whole or not at all. ``pipeline_stages`` (release/dvc.yaml's, in
+    order) go into the card's rebuild command; without them, the data, member and release
+    stages."""
     out_dir = Path(out_dir)
     store = open_store(store_dir)
     ids = {part: read_ids(Path(split_dir) / SPLIT_FILES[part]) for part in SPLIT_FILES}
@@ -289,7 +303,7 @@ def build_release(member_dirs: dict[str, Path], store_dir: str | Path, split_dir
         "external": external,
         "limitations": LIMITATIONS,
         "rebuild": "dvc unfreeze " + " ".join(
-            f"release/dvc.yaml:{stage}" for stage in
+            f"release/dvc.yaml:{stage}" for stage in pipeline_stages or
             ("fetch", "preprocess", "split", *[f"member_{n}" for n in names], "release"))
             + " && dvc repro release/dvc.yaml (docs/release.md)",
     }
