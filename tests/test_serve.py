@@ -67,7 +67,8 @@ def post(url, data: bytes, name="film.png", **fields):
 def test_health_and_docs(server):
     url, _ = server
     health = httpx.get(f"{url}/healthz").json()
-    assert health["status"] == "ok" and health["format"] == "savedmodel"
+    # auto reads the TFLite file (through LiteRT), as predict does
+    assert health["status"] == "ok" and health["format"] == "tflite"
     assert httpx.get(f"{url}/docs").status_code == 200
     assert "/api/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]
 

@@ -275,9 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--format", default="auto",
                        choices=["auto", "keras", "savedmodel", "tflite"],
-                       help="which exported file answers predictions (default auto: for "
-                            "--model, the fastest on CPU in bench/predict_latency.py that the "
-                            "export has; for the release, its TFLite files through LiteRT)")
+                       help="which exported file answers predictions (default auto: TFLite "
+                            "through LiteRT where every model has one, else keras; Grad-CAM "
+                            "reads the keras files)")
     serve.add_argument("--max-upload-mb", type=upload_megabytes, default=20.0, metavar="MB",
                        help="largest upload accepted, with or without a Content-Length "
                             f"(default 20 MB, at most {MAX_UPLOAD_MB:g})")

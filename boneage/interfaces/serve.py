@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 requests_log = logging.getLogger("boneage.requests")
 
 PAGE = Path(__file__).with_name("static") / "index.html"  # the web page: HTML + JavaScript
-FORMAT_PREFERENCE = ("savedmodel", "keras", "tflite")  # fastest first: bench/predict_latency.py
 MB = 1024 * 1024
 
 MAX_DECODING = 2  # films decoded and read at once: each may take a few hundred MB transiently
@@ -63,18 +62,6 @@ def _header(scope, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
-
-
-def pick_format(model_dirs: list[Path], requested: str = "auto") -> str:
-    """The requested format, or for 'auto' the fastest one every export has."""
-    from boneage.kernel.artifacts import EXPORT_FILES
-
-    if requested != "auto":
-        return requested
-    for model_format in FORMAT_PREFERENCE:
-        if all((Path(d) / EXPORT_FILES[model_format]).exists() for d in model_dirs):
-            return model_format
-    return "keras"  # the one every export ships; Predictor names what is missing
 
 
 class BodyLimit:
@@ -298,13 +285,17 @@ def create_app(model_dirs: list[str | Path] | None, model_format: str = "auto",
         if not 0 < value < float("inf"):
             raise ValueError(f"{label} must be a number of seconds above 0, got {value!r}")
     origins = frozenset(check_origin(origin) for origin in allow_origins)
+    # auto: TFLite through LiteRT where every model has the file, as predict and the DICOM
+    # commands read it (the release: 57 ms a film against Keras's 105 in
+    # bench/release_report.py; an export: 30 against SavedModel's 34 in
+    # bench/predict_latency.py); Grad-CAM still reads the Keras files
+    from boneage.learning.runtimes import resolve_format
+
     if model_dirs:
         model_dirs = [Path(d) for d in model_dirs]
-        chosen = pick_format(model_dirs, model_format)
+        chosen = resolve_format(model_dirs, model_format)
         ensemble = Ensemble(model_dirs, model_format=chosen)
-    else:  # the release: its TFLite files through LiteRT under auto (57 ms a film against
-        # Keras's 105 in bench/release_report.py); Grad-CAM still reads the Keras files
-        from boneage.learning.runtimes import resolve_format
+    else:
         from boneage.reading.release import load_release
 
         choice = load_release(release_variant)
