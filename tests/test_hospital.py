@@ -270,9 +270,17 @@ def test_an_over_size_dataset_is_refused_before_it_is_decoded(node, monkeypatch)
     (status,) = send(node.port, ds)
     assert status.Status == 0xC000 and "30000x30000 px" in status.ErrorComment
     monkeypatch.setattr(node.reader, "max_dataset_bytes", 10_000)
+    given, reads = [], []
+    answer, read_bytes = node.reader.answer, Path.read_bytes
+    monkeypatch.setattr(node.reader, "answer",
+                        lambda data, name=None: given.append(data) or answer(data, name))
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or read_bytes(self))
     (status,) = send(node.port, dx_film(hand_radiograph()))
     assert status.Status == 0xA700 and "over the node's limit" in status.ErrorComment
     assert not decoded
+    # received into a temporary file, refused from its size: never read into memory
+    assert len(given) == 1 and isinstance(given[0], Path) and given[0] not in reads
+    assert not given[0].exists()  # pynetdicom deleted it once the node had answered
 
 
 # ------------------------------------------------------------------- the DICOMweb worker

@@ -285,7 +285,12 @@ class DicomNode:
         return ae
 
     def start(self, block: bool = False):
-        from pynetdicom import evt
+        from pynetdicom import _config, evt
+
+        # Received data sets go to a temporary file as they arrive, not into memory: a film
+        # over --max-dataset-mb is refused from its file's size and never held in RAM, and
+        # reader processes read the file themselves (pynetdicom deletes it once answered).
+        _config.STORE_RECV_CHUNKED_DATASET = True
 
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, self._on_echo),
                     (evt.EVT_REJECTED, self._on_rejected)]
@@ -323,8 +328,7 @@ class DicomNode:
         caller = event.assoc.requestor.ae_title
         name = f"SOP {event.request.AffectedSOPInstanceUID}"
         try:
-            data = part10_bytes(event.file_meta, event.request.DataSet.getvalue())
-            answer = self.reader.answer(data, name)
+            answer = self.reader.answer(_received(event), name)
         except Exception:  # noqa: BLE001 - a bug must not take the node down
             log.exception("%s from %s: unexpected error", name, caller)
             self.counters.add(unreadable=1)
@@ -344,6 +348,18 @@ class DicomNode:
         status.Status = code
         status.ErrorComment = _comment(answer.reason)
         return status
+
+
+def _received(event):
+    """The received data set: the temporary file pynetdicom wrote it to, or (where the
+    dataset was received into memory) its bytes as a Part 10 file."""
+    try:
+        path = event.dataset_path
+    except AttributeError:  # not a C-STORE request
+        path = None
+    if path is not None:
+        return Path(path)
+    return part10_bytes(event.file_meta, event.request.DataSet.getvalue())
 
 
 def _failure(code: int, comment: str):

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -146,16 +147,25 @@ class DicomReader:
         self.wording = Wording("given to the node", "given to the node", NODE_WORDING_ASK_SEX,
                                ask_age=NODE_WORDING_ASK_AGE)
 
-    def answer(self, data: bytes, name: str | None = None) -> Answer:
-        """A DICOM Part 10 file's bytes -> its :class:`Answer`. Never raises for a bad film."""
+    def answer(self, data: bytes | Path, name: str | None = None) -> Answer:
+        """A DICOM Part 10 file (its bytes, or its path: the node receives films into
+        temporary files) -> its :class:`Answer`. Never raises for a bad film."""
         from boneage.imaging.dicom import read_header
         from boneage.imaging.headers import MAX_PIXELS, MAX_SIDE
         from boneage.reading.predictor import Reading
 
-        if len(data) > self.max_dataset_bytes:
+        try:
+            size = data.stat().st_size if isinstance(data, Path) else len(data)
+            if size > self.max_dataset_bytes:
+                return Answer(name or "a DICOM", "unreadable",
+                              f"{name or 'the data set'}: {size:,} bytes, over the node's "
+                              f"limit of {self.max_dataset_bytes:,} bytes; not decoded")
+            if isinstance(data, Path):  # read only once its size is known to be allowed
+                data = data.read_bytes()
+        except OSError as exc:
             return Answer(name or "a DICOM", "unreadable",
-                          f"{name or 'the data set'}: {len(data):,} bytes, over the node's "
-                          f"limit of {self.max_dataset_bytes:,} bytes; not decoded")
+                          f"{name or 'the data set'}: the received file could not be read "
+                          f"({exc.strerror or exc})")
         try:
             header = read_header(data, name or "a DICOM", MAX_PIXELS, MAX_SIDE)
         except ImageError as exc:
