@@ -33,7 +33,7 @@ def films():
             for age in (60, 120, 170)]
 
 
-def test_the_pool_answers_as_the_reader_in_this_process(model_dir, films):
+def test_the_pool_answers_as_the_reader_in_this_process(model_dir, films, tmp_path):
     from boneage.reading.reader_pool import ReaderPool, ReaderSpec
 
     spec = ReaderSpec(model_dirs=(model_dir,), model_format="tflite")
@@ -47,6 +47,10 @@ def test_the_pool_answers_as_the_reader_in_this_process(model_dir, films):
             assert theirs.reading.months == pytest.approx(ours.reading.months, abs=1e-4)
             assert [r.Modality for r in theirs.results] == ["SR", "OT"]
             assert theirs.results[0].SOPInstanceUID == ours.results[0].SOPInstanceUID
+        received = tmp_path / "received.dcm"  # as the node receives a film: into a file
+        received.write_bytes(films[1])
+        assert pool.answer(received).reading.months == pytest.approx(
+            here.answer(films[1]).reading.months, abs=1e-4)
         bad = pool.answer(b"not a DICOM at all", "SOP 1.2.3")
         assert bad.status == "unreadable" and "SOP 1.2.3" in bad.reason
     finally:

@@ -139,8 +139,6 @@ def add_commands(commands, verbose_flag) -> None:
 def _reader_spec(args: argparse.Namespace):
     """What reads: ``--model`` exports, else the shipped release (verified here, once: a
     missing or damaged release is one line at once, before TensorFlow or any worker loads)."""
-    import logging
-
     from boneage.learning.runtimes import resolve_format
     from boneage.reading.reader_pool import ReaderSpec
     from boneage.reading.release import check_model_choice, load_release
@@ -156,11 +154,6 @@ def _reader_spec(args: argparse.Namespace):
                       max_dataset_bytes=int(getattr(args, "max_dataset_mb", 256.0) * 1024 * 1024),
                       verbose=args.verbose,
                       log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()))
-
-
-def _ensemble(args: argparse.Namespace):
-    """The models that read, in this process."""
-    return _reader_spec(args).build().ensemble
 
 
 def _reader(args: argparse.Namespace):

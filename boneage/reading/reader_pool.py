@@ -8,8 +8,9 @@ and sends the results.
 
 Each worker builds its own :class:`~boneage.reading.dicom_reading.DicomReader` once (the
 models load once a process: ~300 MB each through LiteRT, ~900 MB through Keras) and answers
-one film at a time; an association thread hands a film's bytes to the pool and waits for
-its :class:`~boneage.reading.dicom_reading.Answer`, SR and capture included.
+one film at a time; an association thread hands the pool a film (the temporary file the node
+received it into, which the worker reads itself) and waits for its
+:class:`~boneage.reading.dicom_reading.Answer`, SR and capture included.
 
 A worker that dies (a decoder crashing on a hostile film, the kernel's OOM killer) costs the
 films it was reading, not the node: the pool is started again and each of those films is
@@ -96,7 +97,7 @@ def _ready(pause: float = 0.0) -> int:
     return os.getpid()
 
 
-def _answer(data: bytes, name: str | None) -> Answer:
+def _answer(data: bytes | Path, name: str | None) -> Answer:
     if _failure is not None:
         raise _failure
     return _reader.answer(data, name)
@@ -135,7 +136,7 @@ class ReaderPool:
             ready.update(call.result() for call in calls)
         return sorted(ready)
 
-    def answer(self, data: bytes, name: str | None = None) -> Answer:
+    def answer(self, data: bytes | Path, name: str | None = None) -> Answer:
         """One film's Answer, read by a worker; never raises for a bad film."""
         for attempt in (1, 2):
             with self._lock:
