@@ -130,3 +130,38 @@ def test_results_go_over_several_associations_at_once(store_scp):
     assert seen["most_open"] >= 2
     with pytest.raises(ValueError, match="at least 1"):
         ResultSender(NodeSettings(send_associations=0), Counters())
+
+
+def test_the_nodes_associations_poll_less_when_idle(store_scp, monkeypatch):
+    """pynetdicom's network threads sleep 1 ms between polls when idle: four idle
+    associations kept 0.7 of a core busy. The node's own and its sender's sleep
+    IDLE_POLL_SECONDS."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from boneage.interfaces import dicom_node
+    from boneage.interfaces.dicom_node import IDLE_POLL_SECONDS, DicomNode
+
+    (port,) = free_ports(1)
+    node = DicomNode(reader=None, settings=NodeSettings(ae_title="NODE", port=port))
+    node.start()
+    ae = AE("SCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="NODE")
+    try:
+        assert assoc.is_established and assoc.send_c_echo().Status == 0x0000
+        (accepted,) = node.server.active_associations
+        assert accepted.dul._run_loop_delay == IDLE_POLL_SECONDS > 0.001
+    finally:
+        assoc.release()
+        node.stop(timeout=5)
+    polled = []
+    monkeypatch.setattr(dicom_node, "_poll_less",
+                        lambda association: polled.append(association.dul._run_loop_delay))
+    store_port, _ = store_scp
+    sender = ResultSender(NodeSettings(destination=Destination("PACS", "127.0.0.1", store_port)),
+                          Counters())
+    sender.put("SOP film", [result(SR_SOP_CLASS)])
+    assert sender.join(timeout=30)
+    sender.stop()
+    assert len(polled) == 1  # the sender's association too
