@@ -30,7 +30,6 @@ title; never the patient's name or ID. pynetdicom's own log is kept at WARNING.
 
 from __future__ import annotations
 
-import io
 import logging
 import queue
 import threading
@@ -260,18 +259,6 @@ class ResultSender:
         return self.settings.spool
 
 
-def part10_bytes(file_meta, encoded: bytes) -> bytes:
-    """A received data set (encoded in its negotiated transfer syntax) as a DICOM Part 10
-    file: preamble, 'DICM', file meta, data set. Nothing is decoded."""
-    from pydicom.filewriter import write_file_meta_info
-
-    buffer = io.BytesIO()
-    buffer.write(b"\0" * 128 + b"DICM")
-    write_file_meta_info(buffer, file_meta, enforce_standard=True)
-    buffer.write(encoded)
-    return buffer.getvalue()
-
-
 class DicomNode:
     """The Storage SCP. ``start()`` listens in the background; ``stop()`` closes and drains."""
 
@@ -364,15 +351,10 @@ class DicomNode:
 
 
 def _received(event):
-    """The received data set: the temporary file pynetdicom wrote it to, or (where the
-    dataset was received into memory) its bytes as a Part 10 file."""
-    try:
-        path = event.dataset_path
-    except AttributeError:  # not a C-STORE request
-        path = None
-    if path is not None:
-        return Path(path)
-    return part10_bytes(event.file_meta, event.request.DataSet.getvalue())
+    """The received data set: the temporary file pynetdicom wrote it to (``start()`` turns
+    chunked receiving on), else its bytes as a Part 10 file, as pynetdicom encodes them."""
+    path = event.dataset_path
+    return Path(path) if path is not None else event.encoded_dataset(include_meta=True)
 
 
 def _failure(code: int, comment: str):

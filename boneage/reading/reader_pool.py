@@ -53,8 +53,9 @@ class ReaderSpec:
         if bool(self.model_dirs) == (self.choice is not None):
             raise ValueError("a ReaderSpec takes either model_dirs or a release choice")
 
-    def build(self, batch_wait_seconds: float | None = None):
-        """The reader (TensorFlow imported only where the format or Grad-CAM needs it)."""
+    def build(self, **reader_options):
+        """The reader (TensorFlow imported only where the format or Grad-CAM needs it);
+        ``reader_options`` go to DicomReader as they are."""
         from boneage.kernel.runner import import_tensorflow
         from boneage.learning.runtimes import needs_tensorflow
         from boneage.reading.dicom_reading import DicomReader
@@ -65,9 +66,8 @@ class ReaderSpec:
 
         ensemble = (Ensemble(list(self.model_dirs), model_format=self.model_format)
                     if self.model_dirs else Ensemble.from_choice(self.choice, self.model_format))
-        batching = {} if batch_wait_seconds is None else {"batch_wait_seconds": batch_wait_seconds}
         return DicomReader(ensemble, force=self.force, explain=self.explain,
-                           max_dataset_bytes=self.max_dataset_bytes, **batching)
+                           max_dataset_bytes=self.max_dataset_bytes, **reader_options)
 
 
 # The worker process's reader, or why it could not be built (raised again for each film,
