@@ -287,7 +287,7 @@ def create_app(model_dirs: list[str | Path] | None, model_format: str = "auto",
     origins = frozenset(check_origin(origin) for origin in allow_origins)
     # auto: TFLite through LiteRT where every model has the file, as predict and the DICOM
     # commands read it (the release: 57 ms a film against Keras's 105 in
-    # bench/release_report.py; an export: 30 against SavedModel's 34 in
+    # bench/release_report.py; an export: 35 against SavedModel's 39.5 in
     # bench/predict_latency.py); Grad-CAM still reads the Keras files
     from boneage.learning.runtimes import resolve_format
 
